@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sched.c - schedules as text, and the exhaustive explorer.
+ *
+ * Scenario format (docs/scenarios.md), one step per line, '#' starts a comment:
+ *
+ *     cpus 2                      number of CPUs (optional, before any step)
+ *     cpu0 mask                   an operation on a CPU
+ *     cpu0 nmi                    an external NMI arrives at cpu0 now
+ *     cpu0 nmi x3                 a burst: three NMIs at once
+ *     cpu0 unmask nmi@7           an NMI lands before the 7th core instruction the
+ *                                 step executes; nmi@nmi_unmask+0x1c before that
+ *                                 address; nmi@* at every boundary, one run each
+ *     cpu1 quiesce flush          stop-the-world with TLB flush
+ *     cpu1 run                    let a spinning CPU run on
+ *
+ * A malformed line is rejected with its number and nothing runs.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sim.h"
+
+static const char *const op_names[OP__COUNT] = {
+	[OP_MASK] = "mask",       [OP_UNMASK] = "unmask",   [OP_CRIT] = "crit",
+	[OP_NMI] = "nmi",         [OP_ENTER] = "enter",     [OP_EXIT] = "exit",
+	[OP_GIRET] = "giret",     [OP_BLOCK] = "block",     [OP_UNBLOCK] = "unblock",
+	[OP_QUIESCE] = "quiesce", [OP_RUN] = "run",
+};
+
+const char *sched_op_name(unsigned op) { return op < OP__COUNT ? op_names[op] : "?"; }
+
+static int fail(char *err, size_t len, int line, const char *fmt, const char *arg)
+{
+	char msg[256];
+	snprintf(msg, sizeof msg, fmt, arg);
+	snprintf(err, len, "line %d: %s", line, msg);
+	return -1;
+}
+
+static int parse_at(const char *w, struct sim_at *a)
+{
+	const char *p = w + 4; /* after "nmi@" */
+	char *end;
+	if (strcmp(p, "*") == 0) {
+		a->kind = AT_EVERY;
+		return 0;
+	}
+	if (isdigit((unsigned char)*p)) {
+		errno = 0;
+		unsigned long v = strtoul(p, &end, 10);
+		if (*end || errno || v == 0 || v > 1000000)
+			return -1;
+		a->kind = AT_INDEX;
+		a->index = (uint32_t)v;
+		return 0;
+	}
+	/* symbol[+offset] */
+	char name[128];
+	const char *plus = strchr(p, '+');
+	size_t n = plus ? (size_t)(plus - p) : strlen(p);
+	if (n == 0 || n >= sizeof name)
+		return -1;
+	memcpy(name, p, n);
+	name[n] = 0;
+	unsigned long off = 0;
+	if (plus) {
+		errno = 0;
+		off = strtoul(plus + 1, &end, 0);
+		if (*end || errno)
+			return -1;
+	}
+	uintptr_t base = sym_lookup(name);
+	if (!base)
+		return -2;
+	a->kind = AT_ADDR;
+	a->addr = base + off;
+	return 0;
+}
+
+int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errlen)
+{
+	memset(s, 0, sizeof *s);
+	unsigned declared = 0, maxcpu = 0;
+	int lineno = 0;
+	const char *p = text;
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p) : strlen(p);
+		char line[512];
+		lineno++;
+		if (len >= sizeof line)
+			return fail(err, errlen, lineno, "line too long%s", "");
+		memcpy(line, p, len);
+		line[len] = 0;
+		p += len + (nl ? 1 : 0);
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = 0;
+
+		char *words[12];
+		unsigned nw = 0;
+		char *save = NULL;
+		for (char *w = strtok_r(line, " \t\r", &save); w; w = strtok_r(NULL, " \t\r", &save)) {
+			if (nw == 12)
+				return fail(err, errlen, lineno, "too many words%s", "");
+			words[nw++] = w;
+		}
+		if (nw == 0)
+			continue;
+
+		if (strcmp(words[0], "cpus") == 0) {
+			char *end;
+			unsigned long n = nw == 2 ? strtoul(words[1], &end, 10) : 0;
+			if (nw != 2 || *end || n < 1 || n > SIM_MAX_CPUS)
+				return fail(err, errlen, lineno, "'cpus N' wants N from 1 to 8%s", "");
+			if (s->nsteps)
+				return fail(err, errlen, lineno, "'cpus' must come before the first step%s", "");
+			declared = (unsigned)n;
+			continue;
+		}
+		if (strncmp(words[0], "cpu", 3) != 0 || !isdigit((unsigned char)words[0][3]) ||
+		    words[0][4] != 0)
+			return fail(err, errlen, lineno, "expected 'cpuN OP' or 'cpus N', got '%s'", words[0]);
+		unsigned cpu = (unsigned)(words[0][3] - '0');
+		if (declared && cpu >= declared)
+			return fail(err, errlen, lineno, "%s is beyond the 'cpus' line", words[0]);
+		if (cpu >= SIM_MAX_CPUS)
+			return fail(err, errlen, lineno, "%s: at most 8 CPUs", words[0]);
+		if (nw < 2)
+			return fail(err, errlen, lineno, "%s: missing operation", words[0]);
+		if (s->nsteps == SIM_MAX_STEPS)
+			return fail(err, errlen, lineno, "more than 256 steps%s", "");
+
+		struct sim_step *st = &s->step[s->nsteps];
+		memset(st, 0, sizeof *st);
+		st->cpu = (uint8_t)cpu;
+		st->line = lineno;
+		unsigned op;
+		for (op = 0; op < OP__COUNT; op++)
+			if (strcmp(words[1], op_names[op]) == 0)
+				break;
+		if (op == OP__COUNT)
+			return fail(err, errlen, lineno, "unknown operation '%s' (mask unmask crit nmi "
+					 "enter exit giret block unblock quiesce run)", words[1]);
+		st->op = (uint8_t)op;
+		for (unsigned i = 2; i < nw; i++) {
+			const char *w = words[i];
+			if (op == OP_NMI && w[0] == 'x' && i == 2) {
+				char *end;
+				unsigned long n = strtoul(w + 1, &end, 10);
+				if (*end || n < 1 || n > 16)
+					return fail(err, errlen, lineno, "burst '%s': want x1 to x16", w);
+				st->arg = (uint8_t)n;
+			} else if (op == OP_QUIESCE && strcmp(w, "flush") == 0 && i == 2) {
+				st->arg = 1;
+			} else if (strncmp(w, "nmi@", 4) == 0 && op != OP_NMI && op != OP_RUN) {
+				if (st->nat == SIM_MAX_AT)
+					return fail(err, errlen, lineno, "at most 4 nmi@ arrivals per step%s", "");
+				int rc = parse_at(w, &st->at[st->nat]);
+				if (rc == -2)
+					return fail(err, errlen, lineno, "'%s': no such function", w);
+				if (rc)
+					return fail(err, errlen, lineno, "'%s': want nmi@N, nmi@function+offset or nmi@*", w);
+				st->nat++;
+			} else {
+				return fail(err, errlen, lineno, "unexpected '%s'", w);
+			}
+		}
+		if (cpu > maxcpu)
+			maxcpu = cpu;
+		s->nsteps++;
+	}
+	s->ncpus = declared ? declared : maxcpu + 1;
+	return 0;
+}
+
+int sched_parse_file(const char *path, struct sim_schedule *s, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	static char buf[1 << 17];
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	int toolong = !feof(f);
+	fclose(f);
+	if (toolong) {
+		snprintf(err, errlen, "%s: larger than %zu bytes", path, sizeof buf - 1);
+		return -1;
+	}
+	buf[n] = 0;
+	if (memchr(buf, 0, n)) {
+		snprintf(err, errlen, "%s: binary data, not a scenario (a fuzz input? use nmisim "
+				      "replay-input)", path);
+		return -1;
+	}
+	char e[256];
+	if (sched_parse(buf, s, e, sizeof e) != 0) {
+		snprintf(err, errlen, "%s: %s", path, e);
+		return -1;
+	}
+	return 0;
+}
+
+void sched_print(FILE *f, const struct sim_schedule *s)
+{
+	fprintf(f, "cpus %u\n", s->ncpus);
+	for (unsigned i = 0; i < s->nsteps; i++) {
+		const struct sim_step *st = &s->step[i];
+		fprintf(f, "cpu%u %s", st->cpu, sched_op_name(st->op));
+		if (st->op == OP_NMI && st->arg > 1)
+			fprintf(f, " x%u", st->arg);
+		if (st->op == OP_QUIESCE && st->arg)
+			fprintf(f, " flush");
+		for (unsigned k = 0; k < st->nat; k++) {
+			const struct sim_at *a = &st->at[k];
+			if (a->kind == AT_INDEX)
+				fprintf(f, " nmi@%u", a->index);
+			else if (a->kind == AT_ADDR)
+				fprintf(f, " nmi@%s", sym_describe(a->addr));
+			else
+				fprintf(f, " nmi@*");
+		}
+		fprintf(f, "\n");
+	}
+}
+
+/* ---- Exhaustive placement of wildcard arrivals -------------------------------------- */
+
+struct explore {
+	struct sim_schedule work;
+	unsigned slot_step[SIM_MAX_STEPS * SIM_MAX_AT];
+	unsigned nslots;
+	unsigned long runs, failures;
+	struct sim_schedule *fail_out;
+	struct sim_result *fail_res;
+};
+
+static void explore_slot(struct explore *e, unsigned k, uint32_t from)
+{
+	struct sim_result r;
+	if (k == e->nslots) {
+		sim_run(&e->work, 0, &r);
+		e->runs++;
+		if (r.failed) {
+			if (e->failures++ == 0) {
+				if (e->fail_out)
+					*e->fail_out = e->work;
+				if (e->fail_res)
+					*e->fail_res = r;
+			}
+		}
+		return;
+	}
+	/* How many core instructions does this slot's step execute with the arrivals
+	 * placed so far?  Every boundary up to there is a placement. */
+	unsigned si = e->slot_step[k];
+	struct sim_step *st = &e->work.step[si];
+	sim_run(&e->work, SIM_STEP_ALL, &r);
+	e->runs++;
+	uint32_t n = r.step_insns[si];
+	for (uint32_t pos = from; pos <= n; pos++) {
+		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = pos};
+		int same = k + 1 < e->nslots && e->slot_step[k + 1] == si;
+		explore_slot(e, k + 1, same ? pos : 1);
+		st->nat--;
+	}
+}
+
+unsigned long sched_explore(const struct sim_schedule *s, unsigned long *failures,
+			    struct sim_schedule *fail_out, struct sim_result *fail_res)
+{
+	static struct explore e;
+	memset(&e, 0, sizeof e);
+	e.work = *s;
+	e.fail_out = fail_out;
+	e.fail_res = fail_res;
+	/* Wildcards become slots; concrete arrivals stay where they are. */
+	for (unsigned i = 0; i < s->nsteps; i++) {
+		struct sim_step *st = &e.work.step[i];
+		unsigned keep = 0;
+		for (unsigned k = 0; k < st->nat; k++) {
+			if (st->at[k].kind == AT_EVERY)
+				e.slot_step[e.nslots++] = i;
+			else
+				st->at[keep++] = st->at[k];
+		}
+		st->nat = (uint8_t)keep;
+	}
+	explore_slot(&e, 0, 1);
+	*failures = e.failures;
+	return e.runs;
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sim.h - the userspace machine that runs nmi_core.c.
+ *
+ * A simulated CPU is a POSIX thread; an NMI is SIGUSR1 sent to that thread.  The
+ * kernel's rules for a standard signal are the hardware's rules for NMIs: blocked
+ * while its handler runs, unblocked by the handler's return (= IRET), at most one
+ * more held pending (= the NMI latch), the rest dropped.
+ *
+ * Two ways to run it:
+ *  - deterministic (sim_run): a schedule of steps is replayed with exactly one CPU
+ *    thread running at a time, handing a token at every step and every spin, and
+ *    NMIs land at chosen machine-instruction boundaries inside the core (trap-flag
+ *    single stepping).  Same schedule, same run, same timeline.  Used by scenario
+ *    files, the fuzzer and the exhaustive explorer.
+ *  - free-running (sim_stress): CPU threads and NMI-source threads run truly in
+ *    parallel; the oracle checks the core's accounting at the end.
+ */
+#ifndef SIM_H
+#define SIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define SIM_MAX_CPUS 8
+#define SIM_MAX_STEPS 256
+#define SIM_MAX_AT 4
+
+/* Operations a step can ask of a CPU.  Every op is total: one that makes no sense
+ * in the CPU's current mode is recorded as ignored, never an error at run time. */
+enum sim_op {
+	OP_MASK,    /* nmi_mask()                                                  */
+	OP_UNMASK,  /* nmi_unmask()                                                */
+	OP_CRIT,    /* an intercept handler: mask, edit per-CPU state, unmask       */
+	OP_NMI,     /* an external NMI arrives at the CPU now (arg: burst size)     */
+	OP_ENTER,   /* VM entry (attaches the guest the first time)                 */
+	OP_EXIT,    /* VM exit for another reason (CPUID...), handled under the mask */
+	OP_GIRET,   /* the guest executes IRET                                      */
+	OP_BLOCK,   /* a hypervisor extension blocks guest NMIs (under the mask)    */
+	OP_UNBLOCK, /* ... and unblocks them                                        */
+	OP_QUIESCE, /* stop-the-world round (arg 1: parked CPUs flush their TLB)    */
+	OP_RUN,     /* let a CPU that is spinning run on                            */
+	OP__COUNT
+};
+
+/* Where an NMI lands inside a step's own execution of the core. */
+enum sim_at_kind {
+	AT_INDEX, /* before the index-th core instruction this step executes (1-based) */
+	AT_ADDR,  /* before the first execution of the instruction at `addr`            */
+	AT_EVERY, /* scenario wildcard: every boundary, one run each (explore)          */
+};
+
+struct sim_at {
+	uint8_t kind;
+	uint32_t index;
+	uintptr_t addr;
+};
+
+struct sim_step {
+	uint8_t cpu;
+	uint8_t op;
+	uint8_t arg;
+	uint8_t nat;
+	struct sim_at at[SIM_MAX_AT];
+	int line; /* source line in a scenario file, 0 otherwise */
+};
+
+struct sim_schedule {
+	unsigned ncpus;
+	unsigned nsteps;
+	struct sim_step step[SIM_MAX_STEPS];
+};
+
+/* What a run found. */
+struct sim_result {
+	int failed;
+	char what[512];      /* first violation, one line                          */
+	unsigned step;       /* step index where it was found (nsteps: at the end)   */
+	uint64_t core_insns; /* core instructions stepped, summed over stepped steps */
+	uint32_t step_insns[SIM_MAX_STEPS]; /* core instructions of each step        */
+};
+
+/* Flags for sim_run(). */
+#define SIM_TIMELINE 1u /* record a timeline (sim_timeline_*)                      */
+#define SIM_STEP_ALL 2u /* single-step every step, to count instructions          */
+
+/* One simulated machine: threads are created once and reused across runs. */
+int sim_init(void);
+void sim_fini(void);
+int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r);
+
+/* Called from the trap handler for every core instruction boundary a stepped step
+ * crosses, with the state seen there; the fuzzer turns it into coverage. */
+extern void (*sim_boundary_hook)(uintptr_t rip, unsigned cpu);
+
+/* ---- Timeline of the last sim_run(SIM_TIMELINE) ------------------------------- */
+void sim_timeline_print(FILE *f);
+int sim_timeline_svg(const char *path);
+
+/* ---- Schedules as text (scenario files) --------------------------------------- */
+/* Parse a scenario.  On error returns -1 with "line N: message" in err; nothing runs. */
+int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errlen);
+int sched_parse_file(const char *path, struct sim_schedule *s, char *err, size_t errlen);
+void sched_print(FILE *f, const struct sim_schedule *s);
+const char *sched_op_name(unsigned op);
+/* Explore every placement of the AT_EVERY wildcards in s (at most SIM_MAX_AT).
+ * Returns the number of runs; counts failures; on the first failure, copies the
+ * concrete failing schedule to *fail_out (when non-NULL). */
+unsigned long sched_explore(const struct sim_schedule *s, unsigned long *failures,
+			    struct sim_schedule *fail_out, struct sim_result *fail_res);
+
+/* ---- Free-running stress ------------------------------------------------------ */
+struct stress_config {
+	unsigned cpus;       /* CPU threads                         */
+	unsigned sources;    /* NMI-source threads                  */
+	double seconds;      /* stop after this long (0: no limit)  */
+	uint64_t nmis;       /* or after this many delivered NMIs   */
+	unsigned seed;
+	int quiet;           /* no progress line                    */
+};
+struct stress_totals {
+	uint64_t sent, delivered, handled, lost, violations;
+	double seconds;
+};
+int sim_stress(const struct stress_config *cfg, struct stress_totals *t);
+
+/* ---- Symbols of this executable ----------------------------------------------- */
+int sym_load(void);
+/* "name+0xoff" for addr (static buffer). */
+const char *sym_describe(uintptr_t addr);
+uintptr_t sym_lookup(const char *name);
+/* "nmi_core.c:123" via addr2line (static buffer, "?" when unknown). */
+const char *sym_source_line(uintptr_t addr);
+
+/* Bounds of the core's code (the nmi_core_text section). */
+extern const char __start_nmi_core_text[], __stop_nmi_core_text[];
+
+#endif /* SIM_H */
