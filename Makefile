@@ -55,3 +55,20 @@ $(B)/nmisim: $(B)/sim/nmisim.o $(B)/libnmisim.a
 	$(SIM_CC) $(SIM_LDFLAGS) $^ -o $@
 
 sim: $(B)/nmisim
+
+# ---- libFuzzer: the simulator instrumented by clang, the core as shipped ------------
+FUZZ_CC ?= clang-14
+FUZZ_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -Ifuzz -pthread \
+	-fsanitize=fuzzer-no-link
+FUZZ_OBJS := $(patsubst sim/%.c,$(B)/fuzz/%.o,$(SIM_SRCS)) $(B)/fuzz/decode.o
+
+$(B)/fuzz/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(B)/fuzz/%.o: fuzz/%.c fuzz/decode.h sim/sim.h hv/nmi_core.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(B)/fuzz_nmi: $(B)/fuzz/fuzz_nmi.o $(FUZZ_OBJS) $(B)/nmi_core.o
+	$(FUZZ_CC) -fsanitize=fuzzer -no-pie -pthread $^ -o $@

@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@
 #include "machine.h"
 #include "nmi_platform.h"
 
-void (*sim_boundary_hook)(uintptr_t rip, unsigned cpu);
+void (*sim_nmi_hook)(uintptr_t rip, const struct nmi_cpu *state, int in_guest);
 
 static void block_nmi(sigset_t *old)
 {
@@ -97,27 +98,27 @@ static void run_op(struct sim_cpu *c, const struct sim_step *s)
 	case OP_MASK:
 		if (!host || !unmasked)
 			return ignored(c, host ? "already masked" : "in guest mode");
-		nmi_mask();
+		CORE(nmi_mask());
 		break;
 	case OP_UNMASK:
 		if (unmasked)
 			return ignored(c, "not masked");
-		nmi_unmask();
+		CORE(nmi_unmask());
 		break;
 	case OP_CRIT:
 		if (!host || !unmasked)
 			return ignored(c, host ? "already masked" : "in guest mode");
-		nmi_mask();
+		CORE(nmi_mask());
 		critical_work(c);
-		nmi_unmask();
+		CORE(nmi_unmask());
 		break;
 	case OP_ENTER:
 		if (!host || !unmasked)
 			return ignored(c, host ? "masked" : "already in guest mode");
 		if (!c->core.guest_present) {
-			nmi_mask();
-			nmi_guest_attach();
-			nmi_unmask();
+			CORE(nmi_mask());
+			CORE(nmi_guest_attach());
+			CORE(nmi_unmask());
 		}
 		sim_vmentry(c);
 		break;
@@ -125,9 +126,9 @@ static void run_op(struct sim_cpu *c, const struct sim_step *s)
 		if (host)
 			return ignored(c, "not in guest mode");
 		c->in_guest = 0;
-		nmi_mask();
+		CORE(nmi_mask());
 		critical_work(c);
-		nmi_unmask();
+		CORE(nmi_unmask());
 		break;
 	case OP_GIRET:
 		if (host)
@@ -145,12 +146,12 @@ static void run_op(struct sim_cpu *c, const struct sim_step *s)
 			return ignored(c, host ? "masked" : "in guest mode");
 		if (!c->core.guest_present)
 			return ignored(c, "no guest attached");
-		nmi_mask();
+		CORE(nmi_mask());
 		if (s->op == OP_BLOCK)
-			nmi_guest_block();
+			CORE(nmi_guest_block());
 		else
-			nmi_guest_unblock();
-		nmi_unmask();
+			CORE(nmi_guest_unblock());
+		CORE(nmi_unmask());
 		break;
 	case OP_QUIESCE: {
 		if (!host || !unmasked)
@@ -158,9 +159,9 @@ static void run_op(struct sim_cpu *c, const struct sim_step *s)
 		uint64_t flushes[SIM_MAX_CPUS];
 		for (unsigned i = 0; i < M.ncpus; i++)
 			flushes[i] = M.cpu[i].core.tlb_flushes;
-		nmi_quiesce_begin();
+		CORE(nmi_quiesce_begin());
 		world_stopped_check(c);
-		nmi_quiesce_end(s->arg);
+		CORE(nmi_quiesce_end(s->arg));
 		/* Every CPU has checked out, so every flush asked for has run. */
 		for (unsigned i = 0; i < M.ncpus && s->arg; i++)
 			if (M.cpu[i].core.tlb_flushes != flushes[i] + 1)
@@ -189,16 +190,13 @@ static void step_on_cpu(struct sim_cpu *c, const struct sim_step *s)
 			c->at[j] = c->at[j - 1];
 			c->at[j - 1] = t;
 		}
-	if (c->nat || (M.flags & SIM_STEP_ALL) || sim_boundary_hook) {
-		c->stepping = 1;
-		tf_on();
-	}
+	c->stepping = c->nat != 0 || (M.flags & SIM_STEP_ALL);
+	c->last_rip = 0;
 	if (c->in_guest)
 		sim_process_exits(c); /* an NMI taken when the token came */
 	run_op(c, s);
 	if (c->in_guest)
 		sim_process_exits(c);
-	tf_off();
 	c->stepping = 0;
 }
 
@@ -264,6 +262,13 @@ int sim_init(void)
 	sym_load();
 	sim_install_handlers();
 	sem_init(&M.ctl, 0, 0);
+	/* Only one thread of a deterministic run is ever runnable: keep them all on one
+	 * host core, so a hand-off is a same-core context switch, not a cross-core
+	 * wake-up that waits for the other core's scheduler. */
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu() < 0 ? 0 : sched_getcpu(), &one);
+	pthread_setaffinity_np(pthread_self(), sizeof one, &one);
 	M.deterministic = 1;
 	for (unsigned i = 0; i < SIM_MAX_CPUS; i++) {
 		struct sim_cpu *c = &M.cpu[i];
@@ -387,10 +392,11 @@ void sim_check_conservation(int hw_exact)
 				 (unsigned long long)(n->handled_direct + n->handled_exit),
 				 (unsigned long long)n->deferred);
 		else if (n->deferred != n->drained + n->visited || n->visited != 0)
-			sim_fail("cpu%u: NMI lost: %llu deferred while masked, %llu drained, "
-				 "%u still counted (mask %s)", i, (unsigned long long)n->deferred,
-				 (unsigned long long)n->drained, n->visited,
-				 n->masked ? "held" : "released");
+			sim_fail("cpu%u: %s: %llu deferred while masked, %llu drained, %u still "
+				 "counted", i,
+				 n->drained > n->deferred ? "deferred NMI handled twice" : "NMI lost",
+				 (unsigned long long)n->deferred, (unsigned long long)n->drained,
+				 n->visited);
 		else if (handled != owned)
 			sim_fail("cpu%u: %llu NMIs handled but %llu given an owner", i,
 				 (unsigned long long)handled, (unsigned long long)owned);
@@ -405,18 +411,28 @@ void sim_check_conservation(int hw_exact)
 	}
 }
 
-/* Let every CPU that is spinning run on until it finishes its step. */
-static void finish_busy(void)
+/* The end of a schedule: every critical section ends and every spin finishes.  A
+ * CPU left holding the mask by a `mask` step releases it (critical sections are
+ * bounded), spinning CPUs run on, round-robin, until the machine is quiet. */
+static void finish_all(void)
 {
+	static const struct sim_step unmask = {.op = OP_UNMASK};
 	for (unsigned turns = 0; !M.failed; turns++) {
 		int any = 0;
 		for (unsigned i = 0; i < M.ncpus && !M.failed; i++) {
 			struct sim_cpu *c = &M.cpu[i];
-			if (c->busy && !c->halted) {
-				any = 1;
+			if (c->halted)
+				continue;
+			if (c->busy) {
 				turn(c, CMD_RESUME);
-				service_all();
+			} else if (c->core.masked) {
+				c->step = &unmask;
+				turn(c, CMD_OP);
+			} else {
+				continue;
 			}
+			any = 1;
+			service_all();
 		}
 		if (!any)
 			return;
@@ -461,6 +477,7 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 	memset(r, 0, sizeof *r);
 	M.deterministic = 1;
 	M.flags = flags;
+	M.fast = s->fast;
 	tl_enable((flags & SIM_TIMELINE) != 0);
 	tl_reset();
 	reset_machine(s->ncpus ? s->ncpus : 1);
@@ -498,18 +515,9 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 	M.cur_step = s->nsteps;
 	if (tl_enabled())
 		tl_step(0, 0, "(end of schedule: spinning CPUs run on, masks are released)");
-	finish_busy();
-	static const struct sim_step unmask = {.op = OP_UNMASK};
-	for (unsigned k = 0; k < M.ncpus && !M.failed; k++) {
-		struct sim_cpu *c = &M.cpu[k];
-		if (c->core.masked && !c->halted) {
-			c->step = &unmask;
-			turn(c, CMD_OP);
-			finish_busy();
-		}
-	}
+	finish_all();
 	service_all();
-	finish_busy();
+	finish_all();
 	check_step_invariants();
 	sim_check_conservation(1);
 	tl_snapshot();

@@ -59,7 +59,7 @@ struct sim_cpu {
 	uint32_t icount;           /* core instruction boundaries crossed           */
 	unsigned nat, atpos;
 	struct sim_at at[SIM_MAX_AT * 4];
-	uint32_t last_at;
+	uintptr_t last_rip;        /* the core instruction of the previous trap     */
 
 	/* Stress mode. */
 	uint64_t ops;
@@ -76,6 +76,7 @@ struct sim_machine {
 	char what[512];
 	unsigned cur_step;
 	unsigned flags;
+	int fast; /* arrivals at platform calls instead of instruction boundaries */
 	/* stress */
 	volatile int stop;
 };
@@ -92,6 +93,7 @@ void sim_vmentry(struct sim_cpu *c);
 void sim_process_exits(struct sim_cpu *c);
 void sim_hand_back(struct sim_cpu *c);
 void sim_wait_turn(struct sim_cpu *c);
+void sim_arrivals(struct sim_cpu *c, uintptr_t rip);
 
 /* machine.c */
 void sim_check_conservation(int hw_exact);
@@ -116,4 +118,15 @@ static inline void tf_off(void)
 	__asm__ __volatile__("pushfq; andq $~0x100, (%%rsp); popfq" ::: "memory", "cc");
 }
 
+/* Trap-flag stepping covers the core's own instructions only: the simulator sets
+ * the flag right before each call into the core and clears it right after, and
+ * every platform function suspends it while it runs.  (In the NMI handler the
+ * kernel has cleared it already: handlers are never stepped.) */
+#define CORE(call)                                                                         \
+	do {                                                                               \
+		if (self->stepping && !M.fast)                                             \
+			tf_on();                                                           \
+		call;                                                                      \
+		tf_off();                                                                  \
+	} while (0)
 #endif /* SIM_MACHINE_H */

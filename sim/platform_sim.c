@@ -36,7 +36,14 @@ unsigned long plat_spin_limit = 1000;
 
 /* ---- nmi_platform.h ---------------------------------------------------------------- */
 
-struct nmi_cpu *plat_this_cpu(void) { return &self->core; }
+static void preempt_at(uintptr_t rip);
+#define preempt_point() preempt_at((uintptr_t)__builtin_return_address(0))
+
+struct nmi_cpu *plat_this_cpu(void)
+{
+	preempt_point();
+	return &self->core;
+}
 struct nmi_cpu *plat_cpu(unsigned id) { return &M.cpu[id].core; }
 unsigned plat_ncpus(void) { return M.ncpus; }
 
@@ -53,6 +60,7 @@ static uint64_t *vmcs_field(struct sim_cpu *c, uint32_t field)
 
 uint64_t plat_vmcs_read(uint32_t field)
 {
+	preempt_point();
 	uint64_t *f = vmcs_field(self, field);
 	if (!f)
 		plat_halt(__FILE__, __LINE__, "VMREAD of a field the simulated VMCS lacks");
@@ -61,6 +69,7 @@ uint64_t plat_vmcs_read(uint32_t field)
 
 void plat_vmcs_write(uint32_t field, uint64_t value)
 {
+	preempt_point();
 	uint64_t *f = vmcs_field(self, field);
 	if (!f)
 		plat_halt(__FILE__, __LINE__, "VMWRITE of a field the simulated VMCS lacks");
@@ -72,6 +81,7 @@ void plat_vmcs_write(uint32_t field, uint64_t value)
 
 void plat_send_nmi(unsigned id)
 {
+	preempt_point();
 	if (id >= M.ncpus || &M.cpu[id] == self)
 		plat_halt(__FILE__, __LINE__, "NMI IPI to self or to a missing CPU");
 	if (tl_enabled())
@@ -103,6 +113,7 @@ void plat_relax(void)
 		return;
 	}
 	/* A scheduling point: the schedule decides who runs next. */
+	preempt_point();
 	c->busy = 1;
 	sim_hand_back(c);
 	sim_wait_turn(c);
@@ -192,6 +203,8 @@ static void on_nmi(int sig, siginfo_t *si, void *ucv)
 	} else {
 		__atomic_fetch_add(&c->delivered, 1, __ATOMIC_RELAXED);
 	}
+	if (sim_nmi_hook)
+		sim_nmi_hook(rip, &c->core, c->in_guest);
 	if (c->in_guest) {
 		c->exit_pending = 1;
 		c->exit_blocked = 1;
@@ -213,25 +226,14 @@ static void on_nmi(int sig, siginfo_t *si, void *ucv)
 	errno = saved_errno;
 }
 
-/* Single-step trap: one per instruction while the trap flag is set. */
-static void on_trap(int sig, siginfo_t *si, void *ucv)
+/* A core instruction boundary (precise mode) or platform call (fast mode) of the
+ * running step: place the NMIs scheduled here.  Sent to ourselves with SIGNMI
+ * blocked (we are in the trap handler, or about to return to the core), they are
+ * delivered exactly at this boundary. */
+void sim_arrivals(struct sim_cpu *c, uintptr_t rip)
 {
-	(void)sig;
-	(void)si;
-	ucontext_t *uc = ucv;
-	struct sim_cpu *c = self;
-	uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-
-	if (!c || !c->stepping) {
-		uc->uc_mcontext.gregs[REG_EFL] &= ~0x100;
-		return;
-	}
-	if (rip < (uintptr_t)__start_nmi_core_text || rip >= (uintptr_t)__stop_nmi_core_text)
-		return;
-	c->icount++;
-	if (sim_boundary_hook)
-		sim_boundary_hook(rip, c->id);
 	unsigned n = 0;
+	c->icount++;
 	while (c->atpos < c->nat) {
 		struct sim_at *a = &c->at[c->atpos];
 		int hit = (a->kind == AT_INDEX && a->index == c->icount) ||
@@ -241,17 +243,99 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		n++;
 		c->atpos++;
 	}
-	if (n) {
-		if (tl_enabled())
-			tl_event(c->id, rip, "NMI arrives%s (core instruction %u)",
-				 n > 1 ? " (burst)" : "", c->icount);
-		c->last_at = c->icount;
-		sim_send_nmi(c, n); /* delivered as this handler returns: exactly here */
+	if (!n)
+		return;
+	if (tl_enabled())
+		tl_event(c->id, rip, "NMI arrives%s (%s %u)", n > 1 ? " (burst)" : "",
+			 M.fast ? "platform call" : "core instruction", c->icount);
+	sim_send_nmi(c, n);
+}
+
+/* Fast mode: every call from the core into the platform is a preemption point. */
+static void preempt_at(uintptr_t rip)
+{
+	struct sim_cpu *c = self;
+	if (!M.fast || !c->stepping || c->in_handler || c->in_guest)
+		return;
+	sim_arrivals(c, rip);
+}
+
+/* Stepping stops at the core's edge.  When the core calls out (to a platform
+ * function or a callback), the trap handler parks the return address here, runs
+ * the callee at full speed, and sends it back through sim_tf_trampoline, which
+ * sets the trap flag again and returns into the core: every core instruction is
+ * stepped, no simulator instruction is. */
+static __thread uintptr_t tf_return;
+uintptr_t sim_tf_return(void);
+uintptr_t sim_tf_return(void) { return tf_return; }
+extern char sim_tf_trampoline[];
+__asm__(".text\n"
+	".globl sim_tf_trampoline\n"
+	"sim_tf_trampoline:\n"
+	"	subq $8, %rsp\n" /* the return address goes here */
+	"	pushq %rax\n"
+	"	pushq %rdx\n"
+	"	pushq %rcx\n"
+	"	pushq %rsi\n"
+	"	pushq %rdi\n"
+	"	pushq %r8\n"
+	"	pushq %r9\n"
+	"	pushq %r10\n"
+	"	pushq %r11\n"
+	"	call sim_tf_return\n"
+	"	movq %rax, 72(%rsp)\n"
+	"	popq %r11\n"
+	"	popq %r10\n"
+	"	popq %r9\n"
+	"	popq %r8\n"
+	"	popq %rdi\n"
+	"	popq %rsi\n"
+	"	popq %rcx\n"
+	"	popq %rdx\n"
+	"	popq %rax\n"
+	"	pushfq\n"
+	"	orq $0x100, (%rsp)\n"
+	"	popfq\n"
+	"	ret\n");
+
+static int in_core(uintptr_t a)
+{
+	return a >= (uintptr_t)__start_nmi_core_text && a < (uintptr_t)__stop_nmi_core_text;
+}
+
+/* Single-step trap: one per instruction while the trap flag is set. */
+static void on_trap(int sig, siginfo_t *si, void *ucv)
+{
+	(void)sig;
+	(void)si;
+	ucontext_t *uc = ucv;
+	struct sim_cpu *c = self;
+	greg_t *g = uc->uc_mcontext.gregs;
+	uintptr_t rip = (uintptr_t)g[REG_RIP];
+
+	if (!c || !c->stepping) {
+		g[REG_EFL] &= ~0x100;
+		return;
 	}
+	if (!in_core(rip)) {
+		/* Left the core.  Right after a call from it, [rsp] is the return address
+		 * just past the last core instruction: step again from there.  Anything
+		 * else is the core returning to the simulator. */
+		uintptr_t *sp = (uintptr_t *)g[REG_RSP];
+		if (c->last_rip && sp[0] > c->last_rip && sp[0] <= c->last_rip + 15 && in_core(sp[0])) {
+			tf_return = sp[0];
+			sp[0] = (uintptr_t)sim_tf_trampoline;
+		}
+		c->last_rip = 0;
+		g[REG_EFL] &= ~0x100;
+		return;
+	}
+	c->last_rip = rip;
+	sim_arrivals(c, rip);
 	/* Step lazily: once the last arrival is placed, stop unless counting. */
-	if (c->atpos >= c->nat && !(M.flags & SIM_STEP_ALL) && !sim_boundary_hook) {
+	if (c->atpos >= c->nat && !(M.flags & SIM_STEP_ALL)) {
 		c->stepping = 0;
-		uc->uc_mcontext.gregs[REG_EFL] &= ~0x100;
+		g[REG_EFL] &= ~0x100;
 	}
 }
 
@@ -314,9 +398,9 @@ void sim_process_exits(struct sim_cpu *c)
 			c->exit_pending = 0;
 			exit_begin(c);
 			c->nmi_exits++;
-			nmi_mask();
-			nmi_vmexit_nmi();
-			nmi_unmask();
+			CORE(nmi_mask());
+			CORE(nmi_vmexit_nmi());
+			CORE(nmi_unmask());
 			sim_vmentry(c);
 			continue;
 		}
@@ -326,9 +410,9 @@ void sim_process_exits(struct sim_cpu *c)
 			c->window_exits++;
 			if (tl_enabled())
 				tl_event(c->id, 0, "VM exit: NMI window open");
-			nmi_mask();
-			nmi_vmexit_nmi_window();
-			nmi_unmask();
+			CORE(nmi_mask());
+			CORE(nmi_vmexit_nmi_window());
+			CORE(nmi_unmask());
 			sim_vmentry(c);
 			continue;
 		}

@@ -5,6 +5,7 @@
  * Scenario format (docs/scenarios.md), one step per line, '#' starts a comment:
  *
  *     cpus 2                      number of CPUs (optional, before any step)
+ *     mode fast                   nmi@N counts platform calls (default: precise)
  *     cpu0 mask                   an operation on a CPU
  *     cpu0 nmi                    an external NMI arrives at cpu0 now
  *     cpu0 nmi x3                 a burst: three NMIs at once
@@ -123,6 +124,12 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 			declared = (unsigned)n;
 			continue;
 		}
+		if (strcmp(words[0], "mode") == 0) {
+			if (nw != 2 || (strcmp(words[1], "fast") && strcmp(words[1], "precise")))
+				return fail(err, errlen, lineno, "'mode' wants 'fast' or 'precise'%s", "");
+			s->fast = strcmp(words[1], "fast") == 0;
+			continue;
+		}
 		if (strncmp(words[0], "cpu", 3) != 0 || !isdigit((unsigned char)words[0][3]) ||
 		    words[0][4] != 0)
 			return fail(err, errlen, lineno, "expected 'cpuN OP' or 'cpus N', got '%s'", words[0]);
@@ -211,6 +218,8 @@ int sched_parse_file(const char *path, struct sim_schedule *s, char *err, size_t
 void sched_print(FILE *f, const struct sim_schedule *s)
 {
 	fprintf(f, "cpus %u\n", s->ncpus);
+	if (s->fast)
+		fprintf(f, "mode fast\n");
 	for (unsigned i = 0; i < s->nsteps; i++) {
 		const struct sim_step *st = &s->step[i];
 		fprintf(f, "cpu%u %s", st->cpu, sched_op_name(st->op));

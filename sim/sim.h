@@ -46,7 +46,8 @@ enum sim_op {
 
 /* Where an NMI lands inside a step's own execution of the core. */
 enum sim_at_kind {
-	AT_INDEX, /* before the index-th core instruction this step executes (1-based) */
+	AT_INDEX, /* before the index-th core instruction this step executes (1-based);
+		   * in fast mode, at the index-th call the core makes to the platform */
 	AT_ADDR,  /* before the first execution of the instruction at `addr`            */
 	AT_EVERY, /* scenario wildcard: every boundary, one run each (explore)          */
 };
@@ -68,6 +69,7 @@ struct sim_step {
 
 struct sim_schedule {
 	unsigned ncpus;
+	unsigned fast; /* nmi@N counts the core's platform calls, not its instructions */
 	unsigned nsteps;
 	struct sim_step step[SIM_MAX_STEPS];
 };
@@ -90,9 +92,10 @@ int sim_init(void);
 void sim_fini(void);
 int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r);
 
-/* Called from the trap handler for every core instruction boundary a stepped step
- * crosses, with the state seen there; the fuzzer turns it into coverage. */
-extern void (*sim_boundary_hook)(uintptr_t rip, unsigned cpu);
+/* Called at every NMI delivery with the interrupted address and the CPU's state
+ * there; the fuzzer turns it into coverage of the uninstrumented core. */
+struct nmi_cpu;
+extern void (*sim_nmi_hook)(uintptr_t rip, const struct nmi_cpu *state, int in_guest);
 
 /* ---- Timeline of the last sim_run(SIM_TIMELINE) ------------------------------- */
 void sim_timeline_print(FILE *f);

@@ -23,6 +23,7 @@
 static volatile int stop_sources, stop_cpus;
 static volatile unsigned exited;
 static unsigned long tlb_flushes_seen;
+static pthread_barrier_t start; /* every CPU has a thread id before anyone sends */
 
 static unsigned rnd(unsigned *s)
 {
@@ -78,6 +79,7 @@ static void *cpu_main(void *arg)
 	sigemptyset(&s);
 	sigaddset(&s, SIGNMI);
 	pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+	pthread_barrier_wait(&start);
 
 	nmi_mask();
 	nmi_guest_attach();
@@ -96,10 +98,10 @@ static void *cpu_main(void *arg)
 			work(c, 50);
 			nmi_guest_unblock();
 			nmi_unmask();
-		} else if (r < 92 && M.ncpus > 1) {
+		} else if (r < 91 && M.ncpus > 1 && rnd(&c->rng) % 8 == 0) {
 			nmi_quiesce_begin();
 			work(c, 50);
-			nmi_quiesce_end(r & 1);
+			nmi_quiesce_end(rnd(&c->rng) & 1);
 		} else if (M.ncpus > 1) {
 			unsigned t = rnd(&c->rng) % M.ncpus;
 			if (t != c->id)
@@ -114,15 +116,22 @@ static void *cpu_main(void *arg)
 	return NULL;
 }
 
+/* An NMI source: a random CPU, a random moment.  It waits (up to a random bound)
+ * for the NMI to be taken before the next one, the way a paced QMP flood does, so
+ * that most NMIs exercise the core instead of being coalesced by the latch. */
 static void *source_main(void *arg)
 {
 	unsigned seed = (unsigned)(uintptr_t)arg;
 	while (!stop_sources) {
 		struct sim_cpu *t = &M.cpu[rnd(&seed) % M.ncpus];
+		uint64_t before = __atomic_load_n(&t->delivered, __ATOMIC_RELAXED);
 		sim_send_nmi(t, 1);
-		unsigned d = rnd(&seed) % 2000;
-		for (volatile unsigned i = 0; i < d; i++)
-			;
+		unsigned patience = rnd(&seed) % 20000;
+		for (unsigned i = 0; i < patience && !stop_sources; i++) {
+			if (__atomic_load_n(&t->delivered, __ATOMIC_RELAXED) != before)
+				break;
+			__builtin_ia32_pause();
+		}
 	}
 	return NULL;
 }
@@ -164,11 +173,10 @@ int sim_stress(const struct stress_config *cfg, struct stress_totals *t)
 	pthread_sigmask(SIG_BLOCK, &s, NULL);
 
 	pthread_t cpus[SIM_MAX_CPUS], src[16];
+	pthread_barrier_init(&start, NULL, M.ncpus + 1);
 	for (unsigned i = 0; i < M.ncpus; i++)
 		pthread_create(&cpus[i], NULL, cpu_main, &M.cpu[i]);
-	for (unsigned i = 0; i < M.ncpus; i++) /* sources need the CPUs' thread ids */
-		while (!__atomic_load_n(&M.cpu[i].tid, __ATOMIC_ACQUIRE))
-			usleep(100);
+	pthread_barrier_wait(&start);
 	double t0 = now(), last = t0;
 	for (unsigned i = 0; i < cfg->sources; i++)
 		pthread_create(&src[i], NULL, source_main, (void *)(uintptr_t)(cfg->seed * 7919u + i + 1));

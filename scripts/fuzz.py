@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Run libFuzzer on one variant of nmi_core; on a finding, minimize it, replay it
+with a timeline (text + SVG) and print the replay command.
+
+Exit status: 0 no finding, 1 a finding, 2 the fuzzer itself failed.
+"""
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import time
+
+LIBFUZZER_FLAGS = ["-handle_usr1=0", "-handle_usr2=0", "-timeout=10", "-rss_limit_mb=2048"]
+
+
+def run_fuzzer(args, env):
+    grown = os.path.join("corpus", "grown", f"{args.variant}-{args.mode}")
+    os.makedirs(grown, exist_ok=True)
+    os.makedirs(args.findings, exist_ok=True)
+    before = set(glob.glob(os.path.join(args.findings, "crash-*")))
+    cmd = [args.binary, grown, "corpus/fuzz",
+           f"-max_total_time={args.seconds}", "-print_final_stats=1",
+           f"-artifact_prefix={args.findings}/"] + LIBFUZZER_FLAGS
+    if args.seed is not None:
+        cmd.append(f"-seed={args.seed}")
+    print("+", " ".join(cmd), flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    last_progress, stats, found_at = "", {}, None
+    for line in proc.stderr:
+        if not args.quiet or "VIOLATION" in line:
+            sys.stderr.write(line)
+        if re.match(r"#\d+\s+(NEW|REDUCE|pulse|INITED|DONE)", line):
+            last_progress = line.strip()
+        m = re.match(r"stat::(\w+):\s+(\d+)", line)
+        if m:
+            stats[m.group(1)] = int(m.group(2))
+        if "NMI VIOLATION" in line and found_at is None:
+            found_at = time.monotonic() - t0
+    rc = proc.wait()
+    crashes = sorted(set(glob.glob(os.path.join(args.findings, "crash-*"))) - before)
+    return rc, crashes, last_progress, stats, found_at, grown
+
+
+def minimize(args, env, crash):
+    out = crash.replace("crash-", "min-")
+    subprocess.run([args.binary, "-minimize_crash=1", "-max_total_time=15",
+                    f"-exact_artifact_path={out}", crash] + LIBFUZZER_FLAGS,
+                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return out if os.path.exists(out) else crash
+
+
+def replay(args, env, path):
+    """Run one input with the timeline on; returns the prefix of the written files."""
+    prefix = os.path.splitext(path)[0] if path.endswith(".bin") else path
+    env = dict(env, NMI_TIMELINE=prefix)
+    subprocess.run([args.binary, path] + LIBFUZZER_FLAGS, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return prefix
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--variant", required=True)
+    ap.add_argument("--mode", choices=["precise", "fast"], default="precise")
+    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--findings", default=None)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    args.findings = args.findings or os.path.join("findings", args.variant)
+    env = dict(os.environ, NMI_FUZZ_MODE=args.mode)
+
+    rc, crashes, progress, stats, found_at, grown = run_fuzzer(args, env)
+    if not crashes:
+        if rc != 0:
+            print(f"fuzz: libFuzzer exited with status {rc} and saved no input", file=sys.stderr)
+            return 2
+        execs = stats.get("number_of_executed_units", 0)
+        cov = re.search(r"cov: (\d+) ft: (\d+) corp: (\d+)/(\S+)", progress)
+        print(f"\nfuzz [{args.variant}, {args.mode}]: no finding in {args.seconds} s: "
+              f"{execs} execs, {stats.get('average_exec_per_sec', 0)} execs/s, "
+              + (f"coverage {cov.group(1)} edges / {cov.group(2)} features, "
+                 f"corpus {cov.group(3)} inputs ({cov.group(4)})" if cov else "")
+              + f", corpus kept in {grown}/")
+        return 0
+
+    crash = crashes[0]
+    print(f"\nfuzz [{args.variant}, {args.mode}]: finding after "
+          f"{found_at:.2f} s" if found_at is not None else "", flush=True)
+    small = minimize(args, env, crash)
+    final = small + ".bin" if not small.endswith(".bin") else small
+    os.replace(small, final)
+    prefix = replay(args, env, final)
+    with open(prefix + ".txt") as f:
+        print(f.read())
+    print(f"saved: {final} (input), {prefix}.txt (timeline), {prefix}.svg (picture), "
+          f"{prefix}.nmi (as a scenario)")
+    print(f"replay: make replay VARIANT={args.variant} MODE={args.mode} INPUT={final}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
