@@ -27,8 +27,23 @@ SIM_LDFLAGS := -no-pie -pthread
 SIM_SRCS := sim/machine.c sim/platform_sim.c sim/timeline.c sim/sched.c sim/symbols.c sim/stress.c
 SIM_OBJS := $(patsubst sim/%.c,$(B)/sim/%.o,$(SIM_SRCS))
 
-.PHONY: all deps sim test test-sim fuzz bench clean help format check-format
-all: sim
+.PHONY: all deps sim test test-sim fuzz explore replay bench clean help format \
+	check-format print-hv-cflags
+all: sim $(B)/fuzz_nmi
+
+help:
+	@echo "make fuzz      libFuzzer on VARIANT ($(VARIANTS)) for FUZZ_SECONDS (60), MODE=precise|fast"
+	@echo "make test      every test suite (unit, identity, scenarios, corpus, stress, QEMU, Bochs)"
+	@echo "make test-sim  the simulator and fuzz-regression suites only (fast)"
+	@echo "make explore   every placement of up to NMIS (2) NMIs in corpus/scenarios/*.nmi"
+	@echo "make replay INPUT=file   replay a fuzz input (.bin) or scenario (.nmi) with its timeline"
+	@echo "make stress    free-running stress: CPUS (2) threads, SOURCES (2), NMIS (1000000)"
+	@echo "make bench     figures: stress throughput, time to find the seed race, execs/s"
+	@echo "make qemu | bochs | trace | test-qemu | test-bochs | iso   the hypervisor (docs/booting.md)"
+	@echo "make format    clang-format every C file"
+
+print-hv-cflags:
+	@echo $(HV_CFLAGS)
 
 deps:
 	@scripts/deps.sh $(DEPS)
@@ -72,3 +87,59 @@ $(B)/fuzz/%.o: fuzz/%.c fuzz/decode.h sim/sim.h hv/nmi_core.h Makefile
 
 $(B)/fuzz_nmi: $(B)/fuzz/fuzz_nmi.o $(FUZZ_OBJS) $(B)/nmi_core.o
 	$(FUZZ_CC) -fsanitize=fuzzer -no-pie -pthread $^ -o $@
+
+$(B)/test_core: tests/unit/test_core.c $(B)/libnmisim.a sim/machine.h
+	$(SIM_CC) $(SIM_CFLAGS) $(SIM_LDFLAGS) $< $(B)/libnmisim.a -o $@
+
+# ---- The main job and the other user-facing targets ------------------------------
+FUZZ_SECONDS ?= 60
+MODE ?= precise
+NMIS ?= 2
+CPUS ?= 2
+SOURCES ?= 2
+STRESS_NMIS ?= 1000000
+
+fuzz:
+	@scripts/deps.sh sim fuzz
+	@$(MAKE) -s $(B)/fuzz_nmi
+	@python3 scripts/fuzz.py --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
+		--seconds $(FUZZ_SECONDS)
+
+explore: deps
+	@$(MAKE) -s $(B)/nmisim
+	@$(B)/nmisim run --quiet --nmis $(NMIS) corpus/scenarios/*.nmi
+
+replay:
+	@test -n "$(INPUT)" || { echo "usage: make replay INPUT=file.bin|file.nmi [VARIANT=...] [MODE=...]"; exit 2; }
+	@scripts/deps.sh sim fuzz
+	@$(MAKE) -s $(B)/nmisim $(B)/fuzz_nmi
+	@python3 scripts/fuzz.py --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
+		--replay "$(INPUT)" --nmisim $(B)/nmisim
+
+stress: deps
+	@$(MAKE) -s $(B)/nmisim
+	$(B)/nmisim stress --cpus $(CPUS) --sources $(SOURCES) --nmis $(STRESS_NMIS)
+
+test:
+	@scripts/deps.sh all
+	@python3 tests/run_tests.py
+
+test-sim:
+	@scripts/deps.sh sim fuzz
+	@python3 tests/run_tests.py unit identity scenarios corpus input
+
+bench:
+	@scripts/deps.sh all
+	@python3 scripts/bench.py
+
+C_FILES = $(shell git ls-files '*.c' '*.h')
+format:
+	clang-format -i $(C_FILES)
+
+check-format:
+	clang-format --dry-run --Werror $(C_FILES)
+
+clean:
+	rm -rf $(BUILD)
+
+include hv/hv.mk

@@ -61,6 +61,28 @@ def replay(args, env, path):
     return prefix
 
 
+def replay_command(args, env):
+    """make replay: a scenario goes to nmisim, a fuzz input to the fuzz binary."""
+    path = args.replay
+    if not os.path.isfile(path):
+        print(f"replay: {path}: no such file", file=sys.stderr)
+        return 2
+    if path.endswith(".nmi"):
+        svg = os.path.splitext(path)[0] + ".svg"
+        if not os.access(os.path.dirname(os.path.abspath(svg)), os.W_OK):
+            svg = os.path.join("build", os.path.basename(svg))
+        return subprocess.run([args.nmisim, "run", "--timeline", "--svg", svg, path]).returncode
+    prefix = replay(args, env, path)
+    if not os.path.exists(prefix + ".txt"):
+        print(f"replay: {path} did not run (is it a fuzz input?)", file=sys.stderr)
+        return 2
+    with open(prefix + ".txt") as f:
+        text = f.read()
+    print(text)
+    print(f"timeline: {prefix}.txt, picture: {prefix}.svg, as a scenario: {prefix}.nmi")
+    return 1 if "VIOLATION:" in text else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--binary", required=True)
@@ -70,9 +92,13 @@ def main():
     ap.add_argument("--seed", type=int)
     ap.add_argument("--findings", default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--replay", metavar="INPUT", help="replay one saved input and stop")
+    ap.add_argument("--nmisim", help="the simulator CLI, for replaying .nmi scenarios")
     args = ap.parse_args()
     args.findings = args.findings or os.path.join("findings", args.variant)
     env = dict(os.environ, NMI_FUZZ_MODE=args.mode)
+    if args.replay:
+        return replay_command(args, env)
 
     rc, crashes, progress, stats, found_at, grown = run_fuzzer(args, env)
     if not crashes:

@@ -93,6 +93,8 @@ static void world_stopped_check(struct sim_cpu *c)
 static void run_op(struct sim_cpu *c, const struct sim_step *s)
 {
 	int host = !c->in_guest, unmasked = !c->core.masked;
+	if (M.flags & SIM_RAW)
+		host = 1, unmasked = s->op == OP_MASK ? 1 : 0;
 
 	switch (s->op) {
 	case OP_MASK:
@@ -209,6 +211,7 @@ static void *cpu_main(void *arg)
 	c->tid = gettid();
 	block_nmi(&unblocked);
 	sigdelset(&unblocked, SIGNMI);
+	sim_hand_back(c); /* started: NMIs can be sent to this thread from now on */
 	if (sigsetjmp(c->base, 1)) {
 		/* Back from an aborted step (halt or end of run): acknowledge. */
 		tf_off();
@@ -278,6 +281,8 @@ int sim_init(void)
 			perror("pthread_create");
 			return -1;
 		}
+		while (sem_wait(&M.ctl) != 0 && errno == EINTR)
+			;
 	}
 	M.started = 1;
 	return 0;

@@ -21,7 +21,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: nmisim run [--timeline] [--svg FILE] [--quiet] SCENARIO...\n"
+		"usage: nmisim run [--timeline] [--svg FILE] [--quiet] [--nmis K] SCENARIO...\n"
 		"       nmisim stress [--cpus N] [--sources M] [--seconds T] [--nmis K] [--seed S] [--quiet]\n"
 		"       nmisim info\n");
 }
@@ -45,14 +45,23 @@ static int has_wildcard(const struct sim_schedule *s)
 static int cmd_run(int argc, char **argv)
 {
 	int timeline = 0, quiet = 0;
+	unsigned nmis = 0; /* 0: each nmi@* is one arrival */
 	const char *svg = NULL;
 	static const struct option opts[] = {{"timeline", no_argument, 0, 't'},
 					     {"svg", required_argument, 0, 's'},
 					     {"quiet", no_argument, 0, 'q'},
+					     {"nmis", required_argument, 0, 'n'},
 					     {0, 0, 0, 0}};
 	int o;
-	while ((o = getopt_long(argc, argv, "ts:q", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "ts:qn:", opts, NULL)) != -1) {
 		switch (o) {
+		case 'n':
+			nmis = (unsigned)atoi(optarg);
+			if (nmis < 1 || nmis > SIM_MAX_AT) {
+				fprintf(stderr, "nmisim: --nmis wants 1 to %d\n", SIM_MAX_AT);
+				return 2;
+			}
+			break;
 		case 't': timeline = 1; break;
 		case 's': svg = optarg; break;
 		case 'q': quiet = 1; break;
@@ -83,7 +92,9 @@ static int cmd_run(int argc, char **argv)
 		struct sim_schedule failing = s[i];
 		double t0 = now();
 		unsigned long runs = 1, failures = 0;
-		if (has_wildcard(&s[i])) {
+		if (has_wildcard(&s[i]) && nmis) {
+			runs = sched_explore_upto(&s[i], nmis, &failures, &failing, &r);
+		} else if (has_wildcard(&s[i])) {
 			runs = sched_explore(&s[i], &failures, &failing, &r);
 		} else {
 			sim_run(&s[i], 0, &r);

@@ -203,8 +203,8 @@ int sched_parse_file(const char *path, struct sim_schedule *s, char *err, size_t
 	}
 	buf[n] = 0;
 	if (memchr(buf, 0, n)) {
-		snprintf(err, errlen, "%s: binary data, not a scenario (a fuzz input? use nmisim "
-				      "replay-input)", path);
+		snprintf(err, errlen, "%s: binary data, not a scenario (a fuzz input? use make "
+				      "replay INPUT=%s)", path, path);
 		return -1;
 	}
 	char e[256];
@@ -305,4 +305,62 @@ unsigned long sched_explore(const struct sim_schedule *s, unsigned long *failure
 	explore_slot(&e, 0, 1);
 	*failures = e.failures;
 	return e.runs;
+}
+
+/* Every placement of 1..k_max arrivals spread over the steps marked nmi@*: each
+ * way of sharing k arrivals among the m marked steps is one sched_explore(). */
+static void compose(const struct sim_schedule *s, const unsigned *marked, unsigned m, unsigned k,
+		    unsigned at, unsigned left, unsigned *share, unsigned long *runs,
+		    unsigned long *failures, struct sim_schedule *fail_out, struct sim_result *fail_res)
+{
+	if (at == m - 1) {
+		share[at] = left;
+		struct sim_schedule t = *s;
+		for (unsigned i = 0; i < m; i++) {
+			struct sim_step *st = &t.step[marked[i]];
+			unsigned keep = 0;
+			for (unsigned a = 0; a < st->nat; a++)
+				if (st->at[a].kind != AT_EVERY)
+					st->at[keep++] = st->at[a];
+			for (unsigned n = 0; n < share[i] && keep < SIM_MAX_AT; n++)
+				st->at[keep++] = (struct sim_at){.kind = AT_EVERY};
+			st->nat = (uint8_t)keep;
+		}
+		unsigned long f = 0;
+		struct sim_schedule fo;
+		struct sim_result fr;
+		*runs += sched_explore(&t, &f, &fo, &fr);
+		if (f && *failures == 0) {
+			if (fail_out)
+				*fail_out = fo;
+			if (fail_res)
+				*fail_res = fr;
+		}
+		*failures += f;
+		return;
+	}
+	for (unsigned n = 0; n <= left; n++) {
+		share[at] = n;
+		compose(s, marked, m, k, at + 1, left - n, share, runs, failures, fail_out, fail_res);
+	}
+}
+
+unsigned long sched_explore_upto(const struct sim_schedule *s, unsigned k_max,
+				 unsigned long *failures, struct sim_schedule *fail_out,
+				 struct sim_result *fail_res)
+{
+	unsigned marked[SIM_MAX_STEPS], m = 0, share[SIM_MAX_STEPS];
+	unsigned long runs = 0;
+	*failures = 0;
+	for (unsigned i = 0; i < s->nsteps; i++)
+		for (unsigned a = 0; a < s->step[i].nat; a++)
+			if (s->step[i].at[a].kind == AT_EVERY) {
+				marked[m++] = i;
+				break;
+			}
+	if (m == 0)
+		return sched_explore(s, failures, fail_out, fail_res);
+	for (unsigned k = 1; k <= k_max; k++)
+		compose(s, marked, m, k, 0, k, share, &runs, failures, fail_out, fail_res);
+	return runs;
 }

@@ -86,6 +86,8 @@ struct sim_result {
 /* Flags for sim_run(). */
 #define SIM_TIMELINE 1u /* record a timeline (sim_timeline_*)                      */
 #define SIM_STEP_ALL 2u /* single-step every step, to count instructions          */
+#define SIM_RAW 4u      /* mask/unmask reach the core even when they make no sense:
+			 * for tests of the core's own assertions                   */
 
 /* One simulated machine: threads are created once and reused across runs. */
 int sim_init(void);
@@ -112,6 +114,12 @@ const char *sched_op_name(unsigned op);
  * concrete failing schedule to *fail_out (when non-NULL). */
 unsigned long sched_explore(const struct sim_schedule *s, unsigned long *failures,
 			    struct sim_schedule *fail_out, struct sim_result *fail_res);
+
+/* The same over every placement of 1..k_max arrivals shared among the steps
+ * that carry nmi@* (make explore's NMIS). */
+unsigned long sched_explore_upto(const struct sim_schedule *s, unsigned k_max,
+				 unsigned long *failures, struct sim_schedule *fail_out,
+				 struct sim_result *fail_res);
 
 /* ---- Free-running stress ------------------------------------------------------ */
 struct stress_config {
