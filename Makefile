@@ -142,4 +142,4 @@ check-format:
 clean:
 	rm -rf $(BUILD)
 
-include hv/hv.mk
+-include hv/hv.mk

@@ -17,8 +17,8 @@
 
 /* Weights: the operations that make NMI races (masking, NMIs) come up most. */
 static const uint8_t op_table[16] = {
-	OP_MASK,  OP_UNMASK, OP_CRIT,  OP_CRIT,    OP_NMI,     OP_NMI,     OP_NMI,     OP_ENTER,
-	OP_EXIT,  OP_GIRET,  OP_GIRET, OP_BLOCK,   OP_UNBLOCK, OP_QUIESCE, OP_RUN,     OP_RUN,
+    OP_MASK, OP_UNMASK, OP_CRIT,  OP_CRIT,  OP_NMI,     OP_NMI,     OP_NMI, OP_ENTER,
+    OP_EXIT, OP_GIRET,  OP_GIRET, OP_BLOCK, OP_UNBLOCK, OP_QUIESCE, OP_RUN, OP_RUN,
 };
 
 void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
@@ -37,10 +37,11 @@ void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
 		} else if (st->op == OP_QUIESCE) {
 			st->arg = b & 1u;
 		} else if (st->op != OP_RUN && (b & 0x80u)) {
-			st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = 1u + (b & 63u)};
+			st->at[st->nat++] =
+			    (struct sim_at){.kind = AT_INDEX, .index = 1u + (b & 63u)};
 			if ((b & 0x40u) && i < n)
 				st->at[st->nat++] =
-					(struct sim_at){.kind = AT_INDEX, .index = 1u + (d[i++] & 63u)};
+				    (struct sim_at){.kind = AT_INDEX, .index = 1u + (d[i++] & 63u)};
 		}
 	}
 }

@@ -27,10 +27,10 @@
 #error "compile with -DNMI_VARIANT=NMI_VARIANT_<name> (the Makefile's VARIANT=)"
 #endif
 
-#define NMI_ASSERT(cond)                                                                   \
-	do {                                                                               \
-		if (__builtin_expect(!(cond), 0))                                          \
-			plat_halt(__FILE__, __LINE__, #cond);                              \
+#define NMI_ASSERT(cond)                                                                           \
+	do {                                                                                       \
+		if (__builtin_expect(!(cond), 0))                                                  \
+			plat_halt(__FILE__, __LINE__, #cond);                                      \
 	} while (0)
 
 struct nmi_quiesce nmi_quiesce_state;
@@ -83,8 +83,8 @@ static void update_window(struct nmi_cpu *c)
 		return;
 	uint64_t proc = plat_vmcs_read(VMCS_PROC_BASED_CTLS);
 	uint64_t want = (c->guest_pending != 0 && !c->guest_sw_blocked)
-				? (proc | PROC_NMI_WINDOW_EXITING)
-				: (proc & ~(uint64_t)PROC_NMI_WINDOW_EXITING);
+			    ? (proc | PROC_NMI_WINDOW_EXITING)
+			    : (proc & ~(uint64_t)PROC_NMI_WINDOW_EXITING);
 	if (want != proc)
 		plat_vmcs_write(VMCS_PROC_BASED_CTLS, want);
 }
@@ -362,7 +362,7 @@ void nmi_host_entry(void)
 	nmi_mask(); /* H5 */
 	c->handled_direct++;
 	handle_one(c); /* H6 */
-	nmi_unmask();  /* H7 */
+	nmi_unmask(); /* H7 */
 }
 
 /* The seed's drain loop (lines E1-E9): decrement, then mask.  An NMI between the
@@ -373,13 +373,13 @@ void nmi_unmask(void)
 	struct nmi_cpu *c = plat_this_cpu();
 
 	NMI_ASSERT(c->masked); /* E1 */
-	c->masked = 0;         /* E2 */
+	c->masked = 0; /* E2 */
 	nmi_compiler_barrier();
 	while (c->visited) { /* E3 */
 #if NMI_VARIANT == NMI_VARIANT_COALESCING
 		c->visited = 0;
 #else
-		c->visited--;                          /* E4 */
+		c->visited--; /* E4 */
 		NMI_ASSERT(c->visited != UINT32_MAX); /* the seed's underflow */
 #endif
 		c->masked = 1; /* E5 */

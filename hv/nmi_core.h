@@ -15,25 +15,25 @@
 #include <stdint.h>
 
 /* Build-time variants: one step each of the seed's history (docs/variants.md). */
-#define NMI_VARIANT_COALESCING 1     /* boolean visited flag                       */
-#define NMI_VARIANT_RACY_COUNTER 2   /* handler calls unmask/drain: the seed's bug */
+#define NMI_VARIANT_COALESCING     1 /* boolean visited flag                       */
+#define NMI_VARIANT_RACY_COUNTER   2 /* handler calls unmask/drain: the seed's bug */
 #define NMI_VARIANT_REENTRANT_LOOP 3 /* first fix: re-check under the mask         */
-#define NMI_VARIANT_FINAL 4          /* handler handles directly, atomic drain     */
+#define NMI_VARIANT_FINAL          4 /* handler handles directly, atomic drain     */
 
 /* VMCS field encodings and bits the core uses (Intel SDM vol. 3, appendix B). */
-#define VMCS_PIN_BASED_CTLS 0x4000u
-#define VMCS_PROC_BASED_CTLS 0x4002u
-#define VMCS_ENTRY_INTR_INFO 0x4016u
+#define VMCS_PIN_BASED_CTLS         0x4000u
+#define VMCS_PROC_BASED_CTLS        0x4002u
+#define VMCS_ENTRY_INTR_INFO        0x4016u
 #define VMCS_GUEST_INTERRUPTIBILITY 0x4824u
-#define PIN_NMI_EXITING (1u << 3)
-#define PIN_VIRTUAL_NMIS (1u << 5)
-#define PROC_NMI_WINDOW_EXITING (1u << 22)
-#define INTR_INFO_VALID (1u << 31)
-#define INTR_INFO_NMI 0x80000202u /* valid, type 2 (NMI), vector 2 */
-#define GUEST_INTR_BLOCK_NMI (1u << 3)
+#define PIN_NMI_EXITING             (1u << 3)
+#define PIN_VIRTUAL_NMIS            (1u << 5)
+#define PROC_NMI_WINDOW_EXITING     (1u << 22)
+#define INTR_INFO_VALID             (1u << 31)
+#define INTR_INFO_NMI               0x80000202u /* valid, type 2 (NMI), vector 2 */
+#define GUEST_INTR_BLOCK_NMI        (1u << 3)
 
 /* Hardware-like caps on guest NMIs that wait for an NMI window. */
-#define NMI_GUEST_PENDING_MAX 2u
+#define NMI_GUEST_PENDING_MAX         2u
 #define NMI_GUEST_PENDING_MAX_BLOCKED 1u
 
 /* Per-CPU NMI state.  Fields marked [NMI] are written from NMI context. */
@@ -65,31 +65,31 @@ struct nmi_cpu {
 	 *                                = quiesce_parks + guest_accepted
 	 *                                  + guest_coalesced + host_consumed
 	 *   guest_accepted               = guest_injected + guest_pending          */
-	uint64_t nmi_entries;     /* [NMI] vector-2 handler entries                  */
-	uint64_t exit_nmis;       /* NMI VM exits                                     */
-	uint64_t handled_direct;  /* [NMI] handled in the vector-2 handler            */
-	uint64_t handled_exit;    /* handled in the NMI VM-exit path                  */
-	uint64_t deferred;        /* [NMI] counted in `visited` because masked        */
-	uint64_t drained;         /* handled by nmi_unmask()                          */
-	uint64_t quiesce_parks;   /* NMIs that parked this CPU for stop-the-world     */
-	uint64_t guest_accepted;  /* guest NMIs made pending                          */
+	uint64_t nmi_entries; /* [NMI] vector-2 handler entries                  */
+	uint64_t exit_nmis; /* NMI VM exits                                     */
+	uint64_t handled_direct; /* [NMI] handled in the vector-2 handler            */
+	uint64_t handled_exit; /* handled in the NMI VM-exit path                  */
+	uint64_t deferred; /* [NMI] counted in `visited` because masked        */
+	uint64_t drained; /* handled by nmi_unmask()                          */
+	uint64_t quiesce_parks; /* NMIs that parked this CPU for stop-the-world     */
+	uint64_t guest_accepted; /* guest NMIs made pending                          */
 	uint64_t guest_coalesced; /* guest NMIs dropped by the 2/1 cap                */
-	uint64_t guest_injected;  /* NMIs injected at an NMI-window exit              */
-	uint64_t host_consumed;   /* guest-owned NMIs with no guest to take them      */
-	uint64_t tlb_flushes;     /* flush callbacks run while parked                 */
-	uint64_t quiesce_rounds;  /* stop-the-world rounds this CPU requested         */
+	uint64_t guest_injected; /* NMIs injected at an NMI-window exit              */
+	uint64_t host_consumed; /* guest-owned NMIs with no guest to take them      */
+	uint64_t tlb_flushes; /* flush callbacks run while parked                 */
+	uint64_t quiesce_rounds; /* stop-the-world rounds this CPU requested         */
 };
 
 /* Stop-the-world state, one per system. */
 struct nmi_quiesce {
-	volatile uint32_t lock;       /* the quiesce lock (test-and-set)               */
-	volatile uint32_t active;     /* a round is collecting CPUs                    */
-	volatile uint32_t resume;     /* parked CPUs may leave                         */
-	volatile uint32_t round;      /* round number, never 0 while active            */
-	volatile uint32_t flush;      /* parked CPUs run their tlb_flush before leaving */
+	volatile uint32_t lock; /* the quiesce lock (test-and-set)               */
+	volatile uint32_t active; /* a round is collecting CPUs                    */
+	volatile uint32_t resume; /* parked CPUs may leave                         */
+	volatile uint32_t round; /* round number, never 0 while active            */
+	volatile uint32_t flush; /* parked CPUs run their tlb_flush before leaving */
 	volatile uint32_t checked_in; /* CPUs parked in the current round              */
-	volatile uint32_t resumed;    /* CPUs that left the current round              */
-	volatile uint32_t owner;      /* requesting CPU id                             */
+	volatile uint32_t resumed; /* CPUs that left the current round              */
+	volatile uint32_t owner; /* requesting CPU id                             */
 };
 
 extern struct nmi_quiesce nmi_quiesce_state;

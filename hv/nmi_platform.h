@@ -70,8 +70,14 @@ _Noreturn void plat_halt(const char *file, int line, const char *what);
 /* ---- Memory ordering (the same instructions on both builds) -------------------- */
 
 /* Compiler-only barrier: an NMI on this CPU sees every earlier store. */
-static inline void nmi_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+static inline void nmi_compiler_barrier(void)
+{
+	__asm__ __volatile__("" ::: "memory");
+}
 /* Full fence: another CPU sees every earlier store before any later one. */
-static inline void nmi_full_barrier(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+static inline void nmi_full_barrier(void)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
 
 #endif /* NMI_PLATFORM_H */

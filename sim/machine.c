@@ -84,7 +84,8 @@ static void world_stopped_check(struct sim_cpu *c)
 		if (o == c)
 			continue;
 		if (o->core.quiesce_seen != round || !o->busy)
-			sim_fail("stop-the-world round %u began while cpu%u was not parked", round, i);
+			sim_fail("stop-the-world round %u began while cpu%u was not parked", round,
+				 i);
 	}
 	if (tl_enabled())
 		tl_event(c->id, 0, "world stopped: every other CPU parked (round %u)", round);
@@ -167,12 +168,12 @@ static void run_op(struct sim_cpu *c, const struct sim_step *s)
 		/* Every CPU has checked out, so every flush asked for has run. */
 		for (unsigned i = 0; i < M.ncpus && s->arg; i++)
 			if (M.cpu[i].core.tlb_flushes != flushes[i] + 1)
-				sim_fail("stop-the-world with flush: cpu%u flushed %llu times", i,
-					 (unsigned long long)(M.cpu[i].core.tlb_flushes - flushes[i]));
+				sim_fail(
+				    "stop-the-world with flush: cpu%u flushed %llu times", i,
+				    (unsigned long long)(M.cpu[i].core.tlb_flushes - flushes[i]));
 		break;
 	}
-	default:
-		break;
+	default: break;
 	}
 }
 
@@ -185,8 +186,9 @@ static void step_on_cpu(struct sim_cpu *c, const struct sim_step *s)
 		c->at[c->nat++] = s->at[i];
 	/* AT_INDEX arrivals are sorted, so the trap handler only looks at the next one. */
 	for (unsigned i = 1; i < c->nat; i++)
-		for (unsigned j = i; j > 0 && c->at[j - 1].kind == AT_INDEX &&
-				     c->at[j].kind == AT_INDEX && c->at[j - 1].index > c->at[j].index;
+		for (unsigned j = i;
+		     j > 0 && c->at[j - 1].kind == AT_INDEX && c->at[j].kind == AT_INDEX &&
+		     c->at[j - 1].index > c->at[j].index;
 		     j--) {
 			struct sim_at t = c->at[j];
 			c->at[j] = c->at[j - 1];
@@ -222,10 +224,8 @@ static void *cpu_main(void *arg)
 		while (sem_wait(&c->go) != 0 && errno == EINTR)
 			;
 		switch (c->cmd) {
-		case CMD_QUIT:
-			return NULL;
-		case CMD_ABORT:
-			break;
+		case CMD_QUIT: return NULL;
+		case CMD_ABORT: break;
 		case CMD_FLUSH: {
 			/* Consume a pending SIGNMI without taking it: it belongs to a run
 			 * that is over. */
@@ -248,8 +248,7 @@ static void *cpu_main(void *arg)
 				sim_process_exits(c);
 			block_nmi(NULL);
 			break;
-		default:
-			break;
+		default: break;
 		}
 		c->busy = 0;
 		sim_hand_back(c);
@@ -330,7 +329,10 @@ static void reset_machine(unsigned ncpus)
 	}
 }
 
-static void count_flush(struct nmi_cpu *c) { (void)c; }
+static void count_flush(struct nmi_cpu *c)
+{
+	(void)c;
+}
 
 static void service_all(void)
 {
@@ -338,7 +340,8 @@ static void service_all(void)
 		int progress = 0;
 		for (unsigned i = 0; i < M.ncpus && !M.failed; i++) {
 			struct sim_cpu *c = &M.cpu[i];
-			if (!c->busy && !c->halted && (c->latched || c->burst) && !sim_hw_blocked(c)) {
+			if (!c->busy && !c->halted && (c->latched || c->burst) &&
+			    !sim_hw_blocked(c)) {
 				turn(c, CMD_SERVICE);
 				progress = 1;
 			}
@@ -357,7 +360,8 @@ static void check_step_invariants(void)
 		if (c->busy || c->halted)
 			continue;
 		if (n->visited > 0x10000u)
-			sim_fail("cpu%u: deferred-NMI counter wrapped: visited = %#x", i, n->visited);
+			sim_fail("cpu%u: deferred-NMI counter wrapped: visited = %#x", i,
+				 n->visited);
 		else if (n->guest_pending > NMI_GUEST_PENDING_MAX)
 			sim_fail("cpu%u: %u guest NMIs pending, more than hardware could hold", i,
 				 n->guest_pending);
@@ -365,9 +369,11 @@ static void check_step_invariants(void)
 			int w = (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0;
 			int want = n->guest_pending != 0 && !n->guest_sw_blocked;
 			if (w != want)
-				sim_fail("cpu%u: NMI-window exiting is %s with %u pending and guest "
-					 "NMIs %s", i, w ? "on" : "off", n->guest_pending,
-					 n->guest_sw_blocked ? "blocked" : "unblocked");
+				sim_fail(
+				    "cpu%u: NMI-window exiting is %s with %u pending and guest "
+				    "NMIs %s",
+				    i, w ? "on" : "off", n->guest_pending,
+				    n->guest_sw_blocked ? "blocked" : "unblocked");
 		}
 	}
 }
@@ -380,14 +386,16 @@ void sim_check_conservation(int hw_exact)
 		struct nmi_cpu *n = &c->core;
 		uint64_t taken = n->nmi_entries + n->exit_nmis;
 		uint64_t handled = n->handled_direct + n->handled_exit + n->drained;
-		uint64_t owned = n->quiesce_parks + n->guest_accepted + n->guest_coalesced +
-				 n->host_consumed;
+		uint64_t owned =
+		    n->quiesce_parks + n->guest_accepted + n->guest_coalesced + n->host_consumed;
 		int queued = (c->vmcs.entry_intr & INTR_INFO_VALID) != 0;
 
 		if (hw_exact && c->sent != c->delivered + c->dropped + c->latched + c->burst)
-			sim_fail("cpu%u: hardware model: %llu NMIs sent, %llu delivered, %llu dropped "
-				 "by the latch", i, (unsigned long long)c->sent,
-				 (unsigned long long)c->delivered, (unsigned long long)c->dropped);
+			sim_fail(
+			    "cpu%u: hardware model: %llu NMIs sent, %llu delivered, %llu dropped "
+			    "by the latch",
+			    i, (unsigned long long)c->sent, (unsigned long long)c->delivered,
+			    (unsigned long long)c->dropped);
 		else if (c->delivered != taken)
 			sim_fail("cpu%u: %llu NMIs delivered but the core saw %llu", i,
 				 (unsigned long long)c->delivered, (unsigned long long)taken);
@@ -398,16 +406,20 @@ void sim_check_conservation(int hw_exact)
 				 (unsigned long long)n->deferred);
 		else if (n->deferred != n->drained + n->visited || n->visited != 0)
 			sim_fail("cpu%u: %s: %llu deferred while masked, %llu drained, %u still "
-				 "counted", i,
-				 n->drained > n->deferred ? "deferred NMI handled twice" : "NMI lost",
+				 "counted",
+				 i,
+				 n->drained > n->deferred
+				     ? "deferred-NMI counter underflow (decremented more often "
+				       "than incremented: an NMI handled twice)"
+				     : "NMI lost",
 				 (unsigned long long)n->deferred, (unsigned long long)n->drained,
 				 n->visited);
 		else if (handled != owned)
 			sim_fail("cpu%u: %llu NMIs handled but %llu given an owner", i,
 				 (unsigned long long)handled, (unsigned long long)owned);
 		else if (n->guest_accepted != n->guest_injected + n->guest_pending)
-			sim_fail("cpu%u: guest NMI lost: %llu accepted, %llu injected, %u pending", i,
-				 (unsigned long long)n->guest_accepted,
+			sim_fail("cpu%u: guest NMI lost: %llu accepted, %llu injected, %u pending",
+				 i, (unsigned long long)n->guest_accepted,
 				 (unsigned long long)n->guest_injected, n->guest_pending);
 		else if (n->guest_injected != c->guest_nmis + (uint64_t)queued)
 			sim_fail("cpu%u: %llu NMIs injected but the guest took %llu", i,
@@ -459,7 +471,8 @@ static void timeline_step(unsigned idx, const struct sim_step *s, int resume)
 		if (a->kind == AT_INDEX)
 			off += snprintf(at + off, sizeof at - off, " nmi@%u", a->index);
 		else if (a->kind == AT_ADDR)
-			off += snprintf(at + off, sizeof at - off, " nmi@%s", sym_describe(a->addr));
+			off +=
+			    snprintf(at + off, sizeof at - off, " nmi@%s", sym_describe(a->addr));
 		if (off >= sizeof at)
 			break;
 	}

@@ -17,8 +17,8 @@
 
 /* The VMCS fields the core touches, and the guest's view of them. */
 struct sim_vmcs {
-	uint64_t pin;        /* pin-based controls: NMI exiting + virtual NMIs       */
-	uint64_t proc;       /* processor-based: NMI-window exiting                  */
+	uint64_t pin; /* pin-based controls: NMI exiting + virtual NMIs       */
+	uint64_t proc; /* processor-based: NMI-window exiting                  */
 	uint64_t entry_intr; /* VM-entry interruption information                    */
 	uint64_t guest_intr; /* guest interruptibility state (bit 3: NMI blocking)   */
 };
@@ -35,31 +35,31 @@ struct sim_cpu {
 	sem_t go;
 	volatile int cmd;
 	const struct sim_step *step;
-	volatile int busy;   /* suspended inside a spin (plat_relax)      */
+	volatile int busy; /* suspended inside a spin (plat_relax)      */
 	volatile int halted; /* the core called plat_halt() on this CPU   */
 	sigjmp_buf base;
 
 	/* The NMI hardware model. */
-	volatile int in_handler;   /* inside the vector-2 handler: NMI-blocked       */
+	volatile int in_handler; /* inside the vector-2 handler: NMI-blocked       */
 	volatile int exit_blocked; /* NMI-blocked since an NMI VM exit, until IRET  */
-	volatile int latched;      /* an NMI is pending (sent, not yet taken)       */
-	volatile unsigned burst;   /* NMIs of a burst still to latch after delivery */
+	volatile int latched; /* an NMI is pending (sent, not yet taken)       */
+	volatile unsigned burst; /* NMIs of a burst still to latch after delivery */
 	uint64_t sent, delivered, dropped;
 
 	/* The guest model: VMX non-root with NMI exiting and virtual NMIs on. */
 	struct sim_vmcs vmcs;
-	volatile int in_guest;     /* guest mode: an NMI is a VM exit              */
+	volatile int in_guest; /* guest mode: an NMI is a VM exit              */
 	volatile int exit_pending; /* the NMI exit the handler captured            */
-	uint64_t guest_nmis;       /* guest NMI handler entries (injections taken) */
+	uint64_t guest_nmis; /* guest NMI handler entries (injections taken) */
 	uint64_t nmi_exits, window_exits, entries;
-	int guest_in_nmi;          /* guest is inside its NMI handler              */
+	int guest_in_nmi; /* guest is inside its NMI handler              */
 
 	/* Trap-flag stepping for the current step. */
 	volatile int stepping;
-	uint32_t icount;           /* core instruction boundaries crossed           */
+	uint32_t icount; /* core instruction boundaries crossed           */
 	unsigned nat, atpos;
 	struct sim_at at[SIM_MAX_AT * 4];
-	uintptr_t last_rip;        /* the core instruction of the previous trap     */
+	uintptr_t last_rip; /* the core instruction of the previous trap     */
 
 	/* Stress mode. */
 	uint64_t ops;
@@ -100,8 +100,10 @@ void sim_check_conservation(int hw_exact);
 
 /* timeline.c */
 void tl_reset(void);
-void tl_step(unsigned step, unsigned cpu, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void tl_event(unsigned cpu, uintptr_t rip, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void tl_step(unsigned step, unsigned cpu, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void tl_event(unsigned cpu, uintptr_t rip, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void tl_snapshot(void);
 int tl_enabled(void);
 void tl_enable(int on);
@@ -122,11 +124,11 @@ static inline void tf_off(void)
  * the flag right before each call into the core and clears it right after, and
  * every platform function suspends it while it runs.  (In the NMI handler the
  * kernel has cleared it already: handlers are never stepped.) */
-#define CORE(call)                                                                         \
-	do {                                                                               \
-		if (self->stepping && !M.fast)                                             \
-			tf_on();                                                           \
-		call;                                                                      \
-		tf_off();                                                                  \
+#define CORE(call)                                                                                 \
+	do {                                                                                       \
+		if (self->stepping && !M.fast)                                                     \
+			tf_on();                                                                   \
+		call;                                                                              \
+		tf_off();                                                                          \
 	} while (0)
 #endif /* SIM_MACHINE_H */

@@ -20,10 +20,10 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: nmisim run [--timeline] [--svg FILE] [--quiet] [--nmis K] SCENARIO...\n"
-		"       nmisim stress [--cpus N] [--sources M] [--seconds T] [--nmis K] [--seed S] [--quiet]\n"
-		"       nmisim info\n");
+	fprintf(f, "usage: nmisim run [--timeline] [--svg FILE] [--quiet] [--nmis K] SCENARIO...\n"
+		   "       nmisim stress [--cpus N] [--sources M] [--seconds T] [--nmis K] [--seed "
+		   "S] [--quiet]\n"
+		   "       nmisim info\n");
 }
 
 static double now(void)
@@ -106,7 +106,8 @@ static int cmd_run(int argc, char **argv)
 			sim_run(&failing, SIM_TIMELINE, &r);
 			printf("FAIL %s [%s]: %s\n", name, nmi_variant_name, r.what);
 			if (runs > 1)
-				printf("  %lu of %lu schedules fail; the first one:\n", failures, runs);
+				printf("  %lu of %lu schedules fail; the first one:\n", failures,
+				       runs);
 			if (!quiet) {
 				printf("\n");
 				sched_print(stdout, &failing);
@@ -117,8 +118,8 @@ static int cmd_run(int argc, char **argv)
 				printf("timeline SVG: %s\n", svg);
 			worst = 1;
 		} else {
-			printf("PASS %s [%s]: %lu schedule%s, %.3f s\n", name, nmi_variant_name, runs,
-			       runs == 1 ? "" : "s", el);
+			printf("PASS %s [%s]: %lu schedule%s, %.3f s\n", name, nmi_variant_name,
+			       runs, runs == 1 ? "" : "s", el);
 			if (timeline || svg) {
 				sim_run(&failing, SIM_TIMELINE, &r);
 				if (timeline)

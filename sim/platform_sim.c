@@ -44,8 +44,14 @@ struct nmi_cpu *plat_this_cpu(void)
 	preempt_point();
 	return &self->core;
 }
-struct nmi_cpu *plat_cpu(unsigned id) { return &M.cpu[id].core; }
-unsigned plat_ncpus(void) { return M.ncpus; }
+struct nmi_cpu *plat_cpu(unsigned id)
+{
+	return &M.cpu[id].core;
+}
+unsigned plat_ncpus(void)
+{
+	return M.ncpus;
+}
 
 static uint64_t *vmcs_field(struct sim_cpu *c, uint32_t field)
 {
@@ -148,7 +154,10 @@ _Noreturn void plat_halt(const char *file, int line, const char *what)
 
 /* ---- The NMI hardware ---------------------------------------------------------------- */
 
-int sim_hw_blocked(const struct sim_cpu *c) { return c->in_handler || c->exit_blocked; }
+int sim_hw_blocked(const struct sim_cpu *c)
+{
+	return c->in_handler || c->exit_blocked;
+}
 
 static void kill_thread(struct sim_cpu *t)
 {
@@ -210,7 +219,8 @@ static void on_nmi(int sig, siginfo_t *si, void *ucv)
 		c->exit_blocked = 1;
 		sigaddset(&uc->uc_sigmask, SIGNMI); /* blocked until plat_nmi_iret() */
 		if (tl_enabled())
-			tl_event(c->id, 0, "NMI in guest mode: VM exit (NMI), host now NMI-blocked");
+			tl_event(c->id, 0,
+				 "NMI in guest mode: VM exit (NMI), host now NMI-blocked");
 		errno = saved_errno;
 		return;
 	}
@@ -267,7 +277,10 @@ static void preempt_at(uintptr_t rip)
  * stepped, no simulator instruction is. */
 static __thread uintptr_t tf_return;
 uintptr_t sim_tf_return(void);
-uintptr_t sim_tf_return(void) { return tf_return; }
+uintptr_t sim_tf_return(void)
+{
+	return tf_return;
+}
 extern char sim_tf_trampoline[];
 __asm__(".text\n"
 	".globl sim_tf_trampoline\n"
@@ -318,11 +331,14 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		return;
 	}
 	if (!in_core(rip)) {
+		if (!c->last_rip)
+			return; /* not in the core yet: the call into it is a few steps on */
 		/* Left the core.  Right after a call from it, [rsp] is the return address
 		 * just past the last core instruction: step again from there.  Anything
 		 * else is the core returning to the simulator. */
 		uintptr_t *sp = (uintptr_t *)g[REG_RSP];
-		if (c->last_rip && sp[0] > c->last_rip && sp[0] <= c->last_rip + 15 && in_core(sp[0])) {
+		if (c->last_rip && sp[0] > c->last_rip && sp[0] <= c->last_rip + 15 &&
+		    in_core(sp[0])) {
 			tf_return = sp[0];
 			sp[0] = (uintptr_t)sim_tf_trampoline;
 		}
@@ -366,7 +382,8 @@ void sim_vmentry(struct sim_cpu *c)
 	if (c->vmcs.entry_intr & INTR_INFO_VALID) {
 		if (c->vmcs.guest_intr & GUEST_INTR_BLOCK_NMI) {
 			sim_fail("cpu%u: VM entry failed: NMI injected while the guest is "
-				 "virtual-NMI blocked", c->id);
+				 "virtual-NMI blocked",
+				 c->id);
 			c->vmcs.entry_intr = 0;
 			return;
 		}
@@ -375,14 +392,18 @@ void sim_vmentry(struct sim_cpu *c)
 		c->guest_nmis++;
 		c->guest_in_nmi = 1;
 		if (tl_enabled())
-			tl_event(c->id, 0, "VM entry injects NMI: guest NMI handler runs (guest "
-					   "NMI #%llu), virtual-NMI blocked",
+			tl_event(c->id, 0,
+				 "VM entry injects NMI: guest NMI handler runs (guest "
+				 "NMI #%llu), virtual-NMI blocked",
 				 (unsigned long long)c->guest_nmis);
 	}
 	c->in_guest = 1;
 }
 
-static void exit_begin(struct sim_cpu *c) { c->in_guest = 0; }
+static void exit_begin(struct sim_cpu *c)
+{
+	c->in_guest = 0;
+}
 
 /* Run the hypervisor's exit handlers for every exit that is due, re-entering the
  * guest after each, until the guest runs undisturbed.  Bounded: an exit storm is a

@@ -27,13 +27,15 @@
 #include "sim.h"
 
 static const char *const op_names[OP__COUNT] = {
-	[OP_MASK] = "mask",       [OP_UNMASK] = "unmask",   [OP_CRIT] = "crit",
-	[OP_NMI] = "nmi",         [OP_ENTER] = "enter",     [OP_EXIT] = "exit",
-	[OP_GIRET] = "giret",     [OP_BLOCK] = "block",     [OP_UNBLOCK] = "unblock",
-	[OP_QUIESCE] = "quiesce", [OP_RUN] = "run",
+    [OP_MASK] = "mask",       [OP_UNMASK] = "unmask",   [OP_CRIT] = "crit",   [OP_NMI] = "nmi",
+    [OP_ENTER] = "enter",     [OP_EXIT] = "exit",       [OP_GIRET] = "giret", [OP_BLOCK] = "block",
+    [OP_UNBLOCK] = "unblock", [OP_QUIESCE] = "quiesce", [OP_RUN] = "run",
 };
 
-const char *sched_op_name(unsigned op) { return op < OP__COUNT ? op_names[op] : "?"; }
+const char *sched_op_name(unsigned op)
+{
+	return op < OP__COUNT ? op_names[op] : "?";
+}
 
 static int fail(char *err, size_t len, int line, const char *fmt, const char *arg)
 {
@@ -106,7 +108,8 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 		char *words[12];
 		unsigned nw = 0;
 		char *save = NULL;
-		for (char *w = strtok_r(line, " \t\r", &save); w; w = strtok_r(NULL, " \t\r", &save)) {
+		for (char *w = strtok_r(line, " \t\r", &save); w;
+		     w = strtok_r(NULL, " \t\r", &save)) {
 			if (nw == 12)
 				return fail(err, errlen, lineno, "too many words%s", "");
 			words[nw++] = w;
@@ -118,21 +121,25 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 			char *end;
 			unsigned long n = nw == 2 ? strtoul(words[1], &end, 10) : 0;
 			if (nw != 2 || *end || n < 1 || n > SIM_MAX_CPUS)
-				return fail(err, errlen, lineno, "'cpus N' wants N from 1 to 8%s", "");
+				return fail(err, errlen, lineno, "'cpus N' wants N from 1 to 8%s",
+					    "");
 			if (s->nsteps)
-				return fail(err, errlen, lineno, "'cpus' must come before the first step%s", "");
+				return fail(err, errlen, lineno,
+					    "'cpus' must come before the first step%s", "");
 			declared = (unsigned)n;
 			continue;
 		}
 		if (strcmp(words[0], "mode") == 0) {
 			if (nw != 2 || (strcmp(words[1], "fast") && strcmp(words[1], "precise")))
-				return fail(err, errlen, lineno, "'mode' wants 'fast' or 'precise'%s", "");
+				return fail(err, errlen, lineno,
+					    "'mode' wants 'fast' or 'precise'%s", "");
 			s->fast = strcmp(words[1], "fast") == 0;
 			continue;
 		}
 		if (strncmp(words[0], "cpu", 3) != 0 || !isdigit((unsigned char)words[0][3]) ||
 		    words[0][4] != 0)
-			return fail(err, errlen, lineno, "expected 'cpuN OP' or 'cpus N', got '%s'", words[0]);
+			return fail(err, errlen, lineno, "expected 'cpuN OP' or 'cpus N', got '%s'",
+				    words[0]);
 		unsigned cpu = (unsigned)(words[0][3] - '0');
 		if (declared && cpu >= declared)
 			return fail(err, errlen, lineno, "%s is beyond the 'cpus' line", words[0]);
@@ -152,8 +159,10 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 			if (strcmp(words[1], op_names[op]) == 0)
 				break;
 		if (op == OP__COUNT)
-			return fail(err, errlen, lineno, "unknown operation '%s' (mask unmask crit nmi "
-					 "enter exit giret block unblock quiesce run)", words[1]);
+			return fail(err, errlen, lineno,
+				    "unknown operation '%s' (mask unmask crit nmi "
+				    "enter exit giret block unblock quiesce run)",
+				    words[1]);
 		st->op = (uint8_t)op;
 		for (unsigned i = 2; i < nw; i++) {
 			const char *w = words[i];
@@ -161,18 +170,23 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 				char *end;
 				unsigned long n = strtoul(w + 1, &end, 10);
 				if (*end || n < 1 || n > 16)
-					return fail(err, errlen, lineno, "burst '%s': want x1 to x16", w);
+					return fail(err, errlen, lineno,
+						    "burst '%s': want x1 to x16", w);
 				st->arg = (uint8_t)n;
 			} else if (op == OP_QUIESCE && strcmp(w, "flush") == 0 && i == 2) {
 				st->arg = 1;
 			} else if (strncmp(w, "nmi@", 4) == 0 && op != OP_NMI && op != OP_RUN) {
 				if (st->nat == SIM_MAX_AT)
-					return fail(err, errlen, lineno, "at most 4 nmi@ arrivals per step%s", "");
+					return fail(err, errlen, lineno,
+						    "at most 4 nmi@ arrivals per step%s", "");
 				int rc = parse_at(w, &st->at[st->nat]);
 				if (rc == -2)
-					return fail(err, errlen, lineno, "'%s': no such function", w);
+					return fail(err, errlen, lineno, "'%s': no such function",
+						    w);
 				if (rc)
-					return fail(err, errlen, lineno, "'%s': want nmi@N, nmi@function+offset or nmi@*", w);
+					return fail(
+					    err, errlen, lineno,
+					    "'%s': want nmi@N, nmi@function+offset or nmi@*", w);
 				st->nat++;
 			} else {
 				return fail(err, errlen, lineno, "unexpected '%s'", w);
@@ -203,8 +217,10 @@ int sched_parse_file(const char *path, struct sim_schedule *s, char *err, size_t
 	}
 	buf[n] = 0;
 	if (memchr(buf, 0, n)) {
-		snprintf(err, errlen, "%s: binary data, not a scenario (a fuzz input? use make "
-				      "replay INPUT=%s)", path, path);
+		snprintf(err, errlen,
+			 "%s: binary data, not a scenario (a fuzz input? use make "
+			 "replay INPUT=%s)",
+			 path, path);
 		return -1;
 	}
 	char e[256];
@@ -311,7 +327,8 @@ unsigned long sched_explore(const struct sim_schedule *s, unsigned long *failure
  * way of sharing k arrivals among the m marked steps is one sched_explore(). */
 static void compose(const struct sim_schedule *s, const unsigned *marked, unsigned m, unsigned k,
 		    unsigned at, unsigned left, unsigned *share, unsigned long *runs,
-		    unsigned long *failures, struct sim_schedule *fail_out, struct sim_result *fail_res)
+		    unsigned long *failures, struct sim_schedule *fail_out,
+		    struct sim_result *fail_res)
 {
 	if (at == m - 1) {
 		share[at] = left;
@@ -341,7 +358,8 @@ static void compose(const struct sim_schedule *s, const unsigned *marked, unsign
 	}
 	for (unsigned n = 0; n <= left; n++) {
 		share[at] = n;
-		compose(s, marked, m, k, at + 1, left - n, share, runs, failures, fail_out, fail_res);
+		compose(s, marked, m, k, at + 1, left - n, share, runs, failures, fail_out,
+			fail_res);
 	}
 }
 

@@ -23,24 +23,24 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define SIM_MAX_CPUS 8
+#define SIM_MAX_CPUS  8
 #define SIM_MAX_STEPS 256
-#define SIM_MAX_AT 4
+#define SIM_MAX_AT    4
 
 /* Operations a step can ask of a CPU.  Every op is total: one that makes no sense
  * in the CPU's current mode is recorded as ignored, never an error at run time. */
 enum sim_op {
-	OP_MASK,    /* nmi_mask()                                                  */
-	OP_UNMASK,  /* nmi_unmask()                                                */
-	OP_CRIT,    /* an intercept handler: mask, edit per-CPU state, unmask       */
-	OP_NMI,     /* an external NMI arrives at the CPU now (arg: burst size)     */
-	OP_ENTER,   /* VM entry (attaches the guest the first time)                 */
-	OP_EXIT,    /* VM exit for another reason (CPUID...), handled under the mask */
-	OP_GIRET,   /* the guest executes IRET                                      */
-	OP_BLOCK,   /* a hypervisor extension blocks guest NMIs (under the mask)    */
+	OP_MASK, /* nmi_mask()                                                  */
+	OP_UNMASK, /* nmi_unmask()                                                */
+	OP_CRIT, /* an intercept handler: mask, edit per-CPU state, unmask       */
+	OP_NMI, /* an external NMI arrives at the CPU now (arg: burst size)     */
+	OP_ENTER, /* VM entry (attaches the guest the first time)                 */
+	OP_EXIT, /* VM exit for another reason (CPUID...), handled under the mask */
+	OP_GIRET, /* the guest executes IRET                                      */
+	OP_BLOCK, /* a hypervisor extension blocks guest NMIs (under the mask)    */
 	OP_UNBLOCK, /* ... and unblocks them                                        */
 	OP_QUIESCE, /* stop-the-world round (arg 1: parked CPUs flush their TLB)    */
-	OP_RUN,     /* let a CPU that is spinning run on                            */
+	OP_RUN, /* let a CPU that is spinning run on                            */
 	OP__COUNT
 };
 
@@ -48,7 +48,7 @@ enum sim_op {
 enum sim_at_kind {
 	AT_INDEX, /* before the index-th core instruction this step executes (1-based);
 		   * in fast mode, at the index-th call the core makes to the platform */
-	AT_ADDR,  /* before the first execution of the instruction at `addr`            */
+	AT_ADDR, /* before the first execution of the instruction at `addr`            */
 	AT_EVERY, /* scenario wildcard: every boundary, one run each (explore)          */
 };
 
@@ -77,8 +77,8 @@ struct sim_schedule {
 /* What a run found. */
 struct sim_result {
 	int failed;
-	char what[512];      /* first violation, one line                          */
-	unsigned step;       /* step index where it was found (nsteps: at the end)   */
+	char what[512]; /* first violation, one line                          */
+	unsigned step; /* step index where it was found (nsteps: at the end)   */
 	uint64_t core_insns; /* core instructions stepped, summed over stepped steps */
 	uint32_t step_insns[SIM_MAX_STEPS]; /* core instructions of each step        */
 };
@@ -86,8 +86,9 @@ struct sim_result {
 /* Flags for sim_run(). */
 #define SIM_TIMELINE 1u /* record a timeline (sim_timeline_*)                      */
 #define SIM_STEP_ALL 2u /* single-step every step, to count instructions          */
-#define SIM_RAW 4u      /* mask/unmask reach the core even when they make no sense:
-			 * for tests of the core's own assertions                   */
+#define SIM_RAW                                                                                    \
+	4u /* mask/unmask reach the core even when they make no sense:                             \
+	    * for tests of the core's own assertions                   */
 
 /* One simulated machine: threads are created once and reused across runs. */
 int sim_init(void);
@@ -123,12 +124,12 @@ unsigned long sched_explore_upto(const struct sim_schedule *s, unsigned k_max,
 
 /* ---- Free-running stress ------------------------------------------------------ */
 struct stress_config {
-	unsigned cpus;       /* CPU threads                         */
-	unsigned sources;    /* NMI-source threads                  */
-	double seconds;      /* stop after this long (0: no limit)  */
-	uint64_t nmis;       /* or after this many delivered NMIs   */
+	unsigned cpus; /* CPU threads                         */
+	unsigned sources; /* NMI-source threads                  */
+	double seconds; /* stop after this long (0: no limit)  */
+	uint64_t nmis; /* or after this many delivered NMIs   */
 	unsigned seed;
-	int quiet;           /* no progress line                    */
+	int quiet; /* no progress line                    */
 };
 struct stress_totals {
 	uint64_t sent, delivered, handled, lost, violations;

@@ -179,7 +179,8 @@ int sim_stress(const struct stress_config *cfg, struct stress_totals *t)
 	pthread_barrier_wait(&start);
 	double t0 = now(), last = t0;
 	for (unsigned i = 0; i < cfg->sources; i++)
-		pthread_create(&src[i], NULL, source_main, (void *)(uintptr_t)(cfg->seed * 7919u + i + 1));
+		pthread_create(&src[i], NULL, source_main,
+			       (void *)(uintptr_t)(cfg->seed * 7919u + i + 1));
 	for (;;) {
 		usleep(20000);
 		double el = now() - t0;
@@ -202,19 +203,21 @@ int sim_stress(const struct stress_config *cfg, struct stress_totals *t)
 
 	sim_check_conservation(0);
 	memset(t, 0, sizeof *t);
-	printf("\n%-4s %10s %10s %9s %9s %9s %8s %9s %9s %9s %10s\n", "cpu", "delivered",
-	       "direct", "exit", "deferred", "drained", "parks", "injected", "coalesced",
-	       "host", "violations");
+	printf("\n%-4s %10s %10s %9s %9s %9s %8s %9s %9s %9s %10s\n", "cpu", "delivered", "direct",
+	       "exit", "deferred", "drained", "parks", "injected", "coalesced", "host",
+	       "violations");
 	for (unsigned i = 0; i < M.ncpus; i++) {
 		struct sim_cpu *c = &M.cpu[i];
 		struct nmi_cpu *n = &c->core;
-		int bad = M.failed && strncmp(M.what, "cpu", 3) == 0 && (unsigned)atoi(M.what + 3) == i;
+		int bad =
+		    M.failed && strncmp(M.what, "cpu", 3) == 0 && (unsigned)atoi(M.what + 3) == i;
 		printf("cpu%-1u %10llu %10llu %9llu %9llu %9llu %8llu %9llu %9llu %9llu %10d\n", i,
 		       (unsigned long long)c->delivered, (unsigned long long)n->handled_direct,
 		       (unsigned long long)n->handled_exit, (unsigned long long)n->deferred,
 		       (unsigned long long)n->drained, (unsigned long long)n->quiesce_parks,
-		       (unsigned long long)n->guest_injected, (unsigned long long)n->guest_coalesced,
-		       (unsigned long long)n->host_consumed, bad);
+		       (unsigned long long)n->guest_injected,
+		       (unsigned long long)n->guest_coalesced, (unsigned long long)n->host_consumed,
+		       bad);
 		t->sent += c->sent;
 		t->delivered += c->delivered;
 		t->handled += n->handled_direct + n->handled_exit + n->drained;
@@ -225,12 +228,13 @@ int sim_stress(const struct stress_config *cfg, struct stress_totals *t)
 	uint64_t rounds = 0;
 	for (unsigned i = 0; i < M.ncpus; i++)
 		rounds += M.cpu[i].core.quiesce_rounds;
-	printf("\nsent %llu, delivered %llu (%llu coalesced by the latch), handled %llu, lost %llu; "
-	       "%llu stop-the-world rounds, %lu TLB flushes; %.2f s, %.0f NMIs/s\n",
-	       (unsigned long long)t->sent, (unsigned long long)t->delivered,
-	       (unsigned long long)(t->sent - t->delivered), (unsigned long long)t->handled,
-	       (unsigned long long)t->lost, (unsigned long long)rounds, tlb_flushes_seen, el,
-	       (double)t->delivered / el);
+	printf(
+	    "\nsent %llu, delivered %llu (%llu coalesced by the latch), handled %llu, lost %llu; "
+	    "%llu stop-the-world rounds, %lu TLB flushes; %.2f s, %.0f NMIs/s\n",
+	    (unsigned long long)t->sent, (unsigned long long)t->delivered,
+	    (unsigned long long)(t->sent - t->delivered), (unsigned long long)t->handled,
+	    (unsigned long long)t->lost, (unsigned long long)rounds, tlb_flushes_seen, el,
+	    (double)t->delivered / el);
 	if (M.failed)
 		printf("VIOLATION: %s\n", M.what);
 	return 0;

@@ -62,7 +62,8 @@ int sym_load(void)
 		for (size_t k = 0; k < n; k++) {
 			if (ELF64_ST_TYPE(s[k].st_info) != STT_FUNC || !s[k].st_value)
 				continue;
-			syms[nsyms++] = (struct sym){s[k].st_value, s[k].st_size, str + s[k].st_name};
+			syms[nsyms++] =
+			    (struct sym){s[k].st_value, s[k].st_size, str + s[k].st_name};
 		}
 	}
 	/* The image stays mapped: names point into it. */

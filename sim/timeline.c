@@ -14,7 +14,7 @@
 #include "machine.h"
 
 #define TL_MAX_ROWS 4096
-#define TL_TEXT 160
+#define TL_TEXT     160
 
 enum row_kind { ROW_STEP, ROW_EVENT, ROW_STATE };
 
@@ -38,9 +38,18 @@ static struct row rows[TL_MAX_ROWS];
 static unsigned nrows, overflow;
 static int enabled;
 
-int tl_enabled(void) { return enabled; }
-void tl_enable(int on) { enabled = on; }
-void tl_reset(void) { nrows = overflow = 0; }
+int tl_enabled(void)
+{
+	return enabled;
+}
+void tl_enable(int on)
+{
+	enabled = on;
+}
+void tl_reset(void)
+{
+	nrows = overflow = 0;
+}
 
 static struct row *add(uint8_t kind, unsigned cpu)
 {
@@ -90,13 +99,16 @@ void tl_snapshot(void)
 	for (unsigned i = 0; i < M.ncpus; i++) {
 		struct sim_cpu *c = &M.cpu[i];
 		r->st[i] = (struct cpu_state){
-			.masked = c->core.masked != 0,
-			.visited = c->core.visited,
-			.pending = c->core.guest_pending,
-			.blocked = (c->vmcs.guest_intr & GUEST_INTR_BLOCK_NMI) != 0,
-			.window = (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0,
-			.guest = c->in_guest != 0,
-			.mode = c->busy ? 's' : c->halted ? 'X' : c->in_guest ? 'g' : 'h',
+		    .masked = c->core.masked != 0,
+		    .visited = c->core.visited,
+		    .pending = c->core.guest_pending,
+		    .blocked = (c->vmcs.guest_intr & GUEST_INTR_BLOCK_NMI) != 0,
+		    .window = (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0,
+		    .guest = c->in_guest != 0,
+		    .mode = c->busy       ? 's'
+			    : c->halted   ? 'X'
+			    : c->in_guest ? 'g'
+					  : 'h',
 		};
 	}
 }
@@ -105,12 +117,12 @@ void tl_snapshot(void)
 void sim_describe_delta(const struct nmi_cpu *a, const struct nmi_cpu *b, char *buf, size_t len)
 {
 	size_t off = 0;
-#define SAY(...)                                                                           \
-	do {                                                                               \
-		if (off < len)                                                             \
-			off += snprintf(buf + off, len - off, "%s", off ? ", " : "");      \
-		if (off < len)                                                             \
-			off += snprintf(buf + off, len - off, __VA_ARGS__);                \
+#define SAY(...)                                                                                   \
+	do {                                                                                       \
+		if (off < len)                                                                     \
+			off += snprintf(buf + off, len - off, "%s", off ? ", " : "");              \
+		if (off < len)                                                                     \
+			off += snprintf(buf + off, len - off, __VA_ARGS__);                        \
 	} while (0)
 	if (b->deferred != a->deferred)
 		SAY("masked, so deferred (visited %u->%u)", a->visited, b->visited);
@@ -143,10 +155,11 @@ static const char *state_text(const struct cpu_state *s)
 void sim_timeline_print(FILE *f)
 {
 	enum { LANE = 62 };
-	fprintf(f, "Timeline (variant %s, %u CPU%s). State after each step: h host, g guest, "
-		   "s spinning, X halted;\n  mask = software NMI mask, visited = deferred NMIs, "
-		   "pend = guest NMIs pending,\n  vblk = guest virtual-NMI blocked, win = "
-		   "NMI-window exiting.\n\n",
+	fprintf(f,
+		"Timeline (variant %s, %u CPU%s). State after each step: h host, g guest, "
+		"s spinning, X halted;\n  mask = software NMI mask, visited = deferred NMIs, "
+		"pend = guest NMIs pending,\n  vblk = guest virtual-NMI blocked, win = "
+		"NMI-window exiting.\n\n",
 		nmi_variant_name, M.ncpus, M.ncpus == 1 ? "" : "s");
 	fprintf(f, "step ");
 	for (unsigned i = 0; i < M.ncpus; i++) {
@@ -175,7 +188,8 @@ void sim_timeline_print(FILE *f)
 		/* One line per text line, in this CPU's lane. */
 		char *save = NULL;
 		int first = 1;
-		for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		for (char *line = strtok_r(text, "\n", &save); line;
+		     line = strtok_r(NULL, "\n", &save)) {
 			if (r->kind == ROW_STEP && first && r->step)
 				fprintf(f, "%4u ", r->step);
 			else
@@ -219,11 +233,15 @@ int sim_timeline_svg(const char *path)
 	for (unsigned k = 0; k < nrows; k++)
 		lines += rows[k].kind == ROW_EVENT && in_core(rows[k].rip) ? 2 : 1;
 	unsigned width = LEFT + M.ncpus * LANE_W + 20, height = TOP + lines * ROW_H + 60;
-	fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%u\" height=\"%u\" "
-		   "font-family=\"monospace\" font-size=\"12\">\n", width, height);
+	fprintf(f,
+		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%u\" height=\"%u\" "
+		"font-family=\"monospace\" font-size=\"12\">\n",
+		width, height);
 	fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-	fprintf(f, "<text x=\"%d\" y=\"22\" font-size=\"15\" font-weight=\"bold\">NMI timeline: "
-		   "variant %s%s</text>\n", LEFT, nmi_variant_name, M.failed ? " (VIOLATION)" : "");
+	fprintf(f,
+		"<text x=\"%d\" y=\"22\" font-size=\"15\" font-weight=\"bold\">NMI timeline: "
+		"variant %s%s</text>\n",
+		LEFT, nmi_variant_name, M.failed ? " (VIOLATION)" : "");
 	for (unsigned i = 0; i < M.ncpus; i++) {
 		unsigned x = LEFT + i * LANE_W;
 		fprintf(f, "<rect x=\"%u\" y=\"%d\" width=\"%d\" height=\"%u\" fill=\"%s\"/>\n", x,
@@ -236,12 +254,14 @@ int sim_timeline_svg(const char *path)
 		struct row *r = &rows[k];
 		if (r->kind == ROW_STATE) {
 			for (unsigned i = 0; i < M.ncpus; i++) {
-				fprintf(f, "<text x=\"%u\" y=\"%u\" fill=\"#777\" font-size=\"10\">",
+				fprintf(f,
+					"<text x=\"%u\" y=\"%u\" fill=\"#777\" font-size=\"10\">",
 					LEFT + i * LANE_W + 16, y - 4);
 				svg_text(f, state_text(&r->st[i]));
 				fprintf(f, "</text>\n");
 			}
-			fprintf(f, "<line x1=\"%d\" x2=\"%u\" y1=\"%u\" y2=\"%u\" stroke=\"#ccc\"/>\n",
+			fprintf(f,
+				"<line x1=\"%d\" x2=\"%u\" y1=\"%u\" y2=\"%u\" stroke=\"#ccc\"/>\n",
 				LEFT, width - 20, y + 2, y + 2);
 			y += ROW_H;
 			continue;
@@ -249,19 +269,25 @@ int sim_timeline_svg(const char *path)
 		unsigned x = LEFT + r->cpu * LANE_W + 6;
 		int nmi = strstr(r->text, "NMI") != NULL;
 		int bad = strncmp(r->text, "VIOLATION", 9) == 0;
-		const char *color = bad ? "#c00000" : r->kind == ROW_STEP ? "#000" : nmi ? "#b35900" : "#1f4e9a";
+		const char *color = bad                   ? "#c00000"
+				    : r->kind == ROW_STEP ? "#000"
+				    : nmi                 ? "#b35900"
+							  : "#1f4e9a";
 		if (r->kind == ROW_STEP && r->step)
 			fprintf(f, "<text x=\"8\" y=\"%u\" fill=\"#555\">%u</text>\n", y, r->step);
 		if (nmi && r->kind == ROW_EVENT && in_core(r->rip))
-			fprintf(f, "<circle cx=\"%u\" cy=\"%u\" r=\"4\" fill=\"#d40000\"/>\n", x, y - 4);
-		fprintf(f, "<text x=\"%u\" y=\"%u\" fill=\"%s\"%s>", x + (r->kind == ROW_EVENT ? 10 : 0),
-			y, color, r->kind == ROW_STEP || bad ? " font-weight=\"bold\"" : "");
+			fprintf(f, "<circle cx=\"%u\" cy=\"%u\" r=\"4\" fill=\"#d40000\"/>\n", x,
+				y - 4);
+		fprintf(f, "<text x=\"%u\" y=\"%u\" fill=\"%s\"%s>",
+			x + (r->kind == ROW_EVENT ? 10 : 0), y, color,
+			r->kind == ROW_STEP || bad ? " font-weight=\"bold\"" : "");
 		svg_text(f, r->text);
 		fprintf(f, "</text>\n");
 		if (r->kind == ROW_EVENT && in_core(r->rip)) {
 			y += ROW_H;
 			char at[256];
-			snprintf(at, sizeof at, "at %s (%s)", sym_describe(r->rip), sym_source_line(r->rip));
+			snprintf(at, sizeof at, "at %s (%s)", sym_describe(r->rip),
+				 sym_source_line(r->rip));
 			fprintf(f, "<text x=\"%u\" y=\"%u\" fill=\"#b35900\">", x + 22, y);
 			svg_text(f, at);
 			fprintf(f, "</text>\n");
@@ -269,7 +295,8 @@ int sim_timeline_svg(const char *path)
 		y += ROW_H;
 	}
 	if (M.failed) {
-		fprintf(f, "<text x=\"%d\" y=\"%u\" fill=\"#c00000\" font-weight=\"bold\">", LEFT, y + 16);
+		fprintf(f, "<text x=\"%d\" y=\"%u\" fill=\"#c00000\" font-weight=\"bold\">", LEFT,
+			y + 16);
 		svg_text(f, M.what);
 		fprintf(f, "</text>\n");
 	}
@@ -284,12 +311,14 @@ void sim_dump_state(FILE *f)
 		   "parks accepted coalesced injected\n");
 	for (unsigned i = 0; i < M.ncpus; i++) {
 		struct nmi_cpu *n = &M.cpu[i].core;
-		fprintf(f, "%3u %6u %7u %7u %5u %11llu %9llu %6llu %8llu %7llu %5llu %8llu %9llu %8llu\n",
-			i, n->masked, n->visited, n->guest_pending, n->guest_sw_blocked,
-			(unsigned long long)n->nmi_entries, (unsigned long long)n->exit_nmis,
-			(unsigned long long)n->handled_direct, (unsigned long long)n->deferred,
-			(unsigned long long)n->drained, (unsigned long long)n->quiesce_parks,
-			(unsigned long long)n->guest_accepted, (unsigned long long)n->guest_coalesced,
-			(unsigned long long)n->guest_injected);
+		fprintf(
+		    f,
+		    "%3u %6u %7u %7u %5u %11llu %9llu %6llu %8llu %7llu %5llu %8llu %9llu %8llu\n",
+		    i, n->masked, n->visited, n->guest_pending, n->guest_sw_blocked,
+		    (unsigned long long)n->nmi_entries, (unsigned long long)n->exit_nmis,
+		    (unsigned long long)n->handled_direct, (unsigned long long)n->deferred,
+		    (unsigned long long)n->drained, (unsigned long long)n->quiesce_parks,
+		    (unsigned long long)n->guest_accepted, (unsigned long long)n->guest_coalesced,
+		    (unsigned long long)n->guest_injected);
 	}
 }

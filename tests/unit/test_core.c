@@ -17,8 +17,8 @@
 
 struct expect {
 	int cpu;
-	long long deferred, drained, direct, exit_nmis, parks, injected, pending, coalesced,
-		host, flushes, dropped, guest_nmis, window;
+	long long deferred, drained, direct, exit_nmis, parks, injected, pending, coalesced, host,
+	    flushes, dropped, guest_nmis, window;
 };
 
 struct tcase {
@@ -30,62 +30,61 @@ struct tcase {
 };
 
 #define NONE -1
-#define E(...)                                                                             \
-	{                                                                                  \
-		.cpu = 0, .deferred = NONE, .drained = NONE, .direct = NONE,               \
-		.exit_nmis = NONE, .parks = NONE, .injected = NONE, .pending = NONE,      \
-		.coalesced = NONE, .host = NONE, .flushes = NONE, .dropped = NONE,        \
-		.guest_nmis = NONE, .window = NONE, __VA_ARGS__                           \
+#define E(...)                                                                                     \
+	{                                                                                          \
+		.cpu = 0, .deferred = NONE, .drained = NONE, .direct = NONE, .exit_nmis = NONE,    \
+		.parks = NONE, .injected = NONE, .pending = NONE, .coalesced = NONE, .host = NONE, \
+		.flushes = NONE, .dropped = NONE, .guest_nmis = NONE, .window = NONE, __VA_ARGS__  \
 	}
 
 static const struct tcase cases[] = {
-	{"mask/unmask with no NMI counts nothing", "cpu0 mask\ncpu0 unmask\n", 0, NULL,
-	 E(.deferred = 0, .drained = 0, .direct = 0, .host = 0)},
-	{"NMI while unmasked is handled directly", "cpu0 nmi\n", 0, NULL,
-	 E(.deferred = 0, .direct = 1, .host = 1)},
-	{"NMI while masked is deferred, then drained by unmask",
-	 "cpu0 mask\ncpu0 nmi\ncpu0 unmask\n", 0, NULL,
-	 E(.deferred = 1, .drained = 1, .direct = 0, .host = 1)},
-	{"NMI inside nmi_mask, before the store, is handled directly", "cpu0 crit nmi@1\n", 0,
-	 NULL, E(.direct = 1, .deferred = 0)},
-	{"three NMIs at once: one taken, one latched, one dropped", "cpu0 nmi x3\n", 0, NULL,
-	 E(.direct = 2, .dropped = 1)},
-	{"three NMIs while masked: two deferred, two drained", "cpu0 mask\ncpu0 nmi x3\ncpu0 unmask\n",
-	 0, NULL, E(.deferred = 2, .drained = 2, .dropped = 1)},
-	{"double mask is an assertion", "cpu0 mask\ncpu0 mask\n", SIM_RAW,
-	 "!c->masked", E()},
-	{"unmask while unmasked is an assertion", "cpu0 unmask\n", SIM_RAW, "c->masked", E()},
-	{"guest NMI: VM exit, window exit, injection", "cpu0 enter\ncpu0 nmi\n", 0, NULL,
-	 E(.exit_nmis = 1, .injected = 1, .pending = 0, .guest_nmis = 1, .window = 0)},
-	{"guest NMIs while the guest is in its handler: one waits, the rest coalesce",
-	 "cpu0 enter\ncpu0 nmi\ncpu0 nmi\ncpu0 nmi\n", 0, NULL,
-	 E(.exit_nmis = 3, .injected = 1, .pending = 1, .coalesced = 1, .window = 1)},
-	{"guest IRET opens the window: the waiting NMI is injected",
-	 "cpu0 enter\ncpu0 nmi\ncpu0 nmi\ncpu0 giret\n", 0, NULL,
-	 E(.injected = 2, .pending = 0, .guest_nmis = 2, .window = 0)},
-	{"software block keeps guest NMIs pending with the window closed",
-	 "cpu0 enter\ncpu0 exit\ncpu0 block\ncpu0 enter\ncpu0 nmi\n", 0, NULL,
-	 E(.injected = 0, .pending = 1, .window = 0)},
-	{"unblock reopens the window and the NMI is injected",
-	 "cpu0 enter\ncpu0 exit\ncpu0 block\ncpu0 enter\ncpu0 nmi\ncpu0 exit\ncpu0 unblock\ncpu0 enter\n",
-	 0, NULL, E(.injected = 1, .pending = 0, .guest_nmis = 1, .window = 0)},
-	{"stop-the-world parks the other CPU once",
-	 "cpus 2\ncpu0 quiesce\ncpu1 run\ncpu0 run\ncpu1 run\n", 0, NULL,
-	 E(.cpu = 1, .parks = 1, .direct = 1, .host = 0)},
-	{"stop-the-world with flush: every CPU flushes",
-	 "cpus 3\ncpu0 quiesce flush\ncpu1 run\ncpu2 run\ncpu0 run\n", 0, NULL,
-	 E(.cpu = 2, .parks = 1, .flushes = 1)},
-	{"stop-the-world reaches a masked CPU when it unmasks",
-	 "cpus 2\ncpu1 mask\ncpu0 quiesce\ncpu1 unmask\ncpu0 run\ncpu1 run\n", 0, NULL,
-	 E(.cpu = 1, .deferred = 1, .drained = 1, .parks = 1)},
-	{"stop-the-world reaches a CPU in guest mode through an NMI exit",
-	 "cpus 2\ncpu1 enter\ncpu0 quiesce\ncpu1 run\ncpu0 run\n", 0, NULL,
-	 E(.cpu = 1, .exit_nmis = 1, .parks = 1, .injected = 0)},
-	{"two requesters: both rounds complete", "cpus 2\ncpu0 quiesce\ncpu1 quiesce\ncpu0 run\n"
-						 "cpu1 run\ncpu0 run\ncpu1 run\n",
-	 0, NULL, E(.cpu = 1, .parks = 1)},
-	{"an NMI inside the drain is counted and drained once",
-	 "cpu0 mask\ncpu0 nmi\ncpu0 unmask nmi@9\n", 0, NULL, E(.deferred = 2, .drained = 2)},
+    {"mask/unmask with no NMI counts nothing", "cpu0 mask\ncpu0 unmask\n", 0, NULL,
+     E(.deferred = 0, .drained = 0, .direct = 0, .host = 0)},
+    {"NMI while unmasked is handled directly", "cpu0 nmi\n", 0, NULL,
+     E(.deferred = 0, .direct = 1, .host = 1)},
+    {"NMI while masked is deferred, then drained by unmask", "cpu0 mask\ncpu0 nmi\ncpu0 unmask\n",
+     0, NULL, E(.deferred = 1, .drained = 1, .direct = 0, .host = 1)},
+    {"NMI inside nmi_mask, before the store, is handled directly", "cpu0 crit nmi@1\n", 0, NULL,
+     E(.direct = 1, .deferred = 0)},
+    {"three NMIs at once: one taken, one latched, one dropped", "cpu0 nmi x3\n", 0, NULL,
+     E(.direct = 2, .dropped = 1)},
+    {"three NMIs while masked: two deferred, two drained", "cpu0 mask\ncpu0 nmi x3\ncpu0 unmask\n",
+     0, NULL, E(.deferred = 2, .drained = 2, .dropped = 1)},
+    {"double mask is an assertion", "cpu0 mask\ncpu0 mask\n", SIM_RAW, "!c->masked", E()},
+    {"unmask while unmasked is an assertion", "cpu0 unmask\n", SIM_RAW, "c->masked", E()},
+    {"guest NMI: VM exit, window exit, injection", "cpu0 enter\ncpu0 nmi\n", 0, NULL,
+     E(.exit_nmis = 1, .injected = 1, .pending = 0, .guest_nmis = 1, .window = 0)},
+    {"guest NMIs while the guest is in its handler: one waits, the rest coalesce",
+     "cpu0 enter\ncpu0 nmi\ncpu0 nmi\ncpu0 nmi\n", 0, NULL,
+     E(.exit_nmis = 3, .injected = 1, .pending = 1, .coalesced = 1, .window = 1)},
+    {"guest IRET opens the window: the waiting NMI is injected",
+     "cpu0 enter\ncpu0 nmi\ncpu0 nmi\ncpu0 giret\n", 0, NULL,
+     E(.injected = 2, .pending = 0, .guest_nmis = 2, .window = 0)},
+    {"software block keeps guest NMIs pending with the window closed",
+     "cpu0 enter\ncpu0 exit\ncpu0 block\ncpu0 enter\ncpu0 nmi\n", 0, NULL,
+     E(.injected = 0, .pending = 1, .window = 0)},
+    {"unblock reopens the window and the NMI is injected",
+     "cpu0 enter\ncpu0 exit\ncpu0 block\ncpu0 enter\ncpu0 nmi\ncpu0 exit\ncpu0 unblock\ncpu0 "
+     "enter\n",
+     0, NULL, E(.injected = 1, .pending = 0, .guest_nmis = 1, .window = 0)},
+    {"stop-the-world parks the other CPU once",
+     "cpus 2\ncpu0 quiesce\ncpu1 run\ncpu0 run\ncpu1 run\n", 0, NULL,
+     E(.cpu = 1, .parks = 1, .direct = 1, .host = 0)},
+    {"stop-the-world with flush: every CPU flushes",
+     "cpus 3\ncpu0 quiesce flush\ncpu1 run\ncpu2 run\ncpu0 run\n", 0, NULL,
+     E(.cpu = 2, .parks = 1, .flushes = 1)},
+    {"stop-the-world reaches a masked CPU when it unmasks",
+     "cpus 2\ncpu1 mask\ncpu0 quiesce\ncpu1 unmask\ncpu0 run\ncpu1 run\n", 0, NULL,
+     E(.cpu = 1, .deferred = 1, .drained = 1, .parks = 1)},
+    {"stop-the-world reaches a CPU in guest mode through an NMI exit",
+     "cpus 2\ncpu1 enter\ncpu0 quiesce\ncpu1 run\ncpu0 run\n", 0, NULL,
+     E(.cpu = 1, .exit_nmis = 1, .parks = 1, .injected = 0)},
+    {"two requesters: both rounds complete",
+     "cpus 2\ncpu0 quiesce\ncpu1 quiesce\ncpu0 run\n"
+     "cpu1 run\ncpu0 run\ncpu1 run\n",
+     0, NULL, E(.cpu = 1, .parks = 1)},
+    {"an NMI inside the drain is counted and drained once",
+     "cpu0 mask\ncpu0 nmi\ncpu0 unmask nmi@9\n", 0, NULL, E(.deferred = 2, .drained = 2)},
 };
 
 static int check(const char *what, long long want, unsigned long long got, char *why, size_t len)
@@ -109,7 +108,8 @@ int main(void)
 		} else {
 			sim_run(&s, t->flags, &r);
 			if (t->fails_with && !r.failed)
-				snprintf(why, sizeof why, "passed, expected a failure '%s'", t->fails_with);
+				snprintf(why, sizeof why, "passed, expected a failure '%s'",
+					 t->fails_with);
 			else if (t->fails_with && !strstr(r.what, t->fails_with))
 				snprintf(why, sizeof why, "failed with '%s', expected '%s'", r.what,
 					 t->fails_with);
@@ -119,20 +119,32 @@ int main(void)
 				const struct sim_cpu *c = &M.cpu[t->e.cpu];
 				const struct nmi_cpu *n = &c->core;
 				const struct expect *e = &t->e;
-				(void)(check("deferred", e->deferred, n->deferred, why, sizeof why) ||
+				(void)(check("deferred", e->deferred, n->deferred, why,
+					     sizeof why) ||
 				       check("drained", e->drained, n->drained, why, sizeof why) ||
-				       check("handled_direct", e->direct, n->handled_direct, why, sizeof why) ||
-				       check("exit_nmis", e->exit_nmis, n->exit_nmis, why, sizeof why) ||
-				       check("quiesce_parks", e->parks, n->quiesce_parks, why, sizeof why) ||
-				       check("guest_injected", e->injected, n->guest_injected, why, sizeof why) ||
-				       check("guest_pending", e->pending, n->guest_pending, why, sizeof why) ||
-				       check("guest_coalesced", e->coalesced, n->guest_coalesced, why, sizeof why) ||
-				       check("host_consumed", e->host, n->host_consumed, why, sizeof why) ||
-				       check("tlb_flushes", e->flushes, n->tlb_flushes, why, sizeof why) ||
-				       check("latch drops", e->dropped, c->dropped, why, sizeof why) ||
-				       check("guest NMIs taken", e->guest_nmis, c->guest_nmis, why, sizeof why) ||
+				       check("handled_direct", e->direct, n->handled_direct, why,
+					     sizeof why) ||
+				       check("exit_nmis", e->exit_nmis, n->exit_nmis, why,
+					     sizeof why) ||
+				       check("quiesce_parks", e->parks, n->quiesce_parks, why,
+					     sizeof why) ||
+				       check("guest_injected", e->injected, n->guest_injected, why,
+					     sizeof why) ||
+				       check("guest_pending", e->pending, n->guest_pending, why,
+					     sizeof why) ||
+				       check("guest_coalesced", e->coalesced, n->guest_coalesced,
+					     why, sizeof why) ||
+				       check("host_consumed", e->host, n->host_consumed, why,
+					     sizeof why) ||
+				       check("tlb_flushes", e->flushes, n->tlb_flushes, why,
+					     sizeof why) ||
+				       check("latch drops", e->dropped, c->dropped, why,
+					     sizeof why) ||
+				       check("guest NMIs taken", e->guest_nmis, c->guest_nmis, why,
+					     sizeof why) ||
 				       check("NMI-window control", e->window,
-					     (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0, why, sizeof why));
+					     (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0, why,
+					     sizeof why));
 			}
 		}
 		if (why[0]) {
