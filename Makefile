@@ -8,13 +8,16 @@ $(error VARIANT must be one of: $(VARIANTS) (got '$(VARIANT)'))
 endif
 variant_macro = NMI_VARIANT_$(shell echo $(1) | tr a-z- A-Z_)
 
+# OPT changes the optimisation level of everything built for the hypervisor, the
+# core included (docs/variants.md compares -O0 and -O2); other levels build apart.
+OPT ?= -O2
 BUILD := build
-B := $(BUILD)/$(VARIANT)
+B := $(BUILD)/$(VARIANT)$(filter-out -O2,$(OPT))
 
 # The hypervisor's compiler and code-generation flags.  nmi_core.c is compiled with
 # exactly these, once per variant, and the one object goes into every build.
 HV_CC := gcc
-HV_CFLAGS := -std=c11 -O2 -g -ffreestanding -fno-pic -fno-pie -mno-red-zone \
+HV_CFLAGS := -std=c11 $(OPT) -g -ffreestanding -fno-pic -fno-pie -mno-red-zone \
 	-mgeneral-regs-only -mcmodel=small -fno-stack-protector \
 	-fno-asynchronous-unwind-tables -fno-reorder-blocks-and-partition \
 	-fcf-protection=none -Wall -Wextra -Werror

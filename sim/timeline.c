@@ -225,10 +225,22 @@ static void svg_text(FILE *f, const char *s)
 
 int sim_timeline_svg(const char *path)
 {
-	enum { LANE_W = 430, ROW_H = 18, LEFT = 50, TOP = 60 };
+	enum { ROW_H = 18, LEFT = 50, TOP = 60, CHAR_W = 7 };
 	FILE *f = fopen(path, "w");
 	if (!f)
 		return -1;
+	/* Lanes as wide as their longest line (monospace, 12 px: about 7 px a char). */
+	unsigned lane_w = 430;
+	for (unsigned k = 0; k < nrows; k++) {
+		size_t n = strlen(rows[k].text) + 4;
+		if (rows[k].kind == ROW_EVENT && in_core(rows[k].rip))
+			n = n > 60 ? n : 60;
+		if (n * CHAR_W + 30 > lane_w)
+			lane_w = (unsigned)(n * CHAR_W + 30);
+	}
+	if (M.ncpus == 1 && strlen(M.what) * CHAR_W + 40 > lane_w)
+		lane_w = (unsigned)(strlen(M.what) * CHAR_W + 40);
+	const unsigned LANE_W = lane_w;
 	unsigned lines = 0;
 	for (unsigned k = 0; k < nrows; k++)
 		lines += rows[k].kind == ROW_EVENT && in_core(rows[k].rip) ? 2 : 1;

@@ -148,6 +148,14 @@ def suite_corpus():
                 verdict("PASS", name, f"fails on {v} ({why}), passes on final")
             else:
                 verdict("FAIL", name, f"on {v}: {why or 'no violation'}; on final: {why_f or 'passes'}")
+            # Its decoded form, replayed by the gcc-built nmisim, must agree.
+            text = r[:-4] + ".nmi"
+            if os.path.exists(text) and build(v, "nmisim") and build("final", "nmisim"):
+                rc_tv, _ = run([f"build/{v}/nmisim", "run", "--quiet", text])
+                rc_tf, _ = run(["build/final/nmisim", "run", "--quiet", text])
+                verdict("PASS" if (rc_tv, rc_tf) == (1, 0) else "FAIL",
+                        f"regression {v}/{os.path.basename(text)} (as a scenario)",
+                        f"nmisim: exit {rc_tv} on {v}, {rc_tf} on final")
 
 
 BAD_SCENARIOS = [
