@@ -53,12 +53,43 @@ void sim_wait_turn(struct sim_cpu *c)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
+static double thread_cpu_seconds(struct sim_cpu *c)
+{
+	clockid_t clk;
+	struct timespec ts;
+	if (pthread_getcpuclockid(c->thread, &clk) != 0 || clock_gettime(clk, &ts) != 0)
+		return 0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Give CPU c the token and wait for it back.  A step that burns more than
+ * SIM_RUNAWAY_SECONDS of CPU time without handing back is a loop that will not end
+ * (the seed's wrapped counter drains ~4 billion times): the CPU is stopped with a
+ * report of where it loops, instead of hanging the run.  Wall time is not used, so
+ * a loaded host cannot cause a false report. */
+#define SIM_RUNAWAY_SECONDS 0.1
 static void turn(struct sim_cpu *c, int cmd)
 {
+	double start = thread_cpu_seconds(c);
+	int kicked = 0;
 	c->cmd = cmd;
 	sem_post(&c->go);
-	while (sem_wait(&M.ctl) != 0 && errno == EINTR)
-		;
+	for (;;) {
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += 50 * 1000 * 1000;
+		if (dl.tv_nsec >= 1000000000) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000;
+		}
+		if (sem_timedwait(&M.ctl, &dl) == 0)
+			return;
+		if (errno == ETIMEDOUT && !kicked &&
+		    thread_cpu_seconds(c) - start > SIM_RUNAWAY_SECONDS) {
+			kicked = 1;
+			pthread_kill(c->thread, SIGRUNAWAY);
+		}
+	}
 }
 
 /* ---- Steps, run on the CPU's own thread ------------------------------------------ */
@@ -160,10 +191,12 @@ static void run_op(struct sim_cpu *c, const struct sim_step *s)
 		if (!host || !unmasked)
 			return ignored(c, host ? "masked" : "in guest mode");
 		uint64_t flushes[SIM_MAX_CPUS];
-		for (unsigned i = 0; i < M.ncpus; i++)
-			flushes[i] = M.cpu[i].core.tlb_flushes;
 		CORE(nmi_quiesce_begin());
 		world_stopped_check(c);
+		/* Counted once the world is stopped: before, this CPU may still take part
+		 * in another CPU's round while it waits for the quiesce lock. */
+		for (unsigned i = 0; i < M.ncpus; i++)
+			flushes[i] = M.cpu[i].core.tlb_flushes;
 		CORE(nmi_quiesce_end(s->arg));
 		/* Every CPU has checked out, so every flush asked for has run. */
 		for (unsigned i = 0; i < M.ncpus && s->arg; i++)

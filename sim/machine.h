@@ -13,7 +13,8 @@
 #include "nmi_core.h"
 #include "sim.h"
 
-#define SIGNMI SIGUSR1
+#define SIGNMI     SIGUSR1
+#define SIGRUNAWAY SIGVTALRM /* a step that never ends (machine.c: turn) */
 
 /* The VMCS fields the core touches, and the guest's view of them. */
 struct sim_vmcs {

@@ -355,6 +355,28 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 	}
 }
 
+/* The controller saw this CPU burn its step's CPU budget: report where it loops
+ * and stop it as plat_halt() would. */
+static void on_runaway(int sig, siginfo_t *si, void *ucv)
+{
+	(void)sig;
+	(void)si;
+	ucontext_t *uc = ucv;
+	struct sim_cpu *c = self;
+	uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+	tf_off();
+	c->stepping = 0;
+	sim_fail("cpu%u: unbounded loop: still running at %s after 0.1 s of CPU time "
+		 "(visited = %#x, drained %llu)",
+		 c->id, sym_describe(rip), c->core.visited, (unsigned long long)c->core.drained);
+	c->halted = 1;
+	sim_hand_back(c);
+	for (;;) {
+		sim_wait_turn(c);
+		siglongjmp(c->base, 1);
+	}
+}
+
 void sim_install_handlers(void)
 {
 	struct sigaction sa;
@@ -370,6 +392,14 @@ void sim_install_handlers(void)
 	sigemptyset(&sa.sa_mask);
 	sigaddset(&sa.sa_mask, SIGNMI); /* an NMI sent here lands after the trap returns */
 	sigaction(SIGTRAP, &sa, NULL);
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_runaway;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGNMI);
+	sigaddset(&sa.sa_mask, SIGTRAP);
+	sigaction(SIGRUNAWAY, &sa, NULL);
 }
 
 /* ---- The guest ------------------------------------------------------------------------- */

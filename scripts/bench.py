@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""make bench: the project's figures, measured, never asserted.
+
+  1. stress throughput of the simulator on final (NMIs handled per second, cost per NMI)
+  2. time for libFuzzer to find the seed race on racy-counter from an empty corpus,
+     instruction-precise mode, over N seeds: median, max, found
+  3. steady-state execs/s of each fuzzing mode on final
+  4. make explore time for the seed scenario (NMIS=1 and 2)
+  5. with BENCH_HV=1: the seed's own experiment, a QMP NMI flood against the
+     racy-counter hypervisor in QEMU (make bench-hv)
+  6. with BENCH_LONG=1: a 10-minute campaign on final
+
+Environment: BENCH_SEEDS (20), BENCH_SEED_TIMEOUT (30 s), BENCH_STRESS_NMIS (1000000).
+"""
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+FLAGS = ["-handle_usr1=0", "-handle_usr2=0", "-timeout=10"]
+
+
+def make(variant, *targets):
+    subprocess.run(["make", "-s", f"VARIANT={variant}"] + [f"build/{variant}/{t}" for t in targets], check=True)
+
+
+def header(text):
+    print(f"\n== {text}", flush=True)
+
+
+def bench_stress():
+    n = int(os.environ.get("BENCH_STRESS_NMIS", "1000000"))
+    header(f"stress: final, 2 CPU threads, 2 NMI sources, {n} NMIs")
+    out = subprocess.run(["build/final/nmisim", "stress", "--cpus", "2", "--sources", "2",
+                          "--nmis", str(n), "--quiet"], capture_output=True, text=True).stdout
+    m = re.search(r"delivered (\d+).*handled (\d+), lost (\d+);.*; ([\d.]+) s, (\d+) NMIs/s", out)
+    if not m:
+        print(out)
+        return None
+    delivered, handled, lost, secs, rate = int(m[1]), int(m[2]), int(m[3]), float(m[4]), int(m[5])
+    print(f"  {handled} NMIs handled in {secs:.2f} s: {rate} NMIs/s, "
+          f"{secs / delivered * 1e6:.2f} us of wall time per NMI (2 host cores), lost {lost}")
+    return rate
+
+
+def time_to_find(binary, seed, timeout, corpus_dir):
+    t0 = time.monotonic()
+    proc = subprocess.Popen([binary, corpus_dir, f"-seed={seed}", f"-max_total_time={timeout}",
+                             f"-artifact_prefix={corpus_dir}/"] + FLAGS,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found, what = None, ""
+    for line in proc.stderr:
+        if "NMI VIOLATION" in line and found is None:
+            found = time.monotonic() - t0
+            what = line.split(":", 1)[1].strip()
+    proc.wait()
+    return found, what
+
+
+def bench_seed_race():
+    seeds = int(os.environ.get("BENCH_SEEDS", "20"))
+    timeout = int(os.environ.get("BENCH_SEED_TIMEOUT", "30"))
+    header(f"time to find the seed race: racy-counter, precise, empty corpus, {seeds} seeds")
+    times, kinds = [], {}
+    for s in range(1, seeds + 1):
+        d = tempfile.mkdtemp(prefix="nmi-bench-")
+        try:
+            t, what = time_to_find("build/racy-counter/fuzz_nmi", s, timeout, d)
+        finally:
+            shutil.rmtree(d)
+        kind = "underflow assertion" if "UINT32_MAX" in what else \
+               "counter underflow (double handling)" if "underflow" in what else what[:60]
+        if t is not None:
+            times.append(t)
+            kinds[kind] = kinds.get(kind, 0) + 1
+        print(f"  seed {s:2}: " + (f"{t:.3f} s  {kind}" if t is not None else f"not found in {timeout} s"),
+              flush=True)
+    if times:
+        print(f"  found {len(times)} of {seeds}; median {statistics.median(times):.3f} s, "
+              f"max {max(times):.3f} s; as: " + ", ".join(f"{k} x{v}" for k, v in kinds.items()))
+    return statistics.median(times) if times else None
+
+
+def bench_execs():
+    header("steady-state execs/s on final (20 s each, seed corpus)")
+    rates = {}
+    for mode in ("precise", "fast"):
+        d = tempfile.mkdtemp(prefix="nmi-bench-")
+        try:
+            out = subprocess.run(["build/final/fuzz_nmi", d, "corpus/fuzz", "-max_total_time=20",
+                                  "-print_final_stats=1"] + FLAGS, capture_output=True, text=True,
+                                 env=dict(os.environ, NMI_FUZZ_MODE=mode)).stderr
+        finally:
+            shutil.rmtree(d)
+        m = re.search(r"stat::average_exec_per_sec:\s+(\d+)", out)
+        rates[mode] = int(m[1]) if m else 0
+        print(f"  {mode:8}: {rates[mode]} execs/s")
+    if rates.get("precise"):
+        print(f"  fast / precise: {rates['fast'] / rates['precise']:.2f}x")
+
+
+def bench_explore():
+    header("make explore on the seed scenario")
+    for v in ("racy-counter", "final"):
+        for k in (1, 2):
+            t0 = time.monotonic()
+            out = subprocess.run([f"build/{v}/nmisim", "run", "--quiet", "--nmis", str(k),
+                                  "corpus/scenarios/seed-race.nmi"], capture_output=True, text=True).stdout
+            el = time.monotonic() - t0
+            m = re.search(r"(\d+) of (\d+) schedules fail", out) or re.search(r"(\d+) schedules", out)
+            summary = f"{m[1]} of {m[2]} schedules fail" if m and m.lastindex == 2 else \
+                f"{m[1]} schedules, none fails" if m else out.strip()[:80]
+            print(f"  {v:13} NMIS={k}: {el:.3f} s, {summary}")
+
+
+def bench_hv():
+    header("the seed's own experiment: QMP NMI flood against the racy-counter hypervisor (QEMU)")
+    subprocess.run(["make", "-s", "bench-hv"])
+
+
+def bench_long():
+    header("10-minute campaign on final")
+    d = tempfile.mkdtemp(prefix="nmi-bench-")
+    try:
+        p = subprocess.run(["build/final/fuzz_nmi", d, "corpus/fuzz", "-max_total_time=600",
+                            "-print_final_stats=1"] + FLAGS, capture_output=True, text=True)
+    finally:
+        shutil.rmtree(d)
+    m = re.search(r"stat::number_of_executed_units:\s+(\d+)", p.stderr)
+    print(f"  {m[1] if m else '?'} execs, " + ("0 findings" if p.returncode == 0 else "A FINDING:\n" + p.stderr[-2000:]))
+
+
+def main():
+    make("final", "nmisim", "fuzz_nmi")
+    make("racy-counter", "nmisim", "fuzz_nmi")
+    bench_stress()
+    fuzz_median = bench_seed_race()
+    bench_execs()
+    bench_explore()
+    if os.environ.get("BENCH_HV"):
+        bench_hv()
+    if os.environ.get("BENCH_LONG"):
+        bench_long()
+    if fuzz_median is not None:
+        print(f"\nseed race: libFuzzer median {fuzz_median:.3f} s (goal 0.3 s: "
+              f"{fuzz_median / 0.3:.2f}x the goal)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
