@@ -106,7 +106,7 @@ fuzz:
 	@scripts/deps.sh sim fuzz
 	@$(MAKE) -s $(B)/fuzz_nmi
 	@python3 scripts/fuzz.py --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
-		--seconds $(FUZZ_SECONDS)
+		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B))
 
 explore: deps
 	@$(MAKE) -s $(B)/nmisim

@@ -16,7 +16,7 @@ LIBFUZZER_FLAGS = ["-handle_usr1=0", "-handle_usr2=0", "-timeout=10", "-rss_limi
 
 
 def run_fuzzer(args, env):
-    grown = os.path.join("corpus", "grown", f"{args.variant}-{args.mode}")
+    grown = os.path.join("corpus", "grown", f"{args.tag}-{args.mode}")
     os.makedirs(grown, exist_ok=True)
     os.makedirs(args.findings, exist_ok=True)
     before = set(glob.glob(os.path.join(args.findings, "crash-*")))
@@ -90,12 +90,14 @@ def main():
     ap.add_argument("--mode", choices=["precise", "fast"], default="precise")
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--tag", help="build name, e.g. reentrant-loop-O0 (default: the variant)")
     ap.add_argument("--findings", default=None)
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--replay", metavar="INPUT", help="replay one saved input and stop")
     ap.add_argument("--nmisim", help="the simulator CLI, for replaying .nmi scenarios")
     args = ap.parse_args()
-    args.findings = args.findings or os.path.join("findings", args.variant)
+    args.tag = args.tag or args.variant
+    args.findings = args.findings or os.path.join("findings", args.tag)
     env = dict(os.environ, NMI_FUZZ_MODE=args.mode)
     if args.replay:
         return replay_command(args, env)
@@ -125,7 +127,9 @@ def main():
         print(f.read())
     print(f"saved: {final} (input), {prefix}.txt (timeline), {prefix}.svg (picture), "
           f"{prefix}.nmi (as a scenario)")
-    print(f"replay: make replay VARIANT={args.variant} MODE={args.mode} INPUT={final}")
+    opt = args.tag[len(args.variant):]
+    print(f"replay: make replay VARIANT={args.variant}" + (f" OPT={opt}" if opt else "")
+          + f" MODE={args.mode} INPUT={final}")
     return 1
 
 
