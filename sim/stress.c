@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,11 +127,13 @@ static void *source_main(void *arg)
 		struct sim_cpu *t = &M.cpu[rnd(&seed) % M.ncpus];
 		uint64_t before = __atomic_load_n(&t->delivered, __ATOMIC_RELAXED);
 		sim_send_nmi(t, 1);
-		unsigned patience = rnd(&seed) % 20000;
+		/* Yield while waiting: with more threads than host cores, the target
+		 * takes the NMI only when it gets a core. */
+		unsigned patience = rnd(&seed) % 64;
 		for (unsigned i = 0; i < patience && !stop_sources; i++) {
 			if (__atomic_load_n(&t->delivered, __ATOMIC_RELAXED) != before)
 				break;
-			__builtin_ia32_pause();
+			sched_yield();
 		}
 	}
 	return NULL;
