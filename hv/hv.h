@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/* hv.h - the bare-metal hypervisor's internal interfaces (everything but the NMI core). */
+#ifndef HV_H
+#define HV_H
+
+/* Offsets into struct percpu that assembly code uses through %gs. */
+#define PERCPU_SELF      0
+#define PERCPU_TRACE_NMI 8
+
+/* GDT selectors: identical layout in the boot, trampoline and per-CPU GDTs. */
+#define SEL_CODE64 0x08
+#define SEL_DATA   0x10
+#define SEL_CODE32 0x18
+#define SEL_TSS    0x20
+
+/* Physical address the AP start-up trampoline is copied to (SIPI vector 0x08). */
+#define TRAMPOLINE_PA 0x8000
+
+#ifndef __ASSEMBLER__
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nmi_core.h"
+
+#define MAX_CPUS       16
+#define STACK_SIZE     16384
+#define IST_STACK_SIZE 8192
+
+/* 64-bit TSS (Intel SDM vol. 3, 8.7). */
+struct tss {
+	uint32_t reserved0;
+	uint64_t rsp[3];
+	uint64_t reserved1;
+	uint64_t ist[7];
+	uint64_t reserved2;
+	uint16_t reserved3;
+	uint16_t iomap_base;
+} __attribute__((packed));
+
+/* IST slots (1-based as in the IDT gate). */
+enum { IST_NMI = 1, IST_DF = 2, IST_MC = 3 };
+
+/*
+ * Per-CPU data.  %gs base points at the owning CPU's struct (set once at CPU
+ * start-up and never changed: no user mode, no SWAPGS), so `mov %gs:0` finds it
+ * from any context, the NMI handler included.
+ */
+struct percpu {
+	struct percpu *self; /* PERCPU_SELF */
+	volatile uint32_t trace_nmi; /* PERCPU_TRACE_NMI: NMI stub hits magic breaks */
+	unsigned index; /* dense CPU number = nmi_cpu.id                   */
+	uint32_t apic_id;
+	volatile uint32_t online;
+	uint64_t vmcs_pa; /* current VMCS (VMX is future work): 0 = none   */
+	struct nmi_cpu nmi;
+	struct tss tss;
+	uint64_t gdt[7]; /* null, code64, data, code32, TSS (2 slots), pad */
+} __attribute__((aligned(64)));
+
+_Static_assert(offsetof(struct percpu, self) == PERCPU_SELF, "percpu layout");
+_Static_assert(offsetof(struct percpu, trace_nmi) == PERCPU_TRACE_NMI, "percpu layout");
+
+extern struct percpu percpu[MAX_CPUS];
+extern unsigned ncpus; /* CPUs online; fixed after smp_boot() */
+
+/* Not volatile: the value never changes on a given CPU, so the compiler may reuse it. */
+static inline struct percpu *this_percpu(void)
+{
+	struct percpu *p;
+	__asm__("mov %%gs:0, %0" : "=r"(p));
+	return p;
+}
+
+/* console.c: COM1 mirrored to port 0xE9, serialized by one spinlock. */
+void console_init(void);
+void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void console_lock(void);
+void console_unlock(void);
+/* Failure paths: silence NMIs, take the console without waiting forever (the
+ * lock holder may be this CPU, interrupted, or a CPU that will never run again),
+ * print, stop. */
+void panic_begin(void);
+void panic_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int serial_poll_byte(void); /* -1 when COM1 has no input */
+
+/* cpu.c: descriptor tables, exceptions. */
+void cpu_init(struct percpu *p, unsigned index, uint32_t apic_id);
+void idt_init(void);
+void idt_silence_nmis(void);
+
+/* time.c: TSC calibrated against the PIT. */
+void time_init(void);
+uint64_t time_us(void);
+void udelay(uint64_t us);
+
+/* lapic.c: xAPIC. */
+void lapic_init(int bsp);
+uint32_t lapic_id(void);
+void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
+
+/* acpi.c: CPUs from the MADT. */
+unsigned acpi_find_cpus(uint32_t *apic_ids, unsigned max);
+
+/* smp.c */
+void smp_boot(void);
+
+/* cmdline.c: `key=value` words of the boot command line. */
+void cmdline_init(uint32_t magic, uint64_t info);
+const char *cmdline_raw(void);
+const char *cmdline_str(const char *key, const char *def);
+uint64_t cmdline_u64(const char *key, uint64_t def);
+
+/* main.c */
+_Noreturn void hv_exit(int failed);
+
+/* workload.c */
+_Noreturn void workload_main(void);
+void workload_ap(void);
+
+#endif /* __ASSEMBLER__ */
+#endif /* HV_H */

@@ -1,0 +1,77 @@
+# hv/hv.mk - the bare-metal hypervisor: kernel image, ISO, QEMU/Bochs runs, traces.
+# Included by the top-level Makefile, which provides VARIANT, BUILD, B, HV_CC,
+# HV_CFLAGS and the rule for $(B)/nmi_core.o (the core, .text renamed nmi_core_text).
+# Recipes stay one-liners: the logic lives in qemu/, scripts/ and tests/system/.
+
+HV_C_SRCS := main.c console.c cpu.c time.c lapic.c acpi.c smp.c cmdline.c \
+	platform_hv.c workload.c
+HV_S_SRCS := boot.S trampoline.S entry.S
+HV_OBJS := $(addprefix $(B)/hv/,$(HV_C_SRCS:.c=.o) $(HV_S_SRCS:.S=.o))
+HV_LDFLAGS := -nostdlib -static -no-pie -z max-page-size=0x1000 \
+	-Wl,--no-warn-rwx-segments -Wl,--build-id=none -T hv/linker.ld
+
+# Boot command line for `make qemu` / `make bochs` / `make iso` (docs/booting.md).
+CMDLINE ?= workload=selftest
+# CPUs for `make qemu` / `make bochs`.
+SMP ?= 2
+# Region for `make trace`: nmi (one NMI's journey) or mask-nmi-unmask.
+TRACE ?= nmi
+
+$(B)/hv/%.o: hv/%.c
+	@mkdir -p $(@D)
+	$(HV_CC) $(HV_CFLAGS) -Ihv -MMD -MP -c $< -o $@
+
+$(B)/hv/%.o: hv/%.S
+	@mkdir -p $(@D)
+	$(HV_CC) $(HV_CFLAGS) -Ihv -MMD -MP -c $< -o $@
+
+-include $(HV_OBJS:.o=.d)
+
+$(B)/hv.elf: $(HV_OBJS) $(B)/nmi_core.o hv/linker.ld
+	$(HV_CC) $(HV_LDFLAGS) -o $@ $(HV_OBJS) $(B)/nmi_core.o
+
+# Symbols for the Bochs debugger: "address name" lines of code symbols (the
+# runners write the same file next to their logs).
+$(B)/hv.sym: $(B)/hv.elf
+	nm -n $< | awk 'NF == 3 && $$2 ~ /^[Tt]$$/ && $$3 !~ /^__(nmi_core_start|nmi_core_end|start_nmi_core_text|stop_nmi_core_text|load_start)$$/ { print $$1, $$3 }' > $@
+
+# The ISO bakes in CMDLINE: rebuild it when CMDLINE changes.
+$(B)/cmdline.txt: FORCE
+	@mkdir -p $(@D)
+	@echo '$(CMDLINE)' | cmp -s - $@ || echo '$(CMDLINE)' > $@
+
+$(B)/hv.iso: $(B)/hv.elf $(B)/cmdline.txt scripts/mkiso.py
+	python3 scripts/mkiso.py --kernel $< --cmdline "$(CMDLINE)" -o $@
+
+FORCE:
+
+.PHONY: hv iso qemu test-qemu bochs test-bochs trace bench-hv FORCE
+hv: $(B)/hv.elf
+iso: $(B)/hv.iso
+
+qemu: $(B)/hv.elf
+	python3 qemu/run.py --kernel $< --cmdline "$(CMDLINE)" --smp $(SMP) --interactive \
+		$(if $(GDB),--gdb)
+
+test-qemu: $(B)/hv.elf
+	python3 tests/system/test_qemu.py --kernel $<
+
+bochs: $(B)/hv.elf
+	python3 scripts/bochs-run.py --kernel $< --cmdline "$(CMDLINE)" --cpus $(SMP) \
+		--workdir $(B)/bochs
+
+test-bochs: $(B)/hv.elf
+	python3 tests/system/test_bochs.py --kernel $< --workdir $(B)/bochs-test
+
+trace: $(B)/hv.elf $(B)/hv.sym
+	python3 scripts/bochs-trace.py --kernel $< --symbols $(B)/hv.sym --region $(TRACE) \
+		--workdir $(B)/trace
+
+# The seed's experiment: how long the racy-counter core survives an NMI flood
+# (QEMU: QMP inject-nmi on 1 CPU; Bochs: an IPI storm on 2).
+# Same OPT as this build, variant racy-counter.
+HV_RACY := $(patsubst $(BUILD)/$(VARIANT)%,$(BUILD)/racy-counter%,$(B))/hv.elf
+bench-hv:
+	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) VARIANT=racy-counter $(HV_RACY)
+	python3 scripts/seed-experiment.py --kernel $(HV_RACY) --emulator qemu
+	python3 scripts/seed-experiment.py --kernel $(HV_RACY) --emulator bochs --runs 5

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * platform_hv.c - nmi_platform.h on bare metal.
+ *
+ * Every function is callable from NMI context: none takes a lock that normal
+ * context may hold (plat_halt uses the console's bounded failure path).
+ */
+#include "hv.h"
+#include "nmi_platform.h"
+#include "x86.h"
+
+#define ICR_NMI 0x00004400u /* delivery mode NMI, physical destination, assert */
+
+/* Long enough for a stop-the-world round under Bochs; short enough to report a
+ * hang within seconds under QEMU. */
+unsigned long plat_spin_limit = 200000000ul;
+
+struct nmi_cpu *plat_this_cpu(void)
+{
+	return &this_percpu()->nmi;
+}
+
+struct nmi_cpu *plat_cpu(unsigned id)
+{
+	return &percpu[id].nmi;
+}
+
+unsigned plat_ncpus(void)
+{
+	return ncpus;
+}
+
+/* VMREAD/VMWRITE report failure in CF (no current VMCS) or ZF (bad field). */
+uint64_t plat_vmcs_read(uint32_t field)
+{
+	uint64_t v;
+	uint8_t failed;
+	__asm__ __volatile__("vmread %2, %0\n\tsetbe %1"
+			     : "=r"(v), "=qm"(failed)
+			     : "r"((uint64_t)field)
+			     : "cc", "memory");
+	if (failed)
+		plat_halt(__FILE__, __LINE__, "VMREAD failed");
+	return v;
+}
+
+void plat_vmcs_write(uint32_t field, uint64_t value)
+{
+	uint8_t failed;
+	__asm__ __volatile__("vmwrite %1, %2\n\tsetbe %0"
+			     : "=qm"(failed)
+			     : "r"(value), "r"((uint64_t)field)
+			     : "cc", "memory");
+	if (failed)
+		plat_halt(__FILE__, __LINE__, "VMWRITE failed");
+}
+
+void plat_send_nmi(unsigned id)
+{
+	if (id >= ncpus || id == this_percpu()->index)
+		plat_halt(__FILE__, __LINE__, "plat_send_nmi: bad destination");
+	lapic_send_ipi(percpu[id].apic_id, ICR_NMI);
+}
+
+/* An IRET to the next instruction, on the current stack, ends NMI blocking. */
+void plat_nmi_iret(void)
+{
+	__asm__ __volatile__("movq %%rsp, %%rax\n\t"
+			     "pushq %0\n\t" /* SS */
+			     "pushq %%rax\n\t" /* RSP */
+			     "pushfq\n\t"
+			     "pushq %1\n\t" /* CS */
+			     "leaq 1f(%%rip), %%rax\n\t"
+			     "pushq %%rax\n\t" /* RIP */
+			     "iretq\n"
+			     "1:"
+			     :
+			     : "i"(SEL_DATA), "i"(SEL_CODE64)
+			     : "rax", "memory");
+}
+
+void plat_relax(void)
+{
+	cpu_pause();
+}
+
+/* The console lock is the only lock a parked CPU could hold. */
+void plat_world_lock(void)
+{
+	console_lock();
+}
+void plat_world_unlock(void)
+{
+	console_unlock();
+}
+
+_Noreturn void plat_halt(const char *file, int line, const char *what)
+{
+	panic_begin();
+	panic_printf("\nNMI core assertion failed at %s:%d: %s\n", file, line, what);
+	panic_printf("  on cpu %u at t=%lu us; variant %s\n", this_percpu()->index, time_us(),
+		     nmi_variant_name);
+	panic_printf("  cpu masked visited guest_present guest_pending nmi_entries handled_direct "
+		     "deferred drained quiesce_parks host_consumed\n");
+	for (unsigned i = 0; i < ncpus; i++) {
+		const struct nmi_cpu *c = &percpu[i].nmi;
+		panic_printf("  %3u %6u %7u %13u %13u %11lu %14lu %8lu %7lu %13lu %13lu\n", i,
+			     c->masked, c->visited, c->guest_present, c->guest_pending,
+			     c->nmi_entries, c->handled_direct, c->deferred, c->drained,
+			     c->quiesce_parks, c->host_consumed);
+	}
+	const struct nmi_quiesce *q = &nmi_quiesce_state;
+	panic_printf("  quiesce: lock=%u active=%u resume=%u round=%u owner=%u checked_in=%u "
+		     "resumed=%u\n",
+		     q->lock, q->active, q->resume, q->round, q->owner, q->checked_in, q->resumed);
+	panic_printf("RESULT: FAIL assertion\n");
+	hv_exit(1);
+}

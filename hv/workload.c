@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * workload.c - host-side NMI workloads run through the NMI core, and the final
+ * report.  `workload=` on the command line picks one (docs/booting.md):
+ *
+ *   selftest   short IPI storm + stop-the-world rounds, fixed number of rounds
+ *   mask-loop  critical sections only; NMIs come from the host (QMP inject-nmi)
+ *   ipi-storm  critical sections + NMI IPIs to other CPUs
+ *   quiesce    critical sections + stop-the-world rounds requested by every CPU
+ *   stress     ipi-storm + quiesce
+ *   trace-nmi, trace-mask   one NMI bracketed by Bochs magic breakpoints
+ *   crash-pf, crash-assert  exercise the failure reports: a page fault, and
+ *                           a core assertion (nested nmi_mask())
+ *
+ * Every CPU loops: nmi_mask(); touch per-CPU state; nmi_unmask(); then, per the
+ * parameters, sends an NMI IPI (every `ipi` iterations) and requests a
+ * stop-the-world round (every `quiesce` iterations, TLB flush on every other one).
+ * CPU 0 decides when to stop; then every CPU idles with NMIs unmasked, in-flight
+ * NMIs settle, and CPU 0 checks the core's conservation laws on every CPU.
+ */
+#include "hv.h"
+#include "nmi_platform.h"
+#include "x86.h"
+
+#define SETTLE_US  20000u
+#define WORK_WORDS 32
+
+struct wl_cpu {
+	uint64_t rng; /* xorshift64 state: critical-section lengths */
+	uint64_t iters;
+	uint64_t ipis_sent;
+	uint64_t rounds_requested;
+	uint64_t flush_rounds_requested;
+	uint64_t flush_callbacks; /* tlb_flush callbacks seen by the platform */
+	volatile uint32_t done;
+	volatile uint64_t work[WORK_WORDS];
+} __attribute__((aligned(64)));
+
+static struct wl_cpu wl[MAX_CPUS];
+
+static struct {
+	const char *name;
+	unsigned work; /* mean loop iterations inside a critical section */
+	unsigned ipi; /* send an NMI IPI every N iterations (0: never) */
+	unsigned quiesce; /* request a stop-the-world round every N iterations */
+	uint64_t rounds; /* stop after N iterations on every CPU (0: by time) */
+	uint64_t seconds; /* run time, or timeout when `rounds` or `host` is set */
+	uint64_t nmis; /* host NMIs expected on CPU 0 (exact check), 0: none */
+	int host; /* stop when the host writes a byte to COM1 */
+	int aps_halt; /* APs sit in HLT instead of looping (aps=halt) */
+	uint64_t seed; /* varies the critical-section lengths between runs */
+} cfg;
+
+static volatile uint32_t go, stop, trace_send;
+
+static int streq(const char *a, const char *b)
+{
+	while (*a && *a == *b) {
+		a++;
+		b++;
+	}
+	return *a == *b;
+}
+
+/* The "critical section" body: dependent read-modify-writes of per-CPU state. */
+static void touch(struct wl_cpu *w, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		w->work[i % WORK_WORDS] =
+		    w->work[(i + 7) % WORK_WORDS] * 6364136223846793005ull + i;
+}
+
+/*
+ * Length of the next critical section: uniform in [work/2, 3*work/2].  Fixed
+ * lengths phase-lock CPUs that interleave deterministically (Bochs): one CPU's
+ * IPIs then always land at the same point of the other's loop, and whole
+ * windows of the NMI path are never hit.
+ */
+static unsigned section_length(struct wl_cpu *w)
+{
+	w->rng ^= w->rng << 13;
+	w->rng ^= w->rng >> 7;
+	w->rng ^= w->rng << 17;
+	return cfg.work / 2 + (unsigned)(w->rng % (cfg.work + 1));
+}
+
+static void count_flush(struct nmi_cpu *c)
+{
+	wl[c->id].flush_callbacks++;
+}
+
+static void stop_the_world(unsigned me)
+{
+	struct wl_cpu *w = &wl[me];
+	int flush = (int)(w->rounds_requested & 1);
+	nmi_quiesce_begin();
+	touch(w, 16);
+	w->rounds_requested++;
+	w->flush_rounds_requested += (uint64_t)flush;
+	nmi_quiesce_end(flush);
+}
+
+/* CPU 0 only: should the run end now?  Returns 1 to stop, 2 on timeout. */
+static int should_stop(uint64_t deadline_us)
+{
+	/* COM1 is polled once a millisecond: under emulation every port access is
+	 * an exit to the device model (and under QEMU, a global lock round trip). */
+	static uint64_t next_poll_us;
+	uint64_t now = time_us();
+	if (cfg.host && now >= next_poll_us) {
+		next_poll_us = now + 1000;
+		if (serial_poll_byte() >= 0)
+			return 1;
+	}
+	if (!cfg.host && cfg.rounds) {
+		unsigned i = 0;
+		while (i < ncpus && (wl[i].iters >= cfg.rounds || (i && cfg.aps_halt)))
+			i++;
+		if (i == ncpus)
+			return 1;
+	}
+	if (now >= deadline_us)
+		return (cfg.host || cfg.rounds) ? 2 : 1;
+	return 0;
+}
+
+/* The loop every CPU runs.  Returns on CPU 0 with 1 (normal stop) or 2 (timeout). */
+static int worker(unsigned me, uint64_t deadline_us)
+{
+	struct wl_cpu *w = &wl[me];
+	unsigned target = me;
+	int why = 0;
+
+	w->rng = 0x9E3779B97F4A7C15ull * (me + 1 + cfg.seed * MAX_CPUS);
+	while (!stop) {
+		unsigned n = section_length(w);
+		nmi_mask();
+		touch(w, n);
+		nmi_unmask();
+		w->iters++;
+
+		/* IPI storm: round-robin over the other CPUs; CPU 0 is left out while
+		 * it counts host NMIs, so that count stays exact. */
+		if (cfg.ipi && w->iters % cfg.ipi == 0) {
+			unsigned first = cfg.host ? 1 : 0, span = ncpus - first;
+			if (span > 1 || (span == 1 && me != first)) {
+				do
+					target = first + (target + 1 - first) % span;
+				while (target == me);
+				plat_send_nmi(target);
+				w->ipis_sent++;
+			}
+		}
+		if (cfg.quiesce && ncpus > 1 && w->iters % cfg.quiesce == 0)
+			stop_the_world(me);
+
+		if (me == 0) {
+			why = should_stop(deadline_us);
+			if (why)
+				stop = 1;
+		} else if (!cfg.host && cfg.rounds && w->iters >= cfg.rounds) {
+			break; /* idle (NMIs unmasked, parkable) until CPU 0 stops */
+		}
+	}
+	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+	return why;
+}
+
+/* Trace workloads: CPU 1 sends one NMI to CPU 0 when asked, then halts so that
+ * nothing but CPU 0's path shows in the Bochs trace. */
+static void trace_sender(void)
+{
+	while (!trace_send)
+		cpu_pause();
+	plat_send_nmi(0);
+	cpu_halt_forever();
+}
+
+static _Noreturn void trace_main(int mask)
+{
+	struct nmi_cpu *c = plat_this_cpu();
+	uint64_t before = c->nmi_entries;
+	if (ncpus < 2) {
+		kprintf("RESULT: FAIL trace workloads need 2 CPUs\n");
+		hv_exit(1);
+	}
+	go = 1;
+	if (mask) {
+		/* The whole sequence: mask, NMI arrives and is deferred, unmask drains. */
+		magic_break();
+		nmi_mask();
+		trace_send = 1;
+		while (!c->visited)
+			cpu_pause();
+		nmi_unmask();
+		magic_break();
+	} else {
+		/* One NMI: the stub's magic breaks fire at entry and before IRET. */
+		percpu[0].trace_nmi = 1;
+		trace_send = 1;
+		while (c->nmi_entries == before)
+			cpu_pause();
+		percpu[0].trace_nmi = 0;
+	}
+	kprintf("trace: nmi_entries %lu handled_direct %lu deferred %lu drained %lu\n",
+		c->nmi_entries, c->handled_direct, c->deferred, c->drained);
+	kprintf("RESULT: PASS traced %s\n", mask ? "mask-nmi-unmask" : "one NMI");
+	hv_exit(0);
+}
+
+void workload_ap(void)
+{
+	unsigned me = this_percpu()->index;
+	plat_this_cpu()->tlb_flush = count_flush;
+	while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE)) /* cfg is valid from here on */
+		cpu_pause();
+	if (cfg.name[0] == 't') /* trace-* */
+		trace_sender();
+	if (cfg.aps_halt) {
+		/* Leave the emulator's host CPUs to CPU 0; an NMI still wakes us. */
+		__atomic_store_n(&wl[me].done, 1, __ATOMIC_RELEASE);
+		for (;;)
+			__asm__ __volatile__("hlt");
+	}
+	worker(me, 0);
+	for (;;)
+		cpu_pause(); /* idle with NMIs unmasked: may still be parked or hit */
+}
+
+static int failures;
+
+static void check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b)
+{
+	if (ok)
+		return;
+	failures++;
+	kprintf("check FAILED: %s (cpu %u: %lu vs %lu)\n", what, cpu, a, b);
+}
+
+/* The conservation laws of struct nmi_cpu (nmi_core.h), per CPU and system-wide. */
+static void check_invariants(void)
+{
+	uint64_t parks = 0, rounds = 0, flushes = 0, flush_rounds = 0;
+	for (unsigned i = 0; i < ncpus; i++) {
+		const struct nmi_cpu *c = &percpu[i].nmi;
+		uint64_t handled = c->handled_direct + c->handled_exit + c->drained;
+		check(c->nmi_entries + c->exit_nmis ==
+			  c->handled_direct + c->handled_exit + c->deferred,
+		      "nmi_entries + exit_nmis == handled_direct + handled_exit + deferred", i,
+		      c->nmi_entries + c->exit_nmis,
+		      c->handled_direct + c->handled_exit + c->deferred);
+		check(c->deferred == c->drained + c->visited, "deferred == drained + visited", i,
+		      c->deferred, c->drained + c->visited);
+		check(handled == c->quiesce_parks + c->guest_accepted + c->guest_coalesced +
+				     c->host_consumed,
+		      "handled == quiesce_parks + guest_accepted + guest_coalesced + host_consumed",
+		      i, handled,
+		      c->quiesce_parks + c->guest_accepted + c->guest_coalesced + c->host_consumed);
+		check(c->guest_accepted == c->guest_injected + c->guest_pending,
+		      "guest_accepted == guest_injected + guest_pending", i, c->guest_accepted,
+		      c->guest_injected + c->guest_pending);
+		check(c->masked == 0 && c->visited == 0, "idle CPU is unmasked with nothing owed",
+		      i, c->masked, c->visited);
+		check(c->tlb_flushes == wl[i].flush_callbacks, "tlb_flushes == callbacks run", i,
+		      c->tlb_flushes, wl[i].flush_callbacks);
+		check(c->quiesce_rounds == wl[i].rounds_requested,
+		      "quiesce_rounds == rounds requested", i, c->quiesce_rounds,
+		      wl[i].rounds_requested);
+		parks += c->quiesce_parks;
+		rounds += c->quiesce_rounds;
+		flushes += c->tlb_flushes;
+		flush_rounds += wl[i].flush_rounds_requested;
+	}
+	/* Each round parks every other CPU exactly once. */
+	check(parks == rounds * (ncpus - 1), "sum quiesce_parks == rounds * (ncpus - 1)", 0, parks,
+	      rounds * (ncpus - 1));
+	/* A flush round flushes every CPU: the parked ones and the requester. */
+	check(flushes == flush_rounds * ncpus, "sum tlb_flushes == flush rounds * ncpus", 0,
+	      flushes, flush_rounds * ncpus);
+}
+
+static void report(void)
+{
+	kprintf("%3s %11s %14s %8s %7s %13s %13s %11s %14s %9s %9s\n", "cpu", "nmi_entries",
+		"handled_direct", "deferred", "drained", "quiesce_parks", "host_consumed",
+		"tlb_flushes", "quiesce_rounds", "iters", "ipis_sent");
+	for (unsigned i = 0; i < ncpus; i++) {
+		const struct nmi_cpu *c = &percpu[i].nmi;
+		kprintf("%3u %11lu %14lu %8lu %7lu %13lu %13lu %11lu %14lu %9lu %9lu\n", i,
+			c->nmi_entries, c->handled_direct, c->deferred, c->drained,
+			c->quiesce_parks, c->host_consumed, c->tlb_flushes, c->quiesce_rounds,
+			wl[i].iters, wl[i].ipis_sent);
+	}
+}
+
+_Noreturn void workload_main(void)
+{
+	cfg.name = cmdline_str("workload", "selftest");
+	int selftest = streq(cfg.name, "selftest");
+	int ipi_default = selftest                                                    ? 4
+			  : streq(cfg.name, "ipi-storm") || streq(cfg.name, "stress") ? 1
+										      : 0;
+	int q_default = selftest                                                  ? 256
+			: streq(cfg.name, "quiesce") || streq(cfg.name, "stress") ? 64
+										  : 0;
+	if (!selftest && !ipi_default && !q_default && !streq(cfg.name, "mask-loop") &&
+	    !streq(cfg.name, "trace-nmi") && !streq(cfg.name, "trace-mask") &&
+	    !streq(cfg.name, "crash-pf") && !streq(cfg.name, "crash-assert")) {
+		kprintf("RESULT: FAIL unknown workload '%s'\n", cfg.name);
+		hv_exit(1);
+	}
+	cfg.work = (unsigned)cmdline_u64("work", 200);
+	cfg.ipi = (unsigned)cmdline_u64("ipi", (uint64_t)ipi_default);
+	cfg.quiesce = (unsigned)cmdline_u64("quiesce", (uint64_t)q_default);
+	cfg.rounds = cmdline_u64("rounds", selftest ? 3000 : 0);
+	cfg.host = (int)cmdline_u64("host", 0);
+	cfg.seconds = cmdline_u64("seconds", (cfg.host || cfg.rounds) ? 60 : 2);
+	cfg.nmis = cmdline_u64("nmis", 0);
+	cfg.aps_halt = streq(cmdline_str("aps", "work"), "halt");
+	cfg.seed = cmdline_u64("seed", 0);
+
+	plat_this_cpu()->tlb_flush = count_flush;
+	if (streq(cfg.name, "trace-nmi") || streq(cfg.name, "trace-mask"))
+		trace_main(streq(cfg.name, "trace-mask"));
+	if (streq(cfg.name, "crash-pf"))
+		*(volatile uint64_t *)phys_ptr(0x40000000000ull) = 1; /* unmapped: #PF */
+	if (streq(cfg.name, "crash-assert")) {
+		nmi_mask();
+		nmi_mask(); /* critical sections do not nest: the core halts */
+	}
+
+	kprintf("workload %s: cpus=%u work=%u ipi=%u quiesce=%u rounds=%lu seconds=%lu host=%d "
+		"nmis=%lu aps=%s\n",
+		cfg.name, ncpus, cfg.work, cfg.ipi, cfg.quiesce, cfg.rounds, cfg.seconds, cfg.host,
+		cfg.nmis, cfg.aps_halt ? "halt" : "work");
+	if (selftest)
+		plat_nmi_iret(); /* the IRET-to-self the VM-exit path will use must not fault */
+	uint64_t start = time_us();
+	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+	if (cfg.host)
+		kprintf("READY: inject NMIs now, then write one byte to COM1\n");
+	int why = worker(0, start + cfg.seconds * 1000000);
+
+	/* Everybody out of the loop, then let in-flight NMIs land. */
+	uint64_t deadline = time_us() + 1000000;
+	for (unsigned i = 1; i < ncpus; i++)
+		while (!wl[i].done && time_us() < deadline)
+			cpu_pause();
+	udelay(SETTLE_US);
+	uint64_t elapsed = time_us() - start;
+
+	report();
+	check_invariants();
+	for (unsigned i = 1; i < ncpus; i++)
+		check(wl[i].done, "CPU left its loop", i, 0, 1);
+
+	/* Host NMIs: CPU 0's entries minus the NMIs other CPUs sent it (stop-the-world;
+	 * the IPI storm leaves CPU 0 out when host=1). */
+	uint64_t to_cpu0 = 0, ipis = 0, entries = 0;
+	for (unsigned i = 1; i < ncpus; i++)
+		to_cpu0 += wl[i].rounds_requested;
+	for (unsigned i = 0; i < ncpus; i++) {
+		ipis += wl[i].ipis_sent;
+		entries += percpu[i].nmi.nmi_entries;
+	}
+	if (cfg.host) {
+		uint64_t got = percpu[0].nmi.nmi_entries - to_cpu0;
+		kprintf("HOST-NMIS: received=%lu expected=%lu\n", got, cfg.nmis);
+		if (cfg.nmis)
+			check(got == cfg.nmis, "host NMIs received == expected", 0, got, cfg.nmis);
+	}
+	kprintf("totals: nmi_entries=%lu ipis_sent=%lu elapsed_ms=%lu\n", entries, ipis,
+		elapsed / 1000);
+	if (why == 2) {
+		kprintf("RESULT: FAIL timeout after %lu s (%s)\n", cfg.seconds,
+			cfg.host ? "no end-of-injection byte from the host" : "rounds not reached");
+		hv_exit(1);
+	}
+	if (failures) {
+		kprintf("RESULT: FAIL %d invariant check(s)\n", failures);
+		hv_exit(1);
+	}
+	kprintf("RESULT: PASS %s cpus=%u nmi_entries=%lu ipis_sent=%lu invariants ok\n", cfg.name,
+		ncpus, entries, ipis);
+	hv_exit(0);
+}

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Boot the hypervisor in Bochs 2.7 (top-level bochsrc) and judge the RESULT line.
+
+Bochs is awkward to drive unattended; this script handles all of it:
+  - builds a GRUB ISO with the requested command line (scripts/mkiso.py);
+  - its debugger is compiled in and stops before the first instruction: a -rc
+    file says `c` (continue) and then `quit` once the kernel's exit magic
+    breakpoint (`xchg %bx,%bx`) stops it; stdin is /dev/null;
+  - the `term` display writes the VGA screen to its own pseudo-terminal and
+    blocks when nobody reads it: a thread drains it;
+  - it ignores SIGTERM: a hard timeout sends SIGHUP, then SIGKILL.
+As a module, `run_bochs()` is used by tests/system/test_bochs.py and bochs-trace.py.
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from mkiso import make_iso  # noqa: E402
+
+RESULT_RE = re.compile(r"^RESULT: (PASS|FAIL)\b.*$", re.M)
+PTY_RE = re.compile(rb"connected to screen (/dev/pts/\d+)")
+
+
+# Linker-script markers that share an address with a function and would hide it.
+MARKERS = {"__nmi_core_start", "__nmi_core_end", "__start_nmi_core_text",
+           "__stop_nmi_core_text", "__load_start", "__load_end", "__bss_start", "__bss_end"}
+
+
+def symbols(kernel):
+    """[(address, name, type)] of `nm -n`, markers dropped."""
+    out = subprocess.run(["nm", "-n", kernel], check=True, stdout=subprocess.PIPE, text=True).stdout
+    syms = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            syms.append((int(parts[0], 16), parts[2], parts[1]))
+    return syms
+
+
+def write_symbols(kernel, path):
+    """The "address name" lines Bochs' debug_symbols wants: code symbols only."""
+    with open(path, "w") as f:
+        for addr, name, kind in symbols(kernel):
+            if kind in "Tt" and name not in MARKERS:
+                f.write(f"{addr:016x} {name}\n")
+
+
+def _drain_pty(path, stop):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        while not stop.is_set():
+            try:
+                if not os.read(fd, 65536):
+                    time.sleep(0.05)
+            except BlockingIOError:
+                time.sleep(0.05)
+            except OSError:
+                break
+    finally:
+        os.close(fd)
+
+
+def _stop(proc):
+    """Bochs ignores SIGTERM: SIGHUP asks it to quit, SIGKILL makes sure."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGHUP)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c", "quit"),
+              iso=None, symbols=None):
+    """Boot `kernel` with `cmdline` (or a ready `iso`); `symbols`: an existing
+    debug_symbols file (default: written from the kernel).  Returns a dict: result
+    (RESULT line or None), serial (COM1 text), wall (seconds), timed_out,
+    returncode, files."""
+    workdir = os.path.abspath(workdir)  # Bochs runs inside it
+    os.makedirs(workdir, exist_ok=True)
+    files = {name: os.path.join(workdir, name) for name in
+             ("hv.iso", "serial.txt", "bochs.log", "debugger.log", "hv.sym", "bochs.rc",
+              "stdout.txt")}
+    if iso is None:
+        make_iso(kernel, cmdline, files["hv.iso"])
+        iso = files["hv.iso"]
+    if symbols:
+        files["hv.sym"] = os.path.abspath(symbols)
+    else:
+        write_symbols(kernel, files["hv.sym"])
+    with open(files["bochs.rc"], "w") as f:
+        f.write("\n".join(rc_commands) + "\n")
+    for name in ("serial.txt", "debugger.log"):
+        if os.path.exists(files[name]):
+            os.unlink(files[name])
+    env = dict(os.environ, HV_ISO=os.path.abspath(iso), HV_CPUS=str(cpus),
+               HV_SERIAL=files["serial.txt"], HV_LOG=files["bochs.log"],
+               HV_DBGLOG=files["debugger.log"], HV_SYMBOLS=files["hv.sym"])
+    start = time.monotonic()
+    with open(files["stdout.txt"], "wb") as out:
+        proc = subprocess.Popen(["bochs", "-q", "-f", os.path.join(ROOT, "bochsrc"),
+                                 "-rc", files["bochs.rc"]],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, cwd=workdir)
+        stop = threading.Event()
+        drainers = []
+
+        def pump():
+            # Bochs' own output (debugger, port 0xE9) -> stdout.txt; find the pty.
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                out.write(chunk)
+                out.flush()
+                for m in PTY_RE.finditer(chunk):
+                    t = threading.Thread(target=_drain_pty, args=(m.group(1).decode(), stop),
+                                         daemon=True)
+                    t.start()
+                    drainers.append(t)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _stop(proc)
+            stop.set()
+            reader.join(timeout=5)
+    serial = ""
+    if os.path.exists(files["serial.txt"]):
+        with open(files["serial.txt"], errors="replace") as f:
+            serial = f.read().replace("\r", "")
+    m = RESULT_RE.search(serial)
+    return {"result": m.group(0) if m else None, "serial": serial,
+            "wall": time.monotonic() - start, "timed_out": timed_out,
+            "returncode": proc.returncode, "files": files}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--cmdline", default="workload=selftest")
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=180)
+    ap.add_argument("--workdir", default="build/bochs")
+    a = ap.parse_args()
+    r = run_bochs(a.kernel, a.cmdline, a.workdir, cpus=a.cpus, timeout=a.timeout)
+    sys.stdout.write(r["serial"])
+    print(f"bochs: {r['wall']:.1f} s wall, logs in {a.workdir}"
+          + (" (TIMEOUT: killed)" if r["timed_out"] else ""))
+    if r["result"] is None:
+        sys.exit("bochs: no RESULT line")
+    sys.exit(0 if r["result"].startswith("RESULT: PASS") else 1)
+
+
+if __name__ == "__main__":
+    main()

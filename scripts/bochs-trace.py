@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Trace one region of the hypervisor instruction by instruction in Bochs.
+
+Regions (--region, `make trace TRACE=...`):
+  nmi              one NMI's journey on CPU 0: vector-2 entry stub, the core,
+                   back to the IRET (workload=trace-nmi; CPU 1 sends the NMI)
+  mask-nmi-unmask  nmi_mask(), an NMI arriving and being deferred, nmi_unmask()
+                   draining it (workload=trace-mask)
+
+The kernel brackets the region with magic breakpoints; the debugger script is
+`c`, `trace on`, `c`, `trace off`, `c`, `quit`.  The traced lines are written to
+WORKDIR/trace.txt and summarized: instructions per function, the total, the
+share inside the NMI core (__nmi_core_start..__nmi_core_end), and the path.
+"""
+import argparse
+import bisect
+import collections
+import importlib.util
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("bochs_run", os.path.join(HERE, "bochs-run.py"))
+bochs_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bochs_run)
+
+REGIONS = {"nmi": "workload=trace-nmi", "mask-nmi-unmask": "workload=trace-mask"}
+RC = ("c", "trace on", "c", "trace off", "c", "quit")
+# (0).[86917733] [0x000000102874] 0008:0000000000102874 (nmi_host_entry+4): push rbx ; 53
+LINE_RE = re.compile(r"^\((\d+)\)\.\[(\d+)\] \[0x([0-9a-f]+)\] [0-9a-f]+:([0-9a-f]+) "
+                     r"\(([^)]*)\): (.*?)\s*; ([0-9a-f]+)$")
+
+
+def traced_lines(debugger_log):
+    """The instruction lines between the `trace on` and `trace off` commands."""
+    out, inside = [], False
+    with open(debugger_log, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line == "trace on":
+                inside = True
+            elif line == "trace off":
+                break
+            elif inside and LINE_RE.match(line):
+                out.append(line)
+    return out
+
+
+def summarize(lines, syms):
+    """(instructions per function, instructions inside the core, function path)."""
+    core_lo = next(a for a, n, _ in syms if n == "__nmi_core_start")
+    core_hi = next(a for a, n, _ in syms if n == "__nmi_core_end")
+    code = [(a, n) for a, n, k in syms if k in "Tt" and n not in bochs_run.MARKERS]
+    code_addrs = [a for a, _ in code]
+
+    per_fn = collections.OrderedDict()
+    path, in_core = [], 0
+    for line in lines:
+        m = LINE_RE.match(line)
+        linear = int(m.group(4), 16)
+        i = bisect.bisect_right(code_addrs, linear) - 1
+        fn = code[i][1] if i >= 0 else "?"
+        per_fn[fn] = per_fn.get(fn, 0) + 1
+        in_core += core_lo <= linear < core_hi
+        if not path or path[-1] != fn:
+            path.append(fn)
+    return per_fn, in_core, path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel", required=True)
+    ap.add_argument("--symbols", help="Bochs symbol file (default: made from the kernel)")
+    ap.add_argument("--region", default="nmi", choices=sorted(REGIONS))
+    ap.add_argument("--workdir", default="build/trace")
+    ap.add_argument("--timeout", type=float, default=180)
+    a = ap.parse_args()
+
+    r = bochs_run.run_bochs(a.kernel, REGIONS[a.region], a.workdir, cpus=2, timeout=a.timeout,
+                            rc_commands=RC, symbols=a.symbols)
+    if not (r["result"] or "").startswith("RESULT: PASS"):
+        sys.stdout.write(r["serial"])
+        sys.exit(f"trace: the traced run failed ({r['result'] or 'no RESULT line'})")
+    lines = traced_lines(r["files"]["debugger.log"])
+    if not lines:
+        sys.exit(f"trace: no traced instructions in {r['files']['debugger.log']}")
+    trace_path = os.path.join(a.workdir, "trace.txt")
+    with open(trace_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+    per_fn, in_core, path = summarize(lines, bochs_run.symbols(a.kernel))
+    total = sum(per_fn.values())
+    print(f"trace region {a.region}: {total} instructions on CPU "
+          f"{LINE_RE.match(lines[0]).group(1)} ({r['wall']:.1f} s wall)")
+    print(f"  inside the NMI core: {in_core}; platform and stubs: {total - in_core}")
+    print("  instructions per function (first seen first):")
+    for fn, n in per_fn.items():
+        print(f"    {n:6d}  {fn}")
+    print("  path: " + " -> ".join(path))
+    print(f"  trace: {trace_path}")
+
+
+if __name__ == "__main__":
+    main()
