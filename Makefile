@@ -145,4 +145,4 @@ check-format:
 clean:
 	rm -rf $(BUILD)
 
--include hv/hv.mk
+include hv/hv.mk
