@@ -54,8 +54,9 @@ struct nmi_cpu {
 	uint32_t guest_sw_blocked;
 	/* [NMI] The stop-the-world round this CPU last parked for. */
 	volatile uint32_t quiesce_seen;
-	/* Optional: run by this CPU while parked, before it resumes, when the
-	 * requester asked for a TLB flush (EPT invalidation on hardware). */
+	/* Optional: run by this CPU at the end of a stop-the-world round that asked
+	 * for a TLB flush (EPT invalidation on hardware): while parked, before it
+	 * resumes, or by the requester for itself. */
 	void (*tlb_flush)(struct nmi_cpu *self);
 
 	/* Accounting (monotonic).  Conservation, for a quiescent CPU:
