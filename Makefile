@@ -129,7 +129,7 @@ test:
 
 test-sim:
 	@scripts/deps.sh sim fuzz
-	@python3 tests/run_tests.py unit identity scenarios corpus input
+	@python3 tests/run_tests.py unit identity scenarios corpus input style
 
 bench:
 	@scripts/deps.sh all

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 declare -A PKGS=(
-	[sim]="gcc make binutils python3"
+	[sim]="gcc make binutils python3 git clang-format"
 	[fuzz]="clang-14 libclang-rt-14-dev llvm-14"
 	[system]="qemu-system-x86 bochs bochsbios vgabios bochs-term grub-pc-bin grub-common xorriso mtools"
 )

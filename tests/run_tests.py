@@ -11,11 +11,13 @@ Suites (all by default):
   input       malformed scenario files are rejected with their line number
   stress      free-running threads + NMI sources on final: 0 lost, 0 violations
   system      QEMU and Bochs system tests (tests/system/)
+  style       every C file is formatted by the root .clang-format
 """
 import argparse
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -216,7 +218,25 @@ def suite_system():
             verdict("FAIL", f"system: make {target}", f"exit {rc}: {out.strip()[-400:]}")
 
 
-SUITES = ["unit", "identity", "scenarios", "corpus", "input", "stress", "system"]
+def suite_style():
+    rc, out = run(["git", "ls-files", "*.c", "*.h"])
+    files = out.split()
+    if rc != 0 or not files:
+        verdict("SKIP", "style", "not a git checkout: no list of the project's C files")
+        return
+    tool = shutil.which("clang-format") or shutil.which("clang-format-14")
+    if not tool:
+        verdict("FAIL", "style", "clang-format is missing (scripts/deps.sh installs it)")
+        return
+    rc, out = run([tool, "--dry-run", "--Werror"] + files)
+    bad = sorted({line.split(":")[0] for line in out.splitlines() if ": error:" in line})
+    if rc == 0:
+        verdict("PASS", f"style: {len(files)} C files match .clang-format")
+    else:
+        verdict("FAIL", "style", f"not formatted (make format): {' '.join(bad)}")
+
+
+SUITES = ["unit", "identity", "scenarios", "corpus", "input", "stress", "system", "style"]
 
 
 def main():
