@@ -128,6 +128,28 @@ void plat_relax(void)
 void plat_world_lock(void) {}
 void plat_world_unlock(void) {}
 
+/* Record a violation and take this CPU out of the run: it hands the token back
+ * and, when the controller ends the run, returns to its idle loop. */
+static _Noreturn void stop_cpu(struct sim_cpu *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static _Noreturn void stop_cpu(struct sim_cpu *c, const char *fmt, ...)
+{
+	char what[sizeof M.what];
+	va_list ap;
+	tf_off();
+	c->stepping = 0;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	sim_fail("%s", what);
+	c->halted = 1;
+	sim_hand_back(c);
+	for (;;) {
+		sim_wait_turn(c);
+		siglongjmp(c->base, 1);
+	}
+}
+
 _Noreturn void plat_halt(const char *file, int line, const char *what)
 {
 	struct sim_cpu *c = self;
@@ -140,16 +162,7 @@ _Noreturn void plat_halt(const char *file, int line, const char *what)
 		fflush(stderr);
 		_exit(3);
 	}
-	tf_off();
-	c->stepping = 0;
-	sim_fail("cpu%u: NMI core assertion failed at %s:%d: %s", c->id, base, line, what);
-	c->halted = 1;
-	sim_hand_back(c);
-	/* The controller ends the run and wakes every CPU with CMD_ABORT. */
-	for (;;) {
-		sim_wait_turn(c);
-		siglongjmp(c->base, 1);
-	}
+	stop_cpu(c, "cpu%u: NMI core assertion failed at %s:%d: %s", c->id, base, line, what);
 }
 
 /* ---- The NMI hardware ---------------------------------------------------------------- */
@@ -364,17 +377,10 @@ static void on_runaway(int sig, siginfo_t *si, void *ucv)
 	ucontext_t *uc = ucv;
 	struct sim_cpu *c = self;
 	uintptr_t rip = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-	tf_off();
-	c->stepping = 0;
-	sim_fail("cpu%u: unbounded loop: still running at %s after 0.1 s of CPU time "
+	stop_cpu(c,
+		 "cpu%u: unbounded loop: still running at %s after 0.1 s of CPU time "
 		 "(visited = %#x, drained %llu)",
 		 c->id, sym_describe(rip), c->core.visited, (unsigned long long)c->core.drained);
-	c->halted = 1;
-	sim_hand_back(c);
-	for (;;) {
-		sim_wait_turn(c);
-		siglongjmp(c->base, 1);
-	}
 }
 
 void sim_install_handlers(void)

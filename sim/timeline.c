@@ -65,27 +65,31 @@ static struct row *add(uint8_t kind, unsigned cpu)
 	return r;
 }
 
-void tl_step(unsigned step, unsigned cpu, const char *fmt, ...)
+static void vadd(uint8_t kind, unsigned cpu, unsigned step, uintptr_t rip, const char *fmt,
+		 va_list ap)
 {
-	struct row *r = add(ROW_STEP, cpu);
+	struct row *r = add(kind, cpu);
 	if (!r)
 		return;
-	r->step = step;
+	if (kind == ROW_STEP)
+		r->step = step;
+	r->rip = rip;
+	vsnprintf(r->text, sizeof r->text, fmt, ap);
+}
+
+void tl_step(unsigned step, unsigned cpu, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(r->text, sizeof r->text, fmt, ap);
+	vadd(ROW_STEP, cpu, step, 0, fmt, ap);
 	va_end(ap);
 }
 
 void tl_event(unsigned cpu, uintptr_t rip, const char *fmt, ...)
 {
-	struct row *r = add(ROW_EVENT, cpu);
-	if (!r)
-		return;
-	r->rip = rip;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(r->text, sizeof r->text, fmt, ap);
+	vadd(ROW_EVENT, cpu, 0, rip, fmt, ap);
 	va_end(ap);
 }
 

@@ -87,14 +87,6 @@ static const struct tcase cases[] = {
      "cpu0 mask\ncpu0 nmi\ncpu0 unmask nmi@9\n", 0, NULL, E(.deferred = 2, .drained = 2)},
 };
 
-static int check(const char *what, long long want, unsigned long long got, char *why, size_t len)
-{
-	if (want == NONE || (unsigned long long)want == got)
-		return 0;
-	snprintf(why, len, "%s = %llu, expected %lld", what, got, want);
-	return 1;
-}
-
 int main(void)
 {
 	unsigned passed = 0, failed = 0;
@@ -119,32 +111,33 @@ int main(void)
 				const struct sim_cpu *c = &M.cpu[t->e.cpu];
 				const struct nmi_cpu *n = &c->core;
 				const struct expect *e = &t->e;
-				(void)(check("deferred", e->deferred, n->deferred, why,
-					     sizeof why) ||
-				       check("drained", e->drained, n->drained, why, sizeof why) ||
-				       check("handled_direct", e->direct, n->handled_direct, why,
-					     sizeof why) ||
-				       check("exit_nmis", e->exit_nmis, n->exit_nmis, why,
-					     sizeof why) ||
-				       check("quiesce_parks", e->parks, n->quiesce_parks, why,
-					     sizeof why) ||
-				       check("guest_injected", e->injected, n->guest_injected, why,
-					     sizeof why) ||
-				       check("guest_pending", e->pending, n->guest_pending, why,
-					     sizeof why) ||
-				       check("guest_coalesced", e->coalesced, n->guest_coalesced,
-					     why, sizeof why) ||
-				       check("host_consumed", e->host, n->host_consumed, why,
-					     sizeof why) ||
-				       check("tlb_flushes", e->flushes, n->tlb_flushes, why,
-					     sizeof why) ||
-				       check("latch drops", e->dropped, c->dropped, why,
-					     sizeof why) ||
-				       check("guest NMIs taken", e->guest_nmis, c->guest_nmis, why,
-					     sizeof why) ||
-				       check("NMI-window control", e->window,
-					     (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0, why,
-					     sizeof why));
+				const struct {
+					const char *what;
+					long long want;
+					unsigned long long got;
+				} checks[] = {
+				    {"deferred", e->deferred, n->deferred},
+				    {"drained", e->drained, n->drained},
+				    {"handled_direct", e->direct, n->handled_direct},
+				    {"exit_nmis", e->exit_nmis, n->exit_nmis},
+				    {"quiesce_parks", e->parks, n->quiesce_parks},
+				    {"guest_injected", e->injected, n->guest_injected},
+				    {"guest_pending", e->pending, n->guest_pending},
+				    {"guest_coalesced", e->coalesced, n->guest_coalesced},
+				    {"host_consumed", e->host, n->host_consumed},
+				    {"tlb_flushes", e->flushes, n->tlb_flushes},
+				    {"latch drops", e->dropped, c->dropped},
+				    {"guest NMIs taken", e->guest_nmis, c->guest_nmis},
+				    {"NMI-window control", e->window,
+				     (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0},
+				};
+				for (size_t k = 0; k < sizeof checks / sizeof checks[0] && !why[0];
+				     k++)
+					if (checks[k].want != NONE &&
+					    (unsigned long long)checks[k].want != checks[k].got)
+						snprintf(why, sizeof why,
+							 "%s = %llu, expected %lld", checks[k].what,
+							 checks[k].got, checks[k].want);
 			}
 		}
 		if (why[0]) {
