@@ -52,9 +52,9 @@ def minimize(args, env, crash):
     return out if os.path.exists(out) else crash
 
 
-def replay(args, env, path):
+def replay(args, env, path, prefix=None):
     """Run one input with the timeline on; returns the prefix of the written files."""
-    prefix = os.path.splitext(path)[0] if path.endswith(".bin") else path
+    prefix = prefix or (os.path.splitext(path)[0] if path.endswith(".bin") else path)
     env = dict(env, NMI_TIMELINE=prefix)
     subprocess.run([args.binary, path] + LIBFUZZER_FLAGS, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,12 +67,13 @@ def replay_command(args, env):
     if not os.path.isfile(path):
         print(f"replay: {path}: no such file", file=sys.stderr)
         return 2
+    # What a replay writes goes to build/replay/, never next to a kept input.
+    outdir = os.path.join("build", "replay")
+    os.makedirs(outdir, exist_ok=True)
+    prefix = os.path.join(outdir, os.path.splitext(os.path.basename(path))[0])
     if path.endswith(".nmi"):
-        svg = os.path.splitext(path)[0] + ".svg"
-        if not os.access(os.path.dirname(os.path.abspath(svg)), os.W_OK):
-            svg = os.path.join("build", os.path.basename(svg))
-        return subprocess.run([args.nmisim, "run", "--timeline", "--svg", svg, path]).returncode
-    prefix = replay(args, env, path)
+        return subprocess.run([args.nmisim, "run", "--timeline", "--svg", prefix + ".svg", path]).returncode
+    prefix = replay(args, env, path, prefix)
     if not os.path.exists(prefix + ".txt"):
         print(f"replay: {path} did not run (is it a fuzz input?)", file=sys.stderr)
         return 2
