@@ -86,6 +86,8 @@ static int cmd_run(int argc, char **argv)
 		}
 	}
 	int worst = 0;
+	unsigned long total_runs = 0, total_failures = 0, failing_files = 0;
+	double t_all = now();
 	for (int i = 0; i < nfiles; i++) {
 		const char *name = argv[optind + i];
 		struct sim_result r;
@@ -101,6 +103,9 @@ static int cmd_run(int argc, char **argv)
 			failures = r.failed;
 		}
 		double el = now() - t0;
+		total_runs += runs;
+		total_failures += failures;
+		failing_files += failures != 0;
 		if (failures) {
 			/* Replay the (first) failing schedule with the timeline on. */
 			sim_run(&failing, SIM_TIMELINE, &r);
@@ -129,6 +134,11 @@ static int cmd_run(int argc, char **argv)
 			}
 		}
 	}
+	if (nfiles > 1)
+		printf(
+		    "%lu schedules in %d scenarios [%s]: %lu failing (in %lu scenarios), %.3f s\n",
+		    total_runs, nfiles, nmi_variant_name, total_failures, failing_files,
+		    now() - t_all);
 	free(s);
 	return worst;
 }
