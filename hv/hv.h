@@ -52,7 +52,7 @@ struct percpu {
 	unsigned index; /* dense CPU number = nmi_cpu.id                   */
 	uint32_t apic_id;
 	volatile uint32_t online;
-	uint64_t vmcs_pa; /* current VMCS (VMX is future work): 0 = none   */
+	uint64_t vmcs_pa; /* current VMCS (vmx.c): 0 = none                 */
 	struct nmi_cpu nmi;
 	struct tss tss;
 	uint64_t gdt[7]; /* null, code64, data, code32, TSS (2 slots), pad */

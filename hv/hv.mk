@@ -4,8 +4,8 @@
 # Recipes stay one-liners: the logic lives in qemu/, scripts/ and tests/system/.
 
 HV_C_SRCS := main.c console.c cpu.c time.c lapic.c acpi.c smp.c cmdline.c \
-	platform_hv.c workload.c
-HV_S_SRCS := boot.S trampoline.S entry.S
+	platform_hv.c workload.c vmx.c ept.c guest_load.c vmx_exp.c
+HV_S_SRCS := boot.S trampoline.S entry.S vmx_entry.S vmx_exp_guest.S
 HV_OBJS := $(addprefix $(B)/hv/,$(HV_C_SRCS:.c=.o) $(HV_S_SRCS:.S=.o))
 HV_LDFLAGS := -nostdlib -static -no-pie -z max-page-size=0x1000 \
 	-Wl,--no-warn-rwx-segments -Wl,--build-id=none -T hv/linker.ld
@@ -14,7 +14,12 @@ HV_LDFLAGS := -nostdlib -static -no-pie -z max-page-size=0x1000 \
 CMDLINE ?= workload=selftest
 # CPUs for `make qemu` / `make bochs`.
 SMP ?= 2
-# Region for `make trace`: nmi (one NMI's journey) or mask-nmi-unmask.
+# `make bochs CMDLINE=workload=guest GUEST=build/final/guest.elf [GUEST_ARGS=...]`:
+# the guest kernel passed as the boot module and its command line (docs/vmx.md).
+GUEST ?=
+GUEST_ARGS ?=
+# Region for `make trace`: nmi (one NMI's journey), mask-nmi-unmask, or guest-nmi
+# (one guest NMI under VMX: exit, core, window exit, injection, guest handler).
 TRACE ?= nmi
 
 $(B)/hv/%.o: hv/%.c
@@ -53,19 +58,19 @@ qemu: $(B)/hv.elf
 	python3 qemu/run.py --kernel $< --cmdline "$(CMDLINE)" --smp $(SMP) --interactive \
 		$(if $(GDB),--gdb)
 
-test-qemu: $(B)/hv.elf
-	python3 tests/system/test_qemu.py --kernel $<
+test-qemu: $(B)/hv.elf $(B)/guest.elf
+	python3 tests/system/test_qemu.py --kernel $< --guest $(B)/guest.elf
 
-bochs: $(B)/hv.elf
+bochs: $(B)/hv.elf $(B)/guest.elf
 	python3 scripts/bochs-run.py --kernel $< --cmdline "$(CMDLINE)" --cpus $(SMP) \
-		--workdir $(B)/bochs
+		--workdir $(B)/bochs $(if $(GUEST),--module $(GUEST) --module-args "$(GUEST_ARGS)")
 
-test-bochs: $(B)/hv.elf
-	python3 tests/system/test_bochs.py --kernel $< --workdir $(B)/bochs-test
+test-bochs: $(B)/hv.elf $(B)/guest.elf
+	python3 tests/system/test_bochs.py --kernel $< --guest $(B)/guest.elf --workdir $(B)/bochs-test
 
-trace: $(B)/hv.elf $(B)/hv.sym
+trace: $(B)/hv.elf $(B)/hv.sym $(B)/guest.elf
 	python3 scripts/bochs-trace.py --kernel $< --symbols $(B)/hv.sym --region $(TRACE) \
-		--workdir $(B)/trace
+		--guest $(B)/guest.elf --workdir $(B)/trace
 
 # The seed's experiment: how long the racy-counter core survives an NMI flood
 # (QEMU: QMP inject-nmi on 1 CPU; Bochs: an IPI storm on 2).
@@ -75,3 +80,4 @@ bench-hv:
 	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) VARIANT=racy-counter $(HV_RACY)
 	python3 scripts/seed-experiment.py --kernel $(HV_RACY) --emulator qemu
 	python3 scripts/seed-experiment.py --kernel $(HV_RACY) --emulator bochs --runs 5
+include tests/guest/guest.mk

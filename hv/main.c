@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* main.c - BSP start-up in long mode, and the way out of the emulator. */
 #include "hv.h"
+#include "vmx.h"
 #include "x86.h"
 
 #define MB2_BOOT_MAGIC 0x36D76289u
@@ -22,6 +23,7 @@ _Noreturn void kmain(uint32_t magic, uint32_t info)
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		nmi_cpu_init(&percpu[i].nmi, i);
 	lapic_init(1);
+	vmx_cpu_init(); /* before the APs: they follow the BSP's verdict */
 	smp_boot();
 	workload_main();
 }

@@ -5,6 +5,7 @@
  * CPU indexes are dense: 0 is the BSP, then the APs in MADT order.
  */
 #include "hv.h"
+#include "vmx.h"
 #include "x86.h"
 
 #define ICR_INIT            0x00004500u /* INIT, level assert */
@@ -28,6 +29,7 @@ static _Noreturn void ap_entry(struct percpu *p)
 {
 	cpu_init(p, p->index, lapic_id());
 	lapic_init(0);
+	vmx_cpu_init();
 	__atomic_store_n(&p->online, 1, __ATOMIC_RELEASE);
 	workload_ap();
 	cpu_halt_forever();

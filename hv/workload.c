@@ -11,6 +11,9 @@
  *   trace-nmi, trace-mask   one NMI bracketed by Bochs magic breakpoints
  *   crash-pf, crash-assert  exercise the failure reports: a page fault, and
  *                           a core assertion (nested nmi_mask())
+ *   guest      run the boot module as a VMX guest on CPU 0 (vmx.c, docs/vmx.md)
+ *   vmx-exp    measure VMX NMI corner cases (vmx_exp.c)
+ *              (both: without VMX, say why and run selftest instead)
  *
  * Every CPU loops: nmi_mask(); touch per-CPU state; nmi_unmask(); then, per the
  * parameters, sends an NMI IPI (every `ipi` iterations) and requests a
@@ -20,6 +23,7 @@
  */
 #include "hv.h"
 #include "nmi_platform.h"
+#include "vmx.h"
 #include "x86.h"
 
 #define SETTLE_US  20000u
@@ -214,6 +218,8 @@ void workload_ap(void)
 	plat_this_cpu()->tlb_flush = count_flush;
 	while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE)) /* cfg is valid from here on */
 		cpu_pause();
+	if (streq(cfg.name, "guest"))
+		vmx_helper_ap();
 	if (cfg.name[0] == 't') /* trace-* */
 		trace_sender();
 	if (cfg.aps_halt) {
@@ -296,6 +302,17 @@ static void report(void)
 _Noreturn void workload_main(void)
 {
 	cfg.name = cmdline_str("workload", "selftest");
+	if (streq(cfg.name, "guest") || streq(cfg.name, "vmx-exp")) {
+		const char *why = vmx_unavailable();
+		if (!why && cfg.name[0] == 'v')
+			vmx_experiments(); /* the APs stay idle, waiting for `go` */
+		if (!why) {
+			__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+			vmx_run_guest();
+		}
+		kprintf("VMX unavailable: %s: running the host-side selftest instead\n", why);
+		cfg.name = "selftest";
+	}
 	int selftest = streq(cfg.name, "selftest");
 	int ipi_default = selftest                                                    ? 4
 			  : streq(cfg.name, "ipi-storm") || streq(cfg.name, "stress") ? 1

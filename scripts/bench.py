@@ -7,7 +7,8 @@
   3. steady-state execs/s of each fuzzing mode on final
   4. make explore time for the seed scenario (NMIS=1 and 2)
   5. with BENCH_HV=1: the seed's own experiment, a QMP NMI flood against the
-     racy-counter hypervisor in QEMU (make bench-hv)
+     racy-counter hypervisor in QEMU (make bench-hv), and the instruction counts of
+     one host NMI and of one guest NMI under VMX (make trace, Bochs)
   6. with BENCH_LONG=1: a 10-minute campaign on final
 
 Environment: BENCH_SEEDS (20), BENCH_SEED_TIMEOUT (30 s), BENCH_STRESS_NMIS (1000000).
@@ -122,6 +123,17 @@ def bench_hv():
     subprocess.run(["make", "-s", "bench-hv"])
 
 
+def bench_trace():
+    header("instructions per NMI on final (make trace, Bochs): host NMI; guest NMI from its "
+           "NMI exit to its handler")
+    for region in ("nmi", "guest-nmi"):
+        out = subprocess.run(["make", "-s", f"TRACE={region}", "trace"], capture_output=True,
+                             text=True).stdout
+        m = re.search(r"trace region \S+: (\d+) instructions.*\n\s+inside the NMI core: (\d+)", out)
+        print(f"  {region:9}: " + (f"{m[1]} instructions, {m[2]} in the core" if m else
+                                   "no figure (" + (out.strip().splitlines() or ["?"])[-1] + ")"))
+
+
 def bench_long():
     header("10-minute campaign on final")
     d = tempfile.mkdtemp(prefix="nmi-bench-")
@@ -143,6 +155,7 @@ def main():
     bench_explore()
     if os.environ.get("BENCH_HV"):
         bench_hv()
+        bench_trace()
     if os.environ.get("BENCH_LONG"):
         bench_long()
     if fuzz_median is not None:

@@ -83,8 +83,9 @@ def _stop(proc):
 
 
 def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c", "quit"),
-              iso=None, symbols=None):
-    """Boot `kernel` with `cmdline` (or a ready `iso`); `symbols`: an existing
+              iso=None, symbols=None, module=None, module_args=""):
+    """Boot `kernel` with `cmdline` (or a ready `iso`), `module` (a guest kernel,
+    command line `module_args`) as its boot module; `symbols`: an existing
     debug_symbols file (default: written from the kernel).  Returns a dict: result
     (RESULT line or None), serial (COM1 text), wall (seconds), timed_out,
     returncode, files."""
@@ -94,7 +95,7 @@ def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c",
              ("hv.iso", "serial.txt", "bochs.log", "debugger.log", "hv.sym", "bochs.rc",
               "stdout.txt")}
     if iso is None:
-        make_iso(kernel, cmdline, files["hv.iso"])
+        make_iso(kernel, cmdline, files["hv.iso"], module, module_args)
         iso = files["hv.iso"]
     if symbols:
         files["hv.sym"] = os.path.abspath(symbols)
@@ -157,8 +158,11 @@ def main():
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=180)
     ap.add_argument("--workdir", default="build/bochs")
+    ap.add_argument("--module", help="guest kernel passed as the boot module (workload=guest)")
+    ap.add_argument("--module-args", default="", help="the guest's command line")
     a = ap.parse_args()
-    r = run_bochs(a.kernel, a.cmdline, a.workdir, cpus=a.cpus, timeout=a.timeout)
+    r = run_bochs(a.kernel, a.cmdline, a.workdir, cpus=a.cpus, timeout=a.timeout,
+                  module=a.module, module_args=a.module_args)
     sys.stdout.write(r["serial"])
     print(f"bochs: {r['wall']:.1f} s wall, logs in {a.workdir}"
           + (" (TIMEOUT: killed)" if r["timed_out"] else ""))

@@ -7,6 +7,9 @@ Regions (--region, `make trace TRACE=...`):
                    back to the IRET (workload=trace-nmi; CPU 1 sends the NMI)
   mask-nmi-unmask  nmi_mask(), an NMI arriving and being deferred, nmi_unmask()
                    draining it (workload=trace-mask)
+  guest-nmi        one guest NMI under VMX: the NMI exit, the core, VMRESUME, the
+                   NMI-window exit, the injection, up to the guest handler's first
+                   instructions (workload=guest trace_nmi=1, --guest with `trace`)
 
 The kernel brackets the region with magic breakpoints; the debugger script is
 `c`, `trace on`, `c`, `trace off`, `c`, `quit`.  The traced lines are written to
@@ -26,7 +29,9 @@ _spec = importlib.util.spec_from_file_location("bochs_run", os.path.join(HERE, "
 bochs_run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bochs_run)
 
-REGIONS = {"nmi": "workload=trace-nmi", "mask-nmi-unmask": "workload=trace-mask"}
+REGIONS = {"nmi": "workload=trace-nmi", "mask-nmi-unmask": "workload=trace-mask",
+           "guest-nmi": "workload=guest trace_nmi=1"}
+GUEST_ARGS = {"guest-nmi": "trace"}  # regions that run the test guest, its command line
 RC = ("c", "trace on", "c", "trace off", "c", "quit")
 # (0).[86917733] [0x000000102874] 0008:0000000000102874 (nmi_host_entry+4): push rbx ; 53
 LINE_RE = re.compile(r"^\((\d+)\)\.\[(\d+)\] \[0x([0-9a-f]+)\] [0-9a-f]+:([0-9a-f]+) "
@@ -69,6 +74,17 @@ def summarize(lines, syms):
     return per_fn, in_core, path
 
 
+def guest_symbols(kernel, guest, path):
+    """The hypervisor's (at 1 MiB) and the guest's (at 16 MiB) symbols, written to
+    `path` as one Bochs symbol file; returns them as bochs_run.symbols() does."""
+    syms = sorted(bochs_run.symbols(kernel) + bochs_run.symbols(guest))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.writelines(f"{addr:016x} {name}\n" for addr, name, kind in syms
+                     if kind in "Tt" and name not in bochs_run.MARKERS)
+    return syms
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,10 +93,20 @@ def main():
     ap.add_argument("--region", default="nmi", choices=sorted(REGIONS))
     ap.add_argument("--workdir", default="build/trace")
     ap.add_argument("--timeout", type=float, default=180)
+    ap.add_argument("--guest", help="the test guest, for regions that run one")
     a = ap.parse_args()
 
+    syms = bochs_run.symbols(a.kernel)
+    module = None
+    if a.region in GUEST_ARGS:
+        if not a.guest:
+            sys.exit(f"trace: region {a.region} needs --guest")
+        module = a.guest
+        a.symbols = os.path.join(a.workdir, "hv+guest.sym")
+        syms = guest_symbols(a.kernel, a.guest, a.symbols)
     r = bochs_run.run_bochs(a.kernel, REGIONS[a.region], a.workdir, cpus=2, timeout=a.timeout,
-                            rc_commands=RC, symbols=a.symbols)
+                            rc_commands=RC, symbols=a.symbols, module=module,
+                            module_args=GUEST_ARGS.get(a.region, ""))
     if not (r["result"] or "").startswith("RESULT: PASS"):
         sys.stdout.write(r["serial"])
         sys.exit(f"trace: the traced run failed ({r['result'] or 'no RESULT line'})")
@@ -91,7 +117,7 @@ def main():
     with open(trace_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
-    per_fn, in_core, path = summarize(lines, bochs_run.symbols(a.kernel))
+    per_fn, in_core, path = summarize(lines, syms)
     total = sum(per_fn.values())
     print(f"trace region {a.region}: {total} instructions on CPU "
           f"{LINE_RE.match(lines[0]).group(1)} ({r['wall']:.1f} s wall)")

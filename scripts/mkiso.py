@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Make a GRUB rescue ISO that boots the hypervisor with `multiboot2` and a command line."""
+"""Make a GRUB rescue ISO that boots the hypervisor with `multiboot2` and a command line,
+optionally with a guest kernel as its boot module (`module2`, read by hv/guest_load.c)."""
 import argparse
 import os
 import shutil
@@ -12,17 +13,22 @@ GRUB_CFG = """set timeout=0
 set default=0
 menuentry "hv" {{
     multiboot2 /boot/hv.elf {cmdline}
-    boot
+{module}    boot
 }}
 """
 
 
-def make_iso(kernel, cmdline, out):
+def make_iso(kernel, cmdline, out, module=None, module_args=""):
+    """`module`: a guest kernel, passed with `module_args` as its command line."""
     with tempfile.TemporaryDirectory(prefix="hv-iso-") as root:
         os.makedirs(os.path.join(root, "boot", "grub"))
         shutil.copy(kernel, os.path.join(root, "boot", "hv.elf"))
+        mod = ""
+        if module:
+            shutil.copy(module, os.path.join(root, "boot", "guest.elf"))
+            mod = f"    module2 /boot/guest.elf guest.elf {module_args}\n"
         with open(os.path.join(root, "boot", "grub", "grub.cfg"), "w") as f:
-            f.write(GRUB_CFG.format(cmdline=cmdline))
+            f.write(GRUB_CFG.format(cmdline=cmdline, module=mod))
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         r = subprocess.run(["grub-mkrescue", "-o", out, root], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
@@ -34,9 +40,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kernel", required=True)
     ap.add_argument("--cmdline", default="workload=selftest")
+    ap.add_argument("--module", help="guest kernel passed as the boot module")
+    ap.add_argument("--module-args", default="", help="the guest's command line")
     ap.add_argument("-o", "--output", required=True)
     a = ap.parse_args()
-    make_iso(a.kernel, a.cmdline, a.output)
+    make_iso(a.kernel, a.cmdline, a.output, a.module, a.module_args)
 
 
 if __name__ == "__main__":

@@ -157,8 +157,42 @@ def failure_report(kernel, smp, workload, want_result, want_lines):
         return result
 
 
-def tests(k):
+def guest_alone(guest, smp):
+    """The test guest as a plain multiboot kernel (no hypervisor): its own checks."""
+    with Qemu(guest, "", smp=smp, timeout=30) as vm:
+        vm.wait_exit()
+        out = vm.output()
+    m = re.search(r"^GUEST: DONE passed=(\d+) failed=(\d+)", out, re.M)
+    if not m:
+        raise Failed("no GUEST: DONE line; last output:\n" + "\n".join(out.splitlines()[-10:]))
+    fails = re.findall(r"^GUEST: FAIL .*$", out, re.M)
+    if fails or int(m.group(2)):
+        raise Failed("; ".join(fails) or m.group(0))
+    return f"{m.group(1)} guest checks passed"
+
+
+def vmx_run(kernel, guest, smp, workload="guest"):
+    """workload=guest (the test guest as module) or vmx-exp.  Without VMX (TCG)
+    the hypervisor must say why and pass its host-side selftest instead."""
+    with Qemu(kernel, f"workload={workload}", smp=smp, timeout=60,
+              extra_args=("-initrd", guest) if guest else ()) as vm:
+        result = judge(vm)
+        out = vm.output()
+    m = re.search(r"^VMX unavailable: (.*?)(?:: running the host-side selftest instead)?$",
+                  out, re.M)
+    if m:
+        raise Skip(f"VMX unavailable: {m.group(1)} (host-side fallback: {result})")
+    if not result.startswith(f"RESULT: PASS vmx-{'guest' if guest else 'exp'}"):
+        raise Failed(result)
+    return result[len("RESULT: PASS "):]
+
+
+def tests(k, guest):
     return [
+        ("guest-standalone-smp1", lambda: guest_alone(guest, 1)),
+        ("guest-standalone-smp2", lambda: guest_alone(guest, 2)),
+        ("vmx-guest-smp2", lambda: vmx_run(k, guest, 2)),
+        ("vmx-exp-smp1", lambda: vmx_run(k, None, 1, "vmx-exp")),
         ("selftest-smp1", lambda: selfrun(k, 1, "workload=selftest")),
         ("selftest-smp4", lambda: selfrun(k, 4, "workload=selftest")),
         ("iso-multiboot2-smp2", lambda: iso_boot(k, 2)),
@@ -187,6 +221,7 @@ def tests(k):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kernel", required=True)
+    ap.add_argument("--guest", help="the test guest (default: guest.elf next to the kernel)")
     ap.add_argument("-k", "--filter", default="", help="run tests whose name contains this")
     a = ap.parse_args()
     have_qemu = shutil.which("qemu-system-x86_64") is not None
@@ -194,7 +229,8 @@ def main():
         accel_args()
     passed = failed = skipped = 0
     start = time.monotonic()
-    for name, fn in tests(a.kernel):
+    guest = a.guest or os.path.join(os.path.dirname(a.kernel), "guest.elf")
+    for name, fn in tests(a.kernel, guest):
         if a.filter not in name:
             continue
         if not have_qemu:

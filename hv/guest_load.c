@@ -1,0 +1,262 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * guest_load.c - load a multiboot v1 kernel passed to the hypervisor as its first
+ * boot module (GRUB `module`/`module2`, QEMU -initrd) and give it what a multiboot
+ * v1 loader gives: the image at its physical address, and multiboot information
+ * (memory sizes, a memory map, the command line = the module's string).
+ *
+ * The memory map marks the hypervisor's image reserved: the guest's EPT does not
+ * map it either (ept.c).  The information lives at GUEST_MBI_PA, low memory the
+ * hypervisor no longer uses once its APs are up.
+ */
+#include "hv.h"
+#include "vmx.h"
+#include "x86.h"
+
+#define MB1_BOOT_MAGIC   0x2BADB002u
+#define MB2_BOOT_MAGIC   0x36D76289u
+#define MB1_HEADER_MAGIC 0x1BADB002u
+#define MB1_SEARCH       8192u
+#define MB1_FLAG_ADDRS   (1u << 16)
+#define MB1_INFO_MEM     (1u << 0)
+#define MB1_INFO_CMDLINE (1u << 2)
+#define MB1_INFO_MODS    (1u << 3)
+#define MB1_INFO_MMAP    (1u << 6)
+#define MB2_TAG_MODULE   3u
+#define MB2_TAG_MMAP     6u
+
+#define GUEST_MBI_PA  0x5000u /* one page: info, map, command line */
+#define MAX_MAP       32
+#define E820_RAM      1u
+#define E820_RESERVED 2u
+
+extern uint32_t boot_magic, boot_info; /* boot.S: what the loader passed */
+
+struct mb1_info {
+	uint32_t flags, mem_lower, mem_upper, boot_device, cmdline, mods_count, mods_addr;
+	uint32_t syms[4], mmap_length, mmap_addr;
+} __attribute__((packed));
+
+struct mb1_mmap {
+	uint32_t size; /* of the rest of the entry */
+	uint64_t base, len;
+	uint32_t type;
+} __attribute__((packed));
+
+struct region {
+	uint64_t base, len;
+	uint32_t type;
+};
+
+static struct region host_map[MAX_MAP];
+static unsigned host_map_n;
+
+static void map_add(struct region *m, unsigned *n, uint64_t base, uint64_t len, uint32_t type)
+{
+	if (len && *n < MAX_MAP)
+		m[(*n)++] = (struct region){base, len, type};
+}
+
+/* The first module ([*lo, *hi), string) and the firmware memory map. */
+static int find_module(uint64_t *lo, uint64_t *hi, const char **name)
+{
+	int found = 0;
+	if (boot_magic == MB1_BOOT_MAGIC) {
+		const struct mb1_info *mi = phys_ptr(boot_info);
+		if ((mi->flags & MB1_INFO_MODS) && mi->mods_count) {
+			const uint32_t *mod = phys_ptr(mi->mods_addr);
+			*lo = mod[0];
+			*hi = mod[1];
+			*name = mod[2] ? phys_ptr(mod[2]) : "";
+			found = 1;
+		}
+		if (mi->flags & MB1_INFO_MMAP)
+			for (uint32_t off = 0; off < mi->mmap_length;) {
+				const struct mb1_mmap *e = phys_ptr(mi->mmap_addr + off);
+				map_add(host_map, &host_map_n, e->base, e->len, e->type);
+				off += e->size + 4;
+			}
+	} else if (boot_magic == MB2_BOOT_MAGIC) {
+		const uint8_t *p = (const uint8_t *)phys_ptr(boot_info) + 8;
+		const uint8_t *end = p + *(const uint32_t *)phys_ptr(boot_info) - 8;
+		while (p < end) {
+			const uint32_t *tag = (const uint32_t *)p;
+			if (tag[0] == 0)
+				break;
+			if (tag[0] == MB2_TAG_MODULE && !found) {
+				*lo = tag[2];
+				*hi = tag[3];
+				*name = (const char *)&tag[4];
+				found = 1;
+			}
+			if (tag[0] == MB2_TAG_MMAP)
+				for (uint32_t off = 16; off + tag[2] <= tag[1]; off += tag[2]) {
+					const uint8_t *e = p + off;
+					map_add(host_map, &host_map_n, *(const uint64_t *)e,
+						*(const uint64_t *)(e + 8),
+						*(const uint32_t *)(e + 16));
+				}
+			p += (tag[1] + 7) & ~7u;
+		}
+	}
+	return found;
+}
+
+static void copy(uint64_t dst, const uint8_t *src, uint64_t n)
+{
+	uint8_t *d = phys_ptr(dst);
+	for (uint64_t i = 0; i < n; i++)
+		d[i] = src[i];
+}
+
+static void zero(uint64_t dst, uint64_t n)
+{
+	uint8_t *d = phys_ptr(dst);
+	for (uint64_t i = 0; i < n; i++)
+		d[i] = 0;
+}
+
+static int overlaps(uint64_t a, uint64_t b, uint64_t lo, uint64_t hi)
+{
+	return a < hi && lo < b;
+}
+
+/* ELF32 program headers, for a multiboot kernel without the address fields. */
+static int load_elf32(const uint8_t *img, uint64_t size, struct guest_image *g)
+{
+	const uint32_t *eh = (const uint32_t *)img;
+	if (size < 52 || eh[0] != 0x464C457Fu || img[4] != 1) {
+		kprintf(
+		    "vmx: guest module is neither an a.out-kludge nor an ELF32 multiboot kernel\n");
+		return -1;
+	}
+	uint32_t phoff = eh[7];
+	uint16_t phentsize = *(const uint16_t *)(img + 42), phnum = *(const uint16_t *)(img + 44);
+	g->entry = eh[6];
+	g->load_lo = 0xFFFFFFFFu;
+	g->load_hi = 0;
+	for (unsigned i = 0; i < phnum; i++) {
+		const uint32_t *ph = (const uint32_t *)(img + phoff + i * phentsize);
+		if (ph[0] != 1) /* PT_LOAD */
+			continue;
+		uint32_t off = ph[1], pa = ph[3], filesz = ph[4], memsz = ph[5];
+		if (off + (uint64_t)filesz > size)
+			return kprintf("vmx: guest ELF segment beyond the module\n"), -1;
+		copy(pa, img + off, filesz);
+		zero(pa + filesz, memsz - filesz);
+		if (pa < g->load_lo)
+			g->load_lo = pa;
+		if (pa + memsz > g->load_hi)
+			g->load_hi = pa + memsz;
+	}
+	return 0;
+}
+
+/* The guest's memory map: the firmware's, with the hypervisor's image reserved. */
+static unsigned guest_map(struct mb1_mmap *out, uint64_t hv_lo, uint64_t hv_hi, uint32_t *upper_kb)
+{
+	struct region m[MAX_MAP];
+	unsigned n = 0;
+	for (unsigned i = 0; i < host_map_n; i++) {
+		struct region r = host_map[i];
+		if (r.type != E820_RAM || !overlaps(r.base, r.base + r.len, hv_lo, hv_hi)) {
+			map_add(m, &n, r.base, r.len, r.type);
+			continue;
+		}
+		uint64_t end = r.base + r.len;
+		if (r.base < hv_lo)
+			map_add(m, &n, r.base, hv_lo - r.base, E820_RAM);
+		map_add(m, &n, hv_lo, hv_hi - hv_lo, E820_RESERVED);
+		if (end > hv_hi)
+			map_add(m, &n, hv_hi, end - hv_hi, E820_RAM);
+	}
+	*upper_kb = 0;
+	for (unsigned i = 0; i < n; i++) {
+		out[i] = (struct mb1_mmap){sizeof out[i] - 4, m[i].base, m[i].len, m[i].type};
+		/* mem_upper: RAM contiguous from 1 MiB, which the hole ends at once. */
+		if (m[i].type == E820_RAM && m[i].base <= 0x100000 &&
+		    m[i].base + m[i].len > 0x100000)
+			*upper_kb = (uint32_t)((m[i].base + m[i].len - 0x100000) >> 10);
+	}
+	return n;
+}
+
+int guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
+{
+	uint64_t mod_lo, mod_hi;
+	const char *name;
+	if (!find_module(&mod_lo, &mod_hi, &name)) {
+		kprintf("vmx: no boot module: pass the guest kernel with GRUB `module2` or QEMU "
+			"-initrd\n");
+		return -1;
+	}
+	const uint8_t *img = phys_ptr(mod_lo);
+	uint64_t size = mod_hi - mod_lo;
+
+	/* The multiboot v1 header: 4-byte aligned in the first 8 KiB. */
+	const uint32_t *h = 0;
+	uint32_t hoff = 0;
+	for (; hoff + 32 <= size && hoff < MB1_SEARCH; hoff += 4) {
+		const uint32_t *w = (const uint32_t *)(img + hoff);
+		if (w[0] == MB1_HEADER_MAGIC && w[0] + w[1] + w[2] == 0) {
+			h = w;
+			break;
+		}
+	}
+	if (!h) {
+		kprintf("vmx: guest module \"%s\" has no multiboot v1 header\n", name);
+		return -1;
+	}
+	if (h[1] & MB1_FLAG_ADDRS) {
+		/* a.out kludge: [load_addr, load_end) from the file, zero to bss_end. */
+		uint32_t header_addr = h[3], load = h[4], load_end = h[5], bss_end = h[6];
+		uint64_t file_off = hoff - (uint64_t)(header_addr - load);
+		uint64_t len = (load_end ? load_end : load + size - file_off) - load;
+		if (file_off + len > size) {
+			kprintf("vmx: guest multiboot header's load range exceeds the module\n");
+			return -1;
+		}
+		g->entry = h[7];
+		g->load_lo = load;
+		g->load_hi = bss_end > load + len ? bss_end : (uint32_t)(load + len);
+		if (overlaps(g->load_lo, g->load_hi, hv_lo, hv_hi) ||
+		    overlaps(g->load_lo, g->load_hi, mod_lo, mod_hi))
+			goto clash;
+		copy(load, img + file_off, len);
+		zero(load + len, g->load_hi - (load + len));
+	} else {
+		if (load_elf32(img, size, g) != 0)
+			return -1;
+		if (overlaps(g->load_lo, g->load_hi, hv_lo, hv_hi))
+			goto clash;
+	}
+
+	/* Multiboot information: [info][map][command line] in one low page. */
+	struct mb1_info *mi = phys_ptr(GUEST_MBI_PA);
+	struct mb1_mmap *map = (struct mb1_mmap *)(mi + 1);
+	uint32_t upper_kb;
+	unsigned n = guest_map(map, hv_lo, hv_hi, &upper_kb);
+	char *cmd = (char *)(map + n);
+	unsigned i = 0;
+	for (; name[i] && i < 255; i++)
+		cmd[i] = name[i];
+	cmd[i] = 0;
+	*mi = (struct mb1_info){
+	    .flags = MB1_INFO_MEM | MB1_INFO_CMDLINE | (n ? MB1_INFO_MMAP : 0),
+	    .mem_lower = 639,
+	    .mem_upper = upper_kb,
+	    .cmdline = (uint32_t)(uintptr_t)cmd,
+	    .mmap_length = n * (uint32_t)sizeof *map,
+	    .mmap_addr = (uint32_t)(uintptr_t)map,
+	};
+	g->mbi = GUEST_MBI_PA;
+	g->name = cmd;
+	kprintf("vmx: guest \"%s\": image [0x%x, 0x%x) entry 0x%x, %u memory-map entries, "
+		"hypervisor [0x%lx, 0x%lx) reserved\n",
+		cmd, g->load_lo, g->load_hi, g->entry, n, hv_lo, hv_hi);
+	return 0;
+clash:
+	kprintf("vmx: guest image [0x%x, 0x%x) overlaps the hypervisor or its own module\n",
+		g->load_lo, g->load_hi);
+	return -1;
+}

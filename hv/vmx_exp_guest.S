@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmx_exp_guest.S - "run the guest until its next VM exit" for the VMX NMI experiments
+ * (vmx_exp.c), and the experiments' guest code.
+ *
+ * uint64_t exp_run(int resume, struct guest_regs *r): enters the guest with the
+ * registers in *r (VMLAUNCH, or VMRESUME when `resume`), and returns 0 at its next
+ * VM exit with the guest's registers back in *r, as if the entry were a call.
+ * Returns the RFLAGS of a failed entry (CF or ZF set) otherwise.  The exit lands on
+ * exp_exit_entry (the VMCS host RIP) on a scratch stack and switches back to the
+ * stack exp_run saved.  No NMI-core involvement: no guest is attached.
+ */
+	.text
+	.globl exp_run, exp_exit_entry
+exp_run:
+	pushq %rbx
+	pushq %rbp
+	pushq %r12
+	pushq %r13
+	pushq %r14
+	pushq %r15
+	movq %rsp, exp_host_rsp(%rip)
+	movq %rsi, exp_regs(%rip)
+	testl %edi, %edi		/* flags survive the movs below */
+	movq 8(%rsi), %rbx
+	movq 16(%rsi), %rcx
+	movq 24(%rsi), %rdx
+	movq 40(%rsi), %rdi
+	movq 48(%rsi), %rbp
+	movq 56(%rsi), %r8
+	movq 64(%rsi), %r9
+	movq 72(%rsi), %r10
+	movq 80(%rsi), %r11
+	movq 88(%rsi), %r12
+	movq 96(%rsi), %r13
+	movq 104(%rsi), %r14
+	movq 112(%rsi), %r15
+	movq 0(%rsi), %rax
+	movq 32(%rsi), %rsi
+	jnz 1f
+	vmlaunch
+	jmp 2f
+1:	vmresume
+2:	pushfq				/* the entry failed */
+	popq %rax
+	jmp 3f
+
+exp_exit_entry:
+	pushq %rax
+	movq exp_regs(%rip), %rax
+	movq %rbx, 8(%rax)
+	movq %rcx, 16(%rax)
+	movq %rdx, 24(%rax)
+	movq %rsi, 32(%rax)
+	movq %rdi, 40(%rax)
+	movq %rbp, 48(%rax)
+	movq %r8, 56(%rax)
+	movq %r9, 64(%rax)
+	movq %r10, 72(%rax)
+	movq %r11, 80(%rax)
+	movq %r12, 88(%rax)
+	movq %r13, 96(%rax)
+	movq %r14, 104(%rax)
+	movq %r15, 112(%rax)
+	popq %rbx
+	movq %rbx, 0(%rax)
+	movq exp_host_rsp(%rip), %rsp
+	xorl %eax, %eax
+3:	popq %r15
+	popq %r14
+	popq %r13
+	popq %r12
+	popq %rbp
+	popq %rbx
+	ret
+
+	.bss
+	.align 8
+exp_host_rsp:	.quad 0
+exp_regs:	.quad 0
+
+/*
+ * The guest's code: copied to a low page outside the hypervisor, so only relative
+ * jumps and calls.  Every snippet ends in VMCALL (exit reason 18: "it got there").
+ */
+	.section .rodata
+	.code32
+	.globl exp_guest_start, exp_guest_end, g_vmcall, g_loop, g_iret, g_iret_after
+	.globl g_selfnmi, g_handler
+exp_guest_start:
+g_vmcall:			/* VMCALL at once */
+	vmcall
+	jmp g_vmcall
+g_loop:				/* spin, then VMCALL */
+	movl $20000, %ecx
+1:	decl %ecx
+	jnz 1b
+	vmcall
+	jmp g_loop
+g_iret:				/* spin, IRET to the next instruction, spin, VMCALL */
+	movl $20000, %ecx
+1:	decl %ecx
+	jnz 1b
+	pushfl
+	pushl $0x08
+	call 2f
+2:	addl $(g_iret_after - 2b), (%esp)
+	iret
+g_iret_after:
+	movl $20000, %ecx
+3:	decl %ecx
+	jnz 3b
+	vmcall
+	jmp g_iret_after
+g_selfnmi:			/* an NMI to APIC ID 0 through the LAPIC, spin, VMCALL */
+	movl $0, 0xFEE00310
+	movl $0x4400, 0xFEE00300
+	movl $20000, %ecx
+1:	decl %ecx
+	jnz 1b
+	vmcall
+	jmp g_selfnmi
+g_handler:			/* vector 2: VMCALL as its first instruction, then IRET */
+	vmcall
+	iret
+exp_guest_end:
+	.code64
+
+	.section .note.GNU-stack, "", @progbits
