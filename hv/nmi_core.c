@@ -186,6 +186,25 @@ void nmi_vmexit_nmi_window(void)
 	update_window(c); /* a spurious window exit just corrects the control */
 }
 
+/* SDM: an exit during the delivery of an NMI leaves virtual-NMI blocking clear
+ * and the NMI undelivered.  It was counted as injected when it was queued, and it
+ * still is owed to the guest exactly once: queue the same injection again, with no
+ * change to the books, so nothing is lost and nothing is counted twice. */
+int nmi_vmexit_vectoring(uint32_t idt_vectoring_info)
+{
+	struct nmi_cpu *c = plat_this_cpu();
+
+	NMI_ASSERT(c->masked);
+	if (!(idt_vectoring_info & INTR_INFO_VALID) ||
+	    (idt_vectoring_info & INTR_INFO_TYPE_MASK) != INTR_INFO_TYPE_NMI)
+		return 0;
+	NMI_ASSERT(c->guest_present);
+	NMI_ASSERT(!(plat_vmcs_read(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID));
+	plat_vmcs_write(VMCS_ENTRY_INTR_INFO, INTR_INFO_NMI);
+	c->guest_reinjected++;
+	return 1;
+}
+
 void nmi_guest_attach(void)
 {
 	struct nmi_cpu *c = plat_this_cpu();

@@ -30,6 +30,8 @@
 #define PROC_NMI_WINDOW_EXITING     (1u << 22)
 #define INTR_INFO_VALID             (1u << 31)
 #define INTR_INFO_NMI               0x80000202u /* valid, type 2 (NMI), vector 2 */
+#define INTR_INFO_TYPE_MASK         (7u << 8)
+#define INTR_INFO_TYPE_NMI          (2u << 8)
 #define GUEST_INTR_BLOCK_NMI        (1u << 3)
 
 /* Hardware-like caps on guest NMIs that wait for an NMI window. */
@@ -76,6 +78,7 @@ struct nmi_cpu {
 	uint64_t guest_accepted; /* guest NMIs made pending                          */
 	uint64_t guest_coalesced; /* guest NMIs dropped by the 2/1 cap                */
 	uint64_t guest_injected; /* NMIs injected at an NMI-window exit              */
+	uint64_t guest_reinjected; /* queued again after an exit interrupted delivery */
 	uint64_t host_consumed; /* guest-owned NMIs with no guest to take them      */
 	uint64_t tlb_flushes; /* flush callbacks run while parked                 */
 	uint64_t quiesce_rounds; /* stop-the-world rounds this CPU requested         */
@@ -118,6 +121,12 @@ void nmi_host_entry(void);
 void nmi_vmexit_nmi(void);
 /* An NMI-window VM exit (reason 8).  Masked context.  Injects one pending NMI. */
 void nmi_vmexit_nmi_window(void);
+
+/* Any VM exit whose IDT-vectoring information is valid (an exit in the middle of
+ * delivering an event).  Masked context.  When the event was an NMI the core
+ * injected, it was not delivered: queue it again.  Returns nonzero when it did;
+ * other event types are the caller's to re-inject. */
+int nmi_vmexit_vectoring(uint32_t idt_vectoring_info);
 
 /* ---- Guest NMI control (masked context) ----------------------------------------- */
 /* A VMCS is now loaded on this CPU / about to be dropped. */

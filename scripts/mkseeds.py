@@ -8,7 +8,7 @@ import os
 import sys
 
 OPS = {"mask": 0, "unmask": 1, "crit": 2, "nmi": 4, "enter": 7, "exit": 8, "giret": 9,
-       "block": 11, "unblock": 12, "quiesce": 13, "run": 14}
+       "block": 11, "unblock": 12, "quiesce": 13, "run": 14, "fault": 15}
 
 SEEDS = {
     "crit": (1, ["cpu0 crit"]),
@@ -22,6 +22,7 @@ SEEDS = {
     "quiesce-flush-guest": (2, ["cpu1 enter", "cpu0 quiesce flush", "cpu1 run", "cpu0 run"]),
     "quiesce-masked": (2, ["cpu1 mask", "cpu0 quiesce", "cpu1 unmask @2", "cpu0 run"]),
     "two-quiesce": (2, ["cpu0 quiesce", "cpu1 quiesce", "cpu0 run", "cpu1 run"]),
+    "delivery-fault": (1, ["cpu0 enter", "cpu0 fault", "cpu0 nmi", "cpu0 nmi", "cpu0 giret"]),
 }
 
 

@@ -187,6 +187,11 @@ static void run_op(struct sim_cpu *c, const struct sim_step *s)
 			CORE(nmi_guest_unblock());
 		CORE(nmi_unmask());
 		break;
+	case OP_FAULT:
+		c->fault_armed = 1;
+		if (tl_enabled())
+			tl_event(c->id, 0, "armed: the next NMI delivery meets an EPT violation");
+		break;
 	case OP_QUIESCE: {
 		if (!host || !unmasked)
 			return ignored(c, host ? "masked" : "in guest mode");
@@ -354,6 +359,8 @@ static void reset_machine(unsigned ncpus)
 		c->sent = c->delivered = c->dropped = 0;
 		c->in_guest = c->exit_pending = 0;
 		c->guest_nmis = c->nmi_exits = c->window_exits = c->entries = 0;
+		c->fault_armed = 0;
+		c->vectoring = 0;
 		c->guest_in_nmi = 0;
 		c->stepping = 0;
 		c->vmcs = (struct sim_vmcs){.pin = PIN_NMI_EXITING | PIN_VIRTUAL_NMIS};

@@ -54,6 +54,8 @@ struct sim_cpu {
 	uint64_t guest_nmis; /* guest NMI handler entries (injections taken) */
 	uint64_t nmi_exits, window_exits, entries;
 	int guest_in_nmi; /* guest is inside its NMI handler              */
+	int fault_armed; /* the next NMI delivery exits midway (OP_FAULT)  */
+	uint32_t vectoring; /* IDT-vectoring information of the pending exit */
 
 	/* Trap-flag stepping for the current step. */
 	volatile int stepping;

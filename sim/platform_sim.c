@@ -424,6 +424,19 @@ void sim_vmentry(struct sim_cpu *c)
 			return;
 		}
 		c->vmcs.entry_intr &= ~(uint64_t)INTR_INFO_VALID; /* consumed by the entry */
+		if (c->fault_armed) {
+			/* Delivery starts and faults (EPT violation on the guest's IDT):
+			 * a VM exit with the NMI in the IDT-vectoring information, and no
+			 * virtual-NMI blocking, since nothing was delivered. */
+			c->fault_armed = 0;
+			c->vectoring = INTR_INFO_NMI;
+			c->in_guest = 1;
+			if (tl_enabled())
+				tl_event(c->id, 0,
+					 "VM entry injects NMI: its delivery faults, VM "
+					 "exit (EPT violation), IDT-vectoring = NMI");
+			return;
+		}
 		c->vmcs.guest_intr |= GUEST_INTR_BLOCK_NMI;
 		c->guest_nmis++;
 		c->guest_in_nmi = 1;
@@ -450,6 +463,16 @@ void sim_process_exits(struct sim_cpu *c)
 		if (n > 64 && M.deterministic) {
 			sim_fail("cpu%u: VM exit storm (64 exits without guest progress)", c->id);
 			return;
+		}
+		if (c->vectoring) {
+			uint32_t info = c->vectoring;
+			c->vectoring = 0;
+			exit_begin(c);
+			CORE(nmi_mask());
+			CORE(nmi_vmexit_vectoring(info));
+			CORE(nmi_unmask());
+			sim_vmentry(c);
+			continue;
 		}
 		if (c->exit_pending) {
 			c->exit_pending = 0;

@@ -14,6 +14,7 @@
  *                                 address; nmi@* at every boundary, one run each
  *     cpu1 quiesce flush          stop-the-world with TLB flush
  *     cpu1 run                    let a spinning CPU run on
+ *     cpu0 fault                  the next NMI injection's delivery exits midway
  *
  * A malformed line is rejected with its number and nothing runs.
  */
@@ -29,7 +30,7 @@
 static const char *const op_names[OP__COUNT] = {
     [OP_MASK] = "mask",       [OP_UNMASK] = "unmask",   [OP_CRIT] = "crit",   [OP_NMI] = "nmi",
     [OP_ENTER] = "enter",     [OP_EXIT] = "exit",       [OP_GIRET] = "giret", [OP_BLOCK] = "block",
-    [OP_UNBLOCK] = "unblock", [OP_QUIESCE] = "quiesce", [OP_RUN] = "run",
+    [OP_UNBLOCK] = "unblock", [OP_QUIESCE] = "quiesce", [OP_RUN] = "run",     [OP_FAULT] = "fault",
 };
 
 const char *sched_op_name(unsigned op)
@@ -161,7 +162,7 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 		if (op == OP__COUNT)
 			return fail(err, errlen, lineno,
 				    "unknown operation '%s' (mask unmask crit nmi "
-				    "enter exit giret block unblock quiesce run)",
+				    "enter exit giret block unblock quiesce run fault)",
 				    words[1]);
 		st->op = (uint8_t)op;
 		for (unsigned i = 2; i < nw; i++) {

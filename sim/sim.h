@@ -41,6 +41,8 @@ enum sim_op {
 	OP_UNBLOCK, /* ... and unblocks them                                        */
 	OP_QUIESCE, /* stop-the-world round (arg 1: parked CPUs flush their TLB)    */
 	OP_RUN, /* let a CPU that is spinning run on                            */
+	OP_FAULT, /* the next NMI injection here is interrupted by a VM exit (an EPT
+		   * violation on the guest's IDT) and must be queued again     */
 	OP__COUNT
 };
 

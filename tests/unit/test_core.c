@@ -67,6 +67,9 @@ static const struct tcase cases[] = {
      "cpu0 enter\ncpu0 exit\ncpu0 block\ncpu0 enter\ncpu0 nmi\ncpu0 exit\ncpu0 unblock\ncpu0 "
      "enter\n",
      0, NULL, E(.injected = 1, .pending = 0, .guest_nmis = 1, .window = 0)},
+    {"an exit during NMI delivery: the NMI is queued again and taken once",
+     "cpu0 enter\ncpu0 fault\ncpu0 nmi\n", 0, NULL,
+     E(.injected = 1, .guest_nmis = 1, .pending = 0, .window = 0)},
     {"stop-the-world parks the other CPU once",
      "cpus 2\ncpu0 quiesce\ncpu1 run\ncpu0 run\ncpu1 run\n", 0, NULL,
      E(.cpu = 1, .parks = 1, .direct = 1, .host = 0)},
