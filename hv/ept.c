@@ -9,6 +9,7 @@
  * 2 MiB pages everywhere except the 2 MiB regions the hole touches, which get 4 KiB
  * page tables that leave the hole's pages not-present.  Memory type WB below
  * 3 GiB and UC above, as the hypervisor's own page tables (boot.S) have it.
+ * ept_set_page() takes single pages out and puts them back (HC_EPT_LAZY, vmx.c).
  */
 #include "hv.h"
 #include "vmx.h"
@@ -17,6 +18,7 @@
 #define EPT_LARGE  (1ull << 7)
 #define EPT_MT_UC  (0ull << 3)
 #define EPT_MT_WB  (6ull << 3)
+#define EPT_MT     (7ull << 3) /* the memory-type field */
 #define EPTP_WALK4 (3ull << 3) /* page-walk length - 1 */
 #define EPTP_MT_WB 6ull
 #define EPTP_MT_UC 0ull
@@ -31,13 +33,19 @@
 
 #define MIB2    (2ull << 20)
 #define UC_FROM (3ull << 30)
-#define MAX_PT  8 /* the hole may span 8 2-MiB regions (16 MiB) */
+#define MAX_PT  9 /* the hole may span 8 2-MiB regions (16 MiB); one for ept_set_page */
 
 static uint64_t pml4[512] __attribute__((aligned(4096)));
 static uint64_t pdpt[512] __attribute__((aligned(4096)));
 static uint64_t pd[4][512] __attribute__((aligned(4096)));
 static uint64_t pt[MAX_PT][512] __attribute__((aligned(4096)));
+static unsigned npt; /* page tables in use */
 static int invept_ok;
+
+static uint64_t memory_type(uint64_t pa)
+{
+	return pa >= UC_FROM ? EPT_MT_UC : EPT_MT_WB;
+}
 
 uint64_t ept_build(uint64_t hv_lo, uint64_t hv_hi, uint64_t cap, const char **why)
 {
@@ -51,13 +59,13 @@ uint64_t ept_build(uint64_t hv_lo, uint64_t hv_hi, uint64_t cap, const char **wh
 	}
 	invept_ok = (cap & CAP_INVEPT) && (cap & CAP_INVEPT_ALL);
 
-	unsigned npt = 0;
+	npt = 0;
 	pml4[0] = (uint64_t)pdpt | EPT_RWX;
 	for (unsigned g = 0; g < 4; g++) {
 		pdpt[g] = (uint64_t)pd[g] | EPT_RWX;
 		for (unsigned i = 0; i < 512; i++) {
 			uint64_t base = ((uint64_t)g << 30) | ((uint64_t)i << 21);
-			uint64_t mt = base >= UC_FROM ? EPT_MT_UC : EPT_MT_WB;
+			uint64_t mt = memory_type(base);
 			if (base + MIB2 <= hv_lo || base >= hv_hi) {
 				pd[g][i] = base | EPT_RWX | EPT_LARGE | mt;
 				continue;
@@ -71,6 +79,26 @@ uint64_t ept_build(uint64_t hv_lo, uint64_t hv_hi, uint64_t cap, const char **wh
 		}
 	}
 	return (uint64_t)pml4 | EPTP_WALK4 | ((cap & CAP_WB) ? EPTP_MT_WB : EPTP_MT_UC);
+}
+
+int ept_set_page(uint64_t gpa, int present)
+{
+	if (gpa >= (4ull << 30))
+		return -1;
+	uint64_t *pde = &pd[gpa >> 30][(gpa >> 21) & 511];
+	if (*pde & EPT_LARGE) { /* split the 2 MiB page into 512 equal 4 KiB ones */
+		if (npt == MAX_PT)
+			return -1;
+		uint64_t *t = pt[npt++];
+		uint64_t base = *pde & ~(MIB2 - 1), flags = *pde & (EPT_RWX | EPT_MT);
+		for (unsigned j = 0; j < 512; j++)
+			t[j] = (base + ((uint64_t)j << 12)) | flags;
+		*pde = (uint64_t)t | EPT_RWX;
+	}
+	uint64_t *t = (uint64_t *)(*pde & ~0xFFFull);
+	uint64_t pa = gpa & ~0xFFFull;
+	t[(gpa >> 12) & 511] = present ? (pa | EPT_RWX | memory_type(pa)) : 0;
+	return 0;
 }
 
 /* Type 2 (all contexts): the descriptor's EPTP is ignored. */

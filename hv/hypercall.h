@@ -30,6 +30,17 @@
 #define HC_NMI_JOB 3u
 /* -> EAX = work items of the current job still to do (0: done) */
 #define HC_NMI_POLL 4u
+/* EBX = guest-physical address: its 4 KiB page becomes not-present in the EPT
+ * until the guest's next access to it, which the hypervisor resolves by mapping it
+ * again and resuming (re-injecting an event whose delivery that exit interrupted).
+ * -> EAX = 0, or HC_ERROR (hypervisor memory, a page already out, or a second
+ * guest CPU already started: its cached translations would not be flushed) */
+#define HC_EPT_LAZY 5u
+/* ECX = count: run `count` stop-the-world rounds from the calling CPU now (an EPT
+ * flush on every other one) while the other guest CPUs run; returns when done.
+ * -> EAX = 0, or HC_ERROR (a CPU that cannot be parked: one still waiting for
+ * its start-up IPI) */
+#define HC_QUIESCE 6u
 
 /* Send `count` NMIs to the caller's CPU, each only after the previous one was
  * injected into the guest. */

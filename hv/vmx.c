@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vmx.c - VMX root operation on every CPU and one guest on the BSP.
+ * vmx.c - VMX root operation on every CPU and one guest on the BSP, or with
+ * `guest_smp=1` on every CPU.
  *
  * The guest is a multiboot v1 kernel (guest_load.c), entered in flat 32-bit
- * protected mode with paging off (unrestricted guest + EPT, ept.c).  I/O ports,
- * the LAPIC and every MSR read pass through; MSR writes, CR0/CR4 changes to the
- * bits VMX fixes, and every exit this file does not know stop the guest with a
- * state dump.  The hypervisor then says why, proves it still runs (one
+ * protected mode with paging off (unrestricted guest + EPT, ept.c).  With
+ * `guest_smp=1` every AP gets its own VMCS for the same guest, entered in the
+ * wait-for-SIPI activity state: the guest's own SIPI starts it (a SIPI exit puts
+ * it in real mode at the vector's page; an INIT exit sends it back to waiting).
+ * I/O ports, the LAPIC and every MSR read pass through; MSR writes, CR0/CR4
+ * changes to the bits VMX fixes, and every exit this file does not know stop the
+ * guest with a state dump.  The hypervisor then says why, proves it still runs (one
  * stop-the-world round), checks the NMI core's conservation laws, and ends the
  * run with a RESULT line.
  *
@@ -17,6 +21,8 @@
  * to nmi_vmexit_nmi() (which leaves the exit's NMI blocking with an IRET), an
  * NMI-window exit to nmi_vmexit_nmi_window() (which injects one pending NMI).
  * There is no cached VMCS: the VMCS the core writes is the one VMRESUME uses.
+ * An exit that interrupted the delivery of an event delivers it again at the next
+ * entry: the core re-queues its own NMI injections, this file re-injects the rest.
  */
 #include "hv.h"
 #include "hypercall.h"
@@ -30,6 +36,7 @@
 #define MSR_VMX_PROCBASED     0x482u
 #define MSR_VMX_EXIT          0x483u
 #define MSR_VMX_ENTRY         0x484u
+#define MSR_VMX_MISC          0x485u
 #define MSR_VMX_CR0_FIXED0    0x486u
 #define MSR_VMX_CR0_FIXED1    0x487u
 #define MSR_VMX_CR4_FIXED0    0x488u
@@ -57,7 +64,16 @@
 
 #define INTR_TYPE(info)            (((info) >> 8) & 7u)
 #define INTR_TYPE_NMI              2u
+#define INTR_TYPE_SOFT_INT         4u /* INT n */
+#define INTR_TYPE_PRIV_SOFT_EXC    5u /* INT1 */
+#define INTR_TYPE_SOFT_EXC         6u /* INT3, INTO */
+#define INTR_INFO_ERRCODE          (1u << 11)
+#define INTR_INFO_ENTRY_BITS       0x80000FFFu /* what VM-entry interruption info may hold */
+#define EPT_QUAL_NMI_UNBLOCKED     (1ull << 12) /* the faulting IRET had unblocked NMIs */
+#define MISC_WAIT_FOR_SIPI         (1ull << 8) /* IA32_VMX_MISC: activity state 3 allowed */
+#define ACTIVITY_WAIT_FOR_SIPI     3u
 #define INTERRUPTIBILITY_STI_MOVSS 3u
+#define INTERRUPTIBILITY_SMI       (1u << 2)
 #define JOB_NMI_TIMEOUT_US         1000000u
 #define SETTLE_US                  20000u
 
@@ -77,12 +93,31 @@ static const char *unavailable_why;
 static uint32_t vmx_cpus; /* CPUs in VMX root operation */
 static uint32_t revision;
 static uint32_t pin_ctls, proc_ctls, proc2_ctls, exit_ctls, entry_ctls;
-static uint64_t ept_cap;
+static uint64_t ept_cap, vmx_misc;
 
-/* The guest run (BSP). */
+/* The guest run.  Each CPU writes only its own row of the per-CPU arrays. */
 static uint64_t hv_lo, hv_hi;
-static uint64_t exits[64];
+static uint64_t exits[MAX_CPUS][64]; /* [62]: reasons >= 62; [63]: every exit */
+static uint64_t reinjected[MAX_CPUS]; /* non-NMI events delivered again */
+static uint32_t quiesce_owed[MAX_CPUS]; /* HC_QUIESCE rounds to run before VMRESUME */
 static uint64_t bad_hypercalls;
+/* guest_smp=1: the BSP publishes the EPT pointer once the guest is loaded; the
+ * APs wait for it.  0 until then (and for good without guest_smp). */
+static int guest_smp;
+static volatile uint64_t guest_eptp;
+/* A guest CPU in wait-for-SIPI takes no NMI (only a SIPI ends that state; Bochs
+ * 2.7 holds NMIs there), so stop-the-world could never park it.  Set by the BSP for
+ * every AP before it publishes guest_eptp, cleared by that AP's SIPI exit. */
+static volatile uint32_t waiting_for_sipi[MAX_CPUS];
+/* This CPU's guest was started by a SIPI exit (Bochs 2.7 leaves it SMI-masked). */
+static uint32_t started_by_sipi[MAX_CPUS];
+/* Nonzero while this CPU has a guest VMCS attached to the core. */
+static volatile uint32_t in_guest[MAX_CPUS];
+/* The run is ending: every other guest CPU detaches at its next exit. */
+static volatile uint32_t guest_stopping;
+static volatile uint32_t finishing; /* one CPU judges the run */
+/* HC_EPT_LAZY: the page now out of the EPT (0: none), and pages put back. */
+static uint64_t lazy_page, lazy_restored;
 static struct {
 	int done; /* the guest called HC_DONE */
 	uint32_t passed, failed, nmis; /* what it reported */
@@ -205,6 +240,7 @@ static const char *check_capabilities(void)
 			   "entry controls")))
 		return why;
 	ept_cap = rdmsr(MSR_VMX_EPT_VPID_CAP);
+	vmx_misc = rdmsr(MSR_VMX_MISC);
 	return NULL;
 }
 
@@ -262,8 +298,8 @@ void vmx_cpu_init(void)
 	if (p->index == 0)
 		kprintf(
 		    "vmx: VMX root operation (VMCS revision 0x%x; pin 0x%x proc 0x%x proc2 0x%x "
-		    "exit 0x%x entry 0x%x)\n",
-		    revision, pin_ctls, proc_ctls, proc2_ctls, exit_ctls, entry_ctls);
+		    "exit 0x%x entry 0x%x misc 0x%lx)\n",
+		    revision, pin_ctls, proc_ctls, proc2_ctls, exit_ctls, entry_ctls, vmx_misc);
 }
 
 const char *vmx_unavailable(void)
@@ -440,28 +476,82 @@ static void check_core(void)
 	      rounds * (ncpus - 1));
 }
 
-/* The guest is gone (detached, mask dropped).  Show that the hypervisor still
- * works, check the books, judge the run against `guest_expect=` and leave. */
+/* Every CPU can be parked by a stop-the-world NMI: none waits for its SIPI. */
+static int all_parkable(void)
+{
+	for (unsigned i = 0; i < ncpus; i++)
+		if (__atomic_load_n(&waiting_for_sipi[i], __ATOMIC_ACQUIRE))
+			return 0;
+	return 1;
+}
+
+/* guest_smp=1: make every other CPU that runs the guest leave it (an NMI forces
+ * an exit; its handler sees guest_stopping, detaches and idles unmasked), so the
+ * books are still when check_core() reads them.  A CPU in wait-for-SIPI cannot
+ * be forced out (NMIs blocked), but it makes no exits either: its books are still. */
+static void stop_other_guest_cpus(unsigned me)
+{
+	__atomic_store_n(&guest_stopping, 1, __ATOMIC_SEQ_CST);
+	for (unsigned i = 0; i < ncpus; i++) {
+		if (i == me || waiting_for_sipi[i])
+			continue;
+		uint64_t deadline = time_us() + JOB_NMI_TIMEOUT_US;
+		while (__atomic_load_n(&in_guest[i], __ATOMIC_ACQUIRE) && time_us() < deadline) {
+			plat_send_nmi(i);
+			udelay(1000);
+		}
+		if (in_guest[i]) {
+			failures++;
+			kprintf("check FAILED: guest cpu %u did not leave the guest\n", i);
+		}
+	}
+}
+
+/* The guest is gone from this CPU (detached, mask dropped).  Stop it on the other
+ * CPUs, show that the hypervisor still works, check the books, judge the run
+ * against `guest_expect=` and leave.  The first CPU here judges; any other one
+ * idles unmasked (parkable). */
 static _Noreturn void finish(const char *why)
 {
-	kprintf("vmx: guest stopped: %s; the hypervisor keeps running\n", why);
+	unsigned me = this_percpu()->index;
+	if (__atomic_exchange_n(&finishing, 1, __ATOMIC_SEQ_CST))
+		for (;;)
+			cpu_pause();
+	kprintf("vmx: guest stopped on cpu %u: %s; the hypervisor keeps running\n", me, why);
 	while (__atomic_load_n(&job.active, __ATOMIC_ACQUIRE))
 		cpu_pause(); /* a job in flight ends on its own (bounded waits) */
-	if (ncpus > 1) {
+	stop_other_guest_cpus(me);
+	if (ncpus > 1 && all_parkable()) {
 		nmi_quiesce_begin();
 		nmi_quiesce_end(1);
 		kprintf("vmx: host stop-the-world round after the guest stopped: ok\n");
+	} else if (ncpus > 1) {
+		kprintf("vmx: no stop-the-world round: a guest CPU still waits for its SIPI\n");
 	}
 	udelay(SETTLE_US);
+	uint64_t sum[64] = {0}, redelivered = 0, nmis_requeued = 0;
+	for (unsigned i = 0; i < ncpus; i++) {
+		for (unsigned k = 0; k < 64; k++)
+			sum[k] += exits[i][k];
+		redelivered += reinjected[i];
+		nmis_requeued += percpu[i].nmi.guest_reinjected;
+	}
 	kprintf(
-	    "vmx: exits: nmi %lu nmi-window %lu cpuid %lu vmcall %lu (bad %lu) ept %lu total %lu\n",
-	    exits[EXIT_EXCEPTION_NMI], exits[EXIT_NMI_WINDOW], exits[EXIT_CPUID],
-	    exits[EXIT_VMCALL], bad_hypercalls, exits[EXIT_EPT_VIOLATION], exits[63]);
+	    "vmx: exits: nmi %lu nmi-window %lu cpuid %lu vmcall %lu (bad %lu) ept %lu init %lu "
+	    "sipi %lu total %lu\n",
+	    sum[EXIT_EXCEPTION_NMI], sum[EXIT_NMI_WINDOW], sum[EXIT_CPUID], sum[EXIT_VMCALL],
+	    bad_hypercalls, sum[EXIT_EPT_VIOLATION], sum[EXIT_INIT], sum[EXIT_SIPI], sum[63]);
+	kprintf("vmx: interrupted event delivery: NMIs re-queued by the core %lu, other events "
+		"re-injected %lu; lazy EPT pages mapped again %lu\n",
+		nmis_requeued, redelivered, lazy_restored);
 	kprintf("vmx: helper jobs: nmis_sent=%lu nmis_lost=%lu quiesce_rounds=%lu\n", job.nmis_sent,
 		job.nmis_lost, job.rounds);
 	check_core();
 	check(job.nmis_lost == 0, "helper NMIs all injected", 1, job.nmis_lost, 0);
 
+	unsigned guest_cpus = 0;
+	for (unsigned i = 0; i < ncpus; i++)
+		guest_cpus += (i == 0 || guest_smp) && !waiting_for_sipi[i];
 	const char *expect = cmdline_str("guest_expect", "done");
 	int ok;
 	if (expect[0] == 'e') { /* ept: the isolation test */
@@ -483,10 +573,10 @@ static _Noreturn void finish(const char *why)
 			why, outcome.passed, outcome.failed, failures);
 		hv_exit(1);
 	}
-	kprintf("RESULT: PASS vmx-guest cpus=%u guest passed=%u failed=%u nmis=%u injected=%lu "
-		"exits=%lu\n",
-		ncpus, outcome.passed, outcome.failed, outcome.nmis, percpu[0].nmi.guest_injected,
-		exits[63]);
+	kprintf("RESULT: PASS vmx-guest cpus=%u guest_cpus=%u guest passed=%u failed=%u nmis=%u "
+		"injected=%lu exits=%lu\n",
+		ncpus, guest_cpus, outcome.passed, outcome.failed, outcome.nmis,
+		percpu[0].nmi.guest_injected, sum[63]);
 	hv_exit(0);
 }
 
@@ -495,14 +585,15 @@ static _Noreturn void finish(const char *why)
 static _Noreturn void stop(const char *why)
 {
 	nmi_guest_detach();
+	__atomic_store_n(&in_guest[this_percpu()->index], 0, __ATOMIC_RELEASE);
 	nmi_unmask();
 	finish(why);
 }
 
 _Noreturn void vmx_entry_failed(uint64_t rflags)
 {
-	kprintf("vmx: VMRESUME failed (rflags 0x%lx, VM-instruction error %lu)\n", rflags,
-		(rflags & 0x40) ? vmr(VMCS_INSTR_ERROR) : 0);
+	kprintf("vmx: cpu %u: VMRESUME failed (rflags 0x%lx, VM-instruction error %lu)\n",
+		this_percpu()->index, rflags, (rflags & 0x40) ? vmr(VMCS_INSTR_ERROR) : 0);
 	dump_guest(0);
 	nmi_mask();
 	stop("VM entry failed");
@@ -518,6 +609,27 @@ static void skip_instruction(void)
 	if (intr & INTERRUPTIBILITY_STI_MOVSS)
 		vmx_write(VMCS_GUEST_INTERRUPTIBILITY,
 			  intr & ~(uint64_t)INTERRUPTIBILITY_STI_MOVSS);
+}
+
+/* The exit interrupted the delivery of an event (IDT-vectoring information valid,
+ * SDM vol. 3, "Information for VM Exits During Event Delivery"): the event did not
+ * happen, the guest state is as before it.  Deliver it again at the next VM entry.
+ * An NMI is the core's (it injected it): the core queues it again.  Anything else
+ * is re-injected here, the one write to the injection field outside the core; it
+ * is free, since the VM entry before this exit consumed any earlier injection. */
+static void redeliver(uint32_t vectoring)
+{
+	if (nmi_vmexit_vectoring(vectoring))
+		return;
+	uint32_t type = INTR_TYPE(vectoring);
+	vmx_write(VMCS_ENTRY_INTR_INFO, vectoring & INTR_INFO_ENTRY_BITS);
+	if (vectoring & INTR_INFO_ERRCODE)
+		vmx_write(VMCS_ENTRY_EXC_ERRCODE, vmr(VMCS_IDT_VECTORING_ERR));
+	/* INT n, INT1, INT3, INTO: the entry pushes RIP + length as the return address. */
+	if (type == INTR_TYPE_SOFT_INT || type == INTR_TYPE_PRIV_SOFT_EXC ||
+	    type == INTR_TYPE_SOFT_EXC)
+		vmx_write(VMCS_ENTRY_INSTR_LEN, vmr(VMCS_EXIT_INSTR_LEN));
+	reinjected[this_percpu()->index]++;
 }
 
 static void exit_cpuid(struct guest_regs *r)
@@ -542,14 +654,41 @@ static void exit_cpuid(struct guest_regs *r)
 	r->rdx = d;
 }
 
-/* Start a job on CPU 1 (masked context: only plain stores, CPU 1 polls). */
+/* Start a job on CPU 1 (masked context: only plain stores, CPU 1 polls).  With
+ * guest_smp=1 CPU 1 runs the guest: there is no helper. */
 static uint32_t start_job(uint32_t kind, uint32_t count)
 {
-	if (ncpus < 2 || job.active || (kind != HC_JOB_NMIS && kind != HC_JOB_QUIESCE))
+	if (ncpus < 2 || guest_smp || job.active || (kind != HC_JOB_NMIS && kind != HC_JOB_QUIESCE))
 		return HC_ERROR;
 	job.kind = kind;
 	job.remaining = count;
 	__atomic_store_n(&job.active, 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* HC_EPT_LAZY: take one guest page out of the EPT until the guest touches it.
+ * Only while no other guest CPU has run: this CPU's INVEPT is the only flush. */
+static uint32_t ept_lazy(uint64_t gpa)
+{
+	uint64_t page = gpa & ~0xFFFull;
+	for (unsigned i = 1; i < ncpus; i++)
+		if (guest_smp && !waiting_for_sipi[i])
+			return HC_ERROR;
+	if (lazy_page || !page || (page < hv_hi && page + 0x1000 > hv_lo) ||
+	    ept_set_page(page, 0) != 0)
+		return HC_ERROR;
+	ept_flush();
+	lazy_page = page;
+	return 0;
+}
+
+/* HC_QUIESCE: the rounds run after this exit's nmi_unmask() (run_owed_rounds);
+ * refused while a CPU could not be parked. */
+static uint32_t owe_rounds(uint32_t count)
+{
+	if (!all_parkable())
+		return HC_ERROR;
+	quiesce_owed[this_percpu()->index] = count;
 	return 0;
 }
 
@@ -572,22 +711,102 @@ static void exit_vmcall(struct guest_regs *r)
 	case HC_NMI_POLL:
 		ret = __atomic_load_n(&job.active, __ATOMIC_ACQUIRE) ? job.remaining + 1 : 0;
 		break;
+	case HC_EPT_LAZY: ret = ept_lazy((uint32_t)r->rbx); break;
+	case HC_QUIESCE: ret = owe_rounds((uint32_t)r->rcx); break;
 	default: bad_hypercalls++; ret = HC_ERROR;
 	}
 	r->rax = ret;
 }
 
-static _Noreturn void exit_ept_violation(struct guest_regs *r)
+static void exit_ept_violation(struct guest_regs *r, uint32_t vectoring)
 {
-	uint64_t q = vmr(VMCS_EXIT_QUAL);
+	uint64_t q = vmr(VMCS_EXIT_QUAL), gpa = vmr(VMCS_GUEST_PHYS_ADDR);
+	if (lazy_page && (gpa & ~0xFFFull) == lazy_page) {
+		ept_set_page(lazy_page, 1);
+		ept_flush();
+		kprintf("vmx: lazy EPT page 0x%lx mapped again (guest rip 0x%lx, idt-vectoring "
+			"0x%x)\n",
+			lazy_page, vmr(VMCS_GUEST_RIP), vectoring);
+		lazy_page = 0;
+		lazy_restored++;
+		/* An IRET that faulted after it had unblocked virtual NMIs runs again:
+		 * its blocking must be back (SDM vol. 3, "Exit Qualification for EPT
+		 * Violations", bit 12). */
+		if ((q & EPT_QUAL_NMI_UNBLOCKED) && !(vectoring & INTR_INFO_VALID))
+			vmx_write(VMCS_GUEST_INTERRUPTIBILITY,
+				  vmr(VMCS_GUEST_INTERRUPTIBILITY) | GUEST_INTR_BLOCK_NMI);
+		return;
+	}
 	outcome.ept_violation = 1;
-	outcome.ept_gpa = vmr(VMCS_GUEST_PHYS_ADDR);
-	kprintf("vmx: EPT violation: guest-physical 0x%lx (%s%s%s), guest rip 0x%lx%s\n",
-		outcome.ept_gpa, (q & 1) ? "read" : "", (q & 2) ? "write" : "",
-		(q & 4) ? "fetch" : "", vmr(VMCS_GUEST_RIP),
-		outcome.ept_gpa >= hv_lo && outcome.ept_gpa < hv_hi ? " (hypervisor memory)" : "");
+	outcome.ept_gpa = gpa;
+	kprintf("vmx: EPT violation: guest-physical 0x%lx (%s%s%s), guest rip 0x%lx%s\n", gpa,
+		(q & 1) ? "read" : "", (q & 2) ? "write" : "", (q & 4) ? "fetch" : "",
+		vmr(VMCS_GUEST_RIP), gpa >= hv_lo && gpa < hv_hi ? " (hypervisor memory)" : "");
 	dump_guest(r);
 	stop("EPT violation");
+}
+
+/* INIT (reason 3): the guest CPU goes back to wait-for-SIPI, as a bare AP does on
+ * INIT (the SIPI that starts it sets its registers).  Interruptibility is cleared:
+ * an INIT ends every blocking, and Bochs 2.7 reports blocking by SMI here, which
+ * would fail the next VM entry.  Under Bochs 2.7 an INIT to a guest CPU is never
+ * consumed: every later entry in the active state exits again for it
+ * (docs/emulator-deviations.md); the test guest therefore starts its APs with
+ * SIPIs alone, which the wait-for-SIPI state they are entered in allows. */
+static void exit_init(void)
+{
+	vmx_write(VMCS_GUEST_INTERRUPTIBILITY, 0);
+	vmx_write(VMCS_GUEST_ACTIVITY, ACTIVITY_WAIT_FOR_SIPI);
+	__atomic_store_n(&waiting_for_sipi[this_percpu()->index], 1, __ATOMIC_RELEASE);
+}
+
+/* SIPI (reason 4): the guest CPU leaves wait-for-SIPI as a bare CPU does after
+ * INIT-SIPI: real mode, CS = vector << 8 (base vector << 12), IP = 0, interrupts
+ * off.  Unrestricted guest lets it run real mode natively. */
+static void exit_sipi(void)
+{
+	unsigned me = this_percpu()->index;
+	uint64_t vector = vmr(VMCS_EXIT_QUAL) & 0xFF;
+	uint64_t fixed0 = rdmsr(MSR_VMX_CR0_FIXED0) & ~(CR0_PE | CR0_PG);
+	uint64_t cr0 = (fixed0 | CR0_ET) & rdmsr(MSR_VMX_CR0_FIXED1);
+	vmx_write(VMCS_GUEST_CR0, cr0);
+	vmx_write(VMCS_CR0_SHADOW, cr0);
+	for (unsigned i = 0; i < 6; i++) { /* ES CS SS DS FS GS: 16-bit, 64 KiB */
+		uint64_t sel = i == 1 ? vector << 8 : 0;
+		vmx_write(VMCS_GUEST_ES_SEL + 2 * i, sel);
+		vmx_write(VMCS_GUEST_ES_BASE + 2 * i, sel << 4);
+		vmx_write(VMCS_GUEST_ES_LIMIT + 2 * i, 0xFFFF);
+		vmx_write(VMCS_GUEST_ES_AR + 2 * i, i == 1 ? 0x9B : 0x93);
+	}
+	vmx_write(VMCS_GUEST_GDTR_BASE, 0);
+	vmx_write(VMCS_GUEST_GDTR_LIMIT, 0xFFFF);
+	vmx_write(VMCS_GUEST_IDTR_BASE, 0);
+	vmx_write(VMCS_GUEST_IDTR_LIMIT, 0x3FF);
+	vmx_write(VMCS_GUEST_RIP, 0);
+	vmx_write(VMCS_GUEST_RSP, 0);
+	vmx_write(VMCS_GUEST_RFLAGS, 0x2);
+	vmx_write(VMCS_GUEST_INTERRUPTIBILITY, 0);
+	vmx_write(VMCS_GUEST_ACTIVITY, 0);
+	/* Bochs 2.7 masks NMIs (and INIT, SMI) when it enters wait-for-SIPI and
+	 * a SIPI exit does not unmask them; a host IRET ends the NMI mask.  On a
+	 * CPU that follows the SDM this IRET changes nothing: no NMI blocking is
+	 * left after a SIPI exit.  The SMI mask: vmx_exit_handler(). */
+	plat_nmi_iret();
+	started_by_sipi[me] = 1;
+	__atomic_store_n(&waiting_for_sipi[me], 0, __ATOMIC_RELEASE);
+	kprintf("vmx: cpu %u: SIPI vector 0x%lx: guest CPU starts in real mode at 0x%lx\n", me,
+		vector, vector << 12);
+}
+
+/* Run the stop-the-world rounds an HC_QUIESCE asked for.  Unmasked, as
+ * nmi_quiesce_begin() wants; the other guest CPUs keep running their guest until
+ * an NMI exit parks them. */
+static void run_owed_rounds(unsigned me)
+{
+	for (; quiesce_owed[me]; quiesce_owed[me]--) {
+		nmi_quiesce_begin();
+		nmi_quiesce_end((int)(quiesce_owed[me] & 1)); /* INVEPT every other round */
+	}
 }
 
 /* Every VM exit, on this CPU's exit stack, with the guest's registers in `r`.
@@ -595,26 +814,29 @@ static _Noreturn void exit_ept_violation(struct guest_regs *r)
 void vmx_exit_handler(struct guest_regs *r)
 {
 	nmi_mask();
+	unsigned me = this_percpu()->index;
 	uint32_t reason = (uint32_t)vmr(VMCS_EXIT_REASON);
 	uint32_t basic = reason & 0xFFFF;
-	exits[basic < 63 ? basic : 62]++; /* 62: reasons >= 62; 63: every exit */
-	exits[63]++;
+	exits[me][basic < 63 ? basic : 62]++;
+	exits[me][63]++;
 	if (reason & EXIT_REASON_ENTRY_FAIL) {
-		kprintf("vmx: VM entry failed, exit reason 0x%x (33: invalid guest state)\n",
-			reason);
+		kprintf(
+		    "vmx: cpu %u: VM entry failed, exit reason 0x%x (33: invalid guest state)\n",
+		    me, reason);
 		dump_guest(r);
 		stop("VM entry failure");
 	}
-	/* An exit in the middle of delivering an event (IDT-vectoring information
-	 * valid) would need that event re-injected, which this hypervisor does not
-	 * do: stop the guest, unless the exit stops it anyway. */
-	if ((vmr(VMCS_IDT_VECTORING_INFO) & INTR_INFO_VALID) && basic != EXIT_EPT_VIOLATION &&
-	    basic != EXIT_TRIPLE_FAULT) {
-		kprintf("vmx: exit %u interrupted event delivery; re-injection is not supported\n",
-			basic);
-		dump_guest(r);
-		stop("exit during event delivery");
+	if (started_by_sipi[me]) {
+		/* Bochs 2.7 reports the SMI mask it kept from wait-for-SIPI as
+		 * blocking by SMI, which VM entry rejects outside SMM (reason 33). */
+		uint64_t intr = vmr(VMCS_GUEST_INTERRUPTIBILITY);
+		if (intr & INTERRUPTIBILITY_SMI)
+			vmx_write(VMCS_GUEST_INTERRUPTIBILITY,
+				  intr & ~(uint64_t)INTERRUPTIBILITY_SMI);
 	}
+	uint32_t vectoring = (uint32_t)vmr(VMCS_IDT_VECTORING_INFO);
+	if ((vectoring & INTR_INFO_VALID) && basic != EXIT_TRIPLE_FAULT)
+		redeliver(vectoring);
 	switch (basic) {
 	case EXIT_EXCEPTION_NMI:
 		if (INTR_TYPE(vmr(VMCS_EXIT_INTR_INFO)) != INTR_TYPE_NMI) {
@@ -639,7 +861,9 @@ void vmx_exit_handler(struct guest_regs *r)
 		exit_vmcall(r);
 		skip_instruction();
 		break;
-	case EXIT_EPT_VIOLATION: exit_ept_violation(r);
+	case EXIT_EPT_VIOLATION: exit_ept_violation(r, vectoring); break;
+	case EXIT_INIT: exit_init(); break;
+	case EXIT_SIPI: exit_sipi(); break;
 	case EXIT_TRIPLE_FAULT:
 		kprintf("vmx: guest triple fault (shutdown)\n");
 		dump_guest(r);
@@ -649,7 +873,16 @@ void vmx_exit_handler(struct guest_regs *r)
 		dump_guest(r);
 		stop("unhandled exit");
 	}
+	if (__atomic_load_n(&guest_stopping, __ATOMIC_ACQUIRE)) {
+		/* Another CPU ends the run (finish()): leave the guest for good. */
+		nmi_guest_detach();
+		__atomic_store_n(&in_guest[me], 0, __ATOMIC_RELEASE);
+		nmi_unmask();
+		for (;;)
+			cpu_pause(); /* unmasked: parkable */
+	}
 	nmi_unmask();
+	run_owed_rounds(me);
 }
 
 /* ---- Running the guest -------------------------------------------------------------- */
@@ -667,6 +900,25 @@ uint64_t vmx_build_ept(const char **why)
 	return ept_build(hv_lo, hv_hi, ept_cap, why);
 }
 
+/* The current VMCS is set up: attach it to the core and enter the guest. */
+static _Noreturn void launch(uint64_t rax, uint64_t rbx)
+{
+	unsigned me = this_percpu()->index;
+	plat_this_cpu()->tlb_flush = flush_ept;
+	ept_flush();
+	/* From here the core reads and writes this VMCS (NMI window, injection). */
+	nmi_mask();
+	nmi_guest_attach();
+	__atomic_store_n(&in_guest[me], 1, __ATOMIC_RELEASE);
+	nmi_unmask();
+	uint64_t rflags = vmx_launch(rax, rbx);
+	kprintf("vmx: cpu %u: VMLAUNCH failed (rflags 0x%lx, VM-instruction error %lu)\n", me,
+		rflags, (rflags & 0x40) ? vmr(VMCS_INSTR_ERROR) : 0);
+	dump_guest(0);
+	nmi_mask();
+	stop("VMLAUNCH failed");
+}
+
 _Noreturn void vmx_run_guest(void)
 {
 	struct guest_image g;
@@ -680,25 +932,50 @@ _Noreturn void vmx_run_guest(void)
 		kprintf("RESULT: FAIL vmx-guest: %s\n", why);
 		hv_exit(1);
 	}
+	guest_smp = cmdline_u64("guest_smp", 0) != 0;
+	if (guest_smp && !(vmx_misc & MISC_WAIT_FOR_SIPI)) {
+		kprintf("RESULT: FAIL vmx-guest: guest_smp=1 needs the wait-for-SIPI activity "
+			"state, IA32_VMX_MISC 0x%lx lacks it (bit 8)\n",
+			vmx_misc);
+		hv_exit(1);
+	}
 	vmx_setup_vmcs(&g, eptp);
-	plat_this_cpu()->tlb_flush = flush_ept;
-	ept_flush();
-
 	/* trace_nmi=1: the first NMI exit starts a `make trace TRACE=guest-nmi` region. */
 	this_percpu()->trace_nmi = (uint32_t)cmdline_u64("trace_nmi", 0);
-	/* From here the core reads and writes this VMCS (NMI window, injection). */
-	nmi_mask();
-	nmi_guest_attach();
-	nmi_unmask();
-	kprintf("vmx: entering the guest at 0x%x (EPT pointer 0x%lx) on CPU 0 only; the other "
-		"CPUs stay the hypervisor's\n",
-		g.entry, eptp);
-	uint64_t rflags = vmx_launch(0x2BADB002u, g.mbi);
-	kprintf("vmx: VMLAUNCH failed (rflags 0x%lx, VM-instruction error %lu)\n", rflags,
-		(rflags & 0x40) ? vmr(VMCS_INSTR_ERROR) : 0);
-	dump_guest(0);
-	nmi_mask();
-	stop("VMLAUNCH failed");
+	if (guest_smp) {
+		for (unsigned i = 1; i < ncpus; i++)
+			waiting_for_sipi[i] = 1;
+		__atomic_store_n(&guest_eptp, eptp, __ATOMIC_RELEASE);
+		/* A SIPI that finds its CPU still in VMX root operation is lost: let
+		 * every AP reach its VMLAUNCH before the guest can send one. */
+		uint64_t deadline = time_us() + JOB_NMI_TIMEOUT_US;
+		for (unsigned i = 1; i < ncpus; i++)
+			while (!__atomic_load_n(&in_guest[i], __ATOMIC_ACQUIRE)) {
+				if (time_us() > deadline) {
+					kprintf("RESULT: FAIL vmx-guest: cpu %u never entered its "
+						"guest\n",
+						i);
+					hv_exit(1);
+				}
+				cpu_pause();
+			}
+	}
+	kprintf("vmx: entering the guest at 0x%x (EPT pointer 0x%lx) on CPU 0; %s\n", g.entry, eptp,
+		guest_smp ? "the other CPUs wait for the guest's SIPI"
+			  : "the other CPUs stay the hypervisor's");
+	launch(0x2BADB002u, g.mbi);
+}
+
+/* guest_smp=1, an AP: its own VMCS for the guest, entered in wait-for-SIPI. */
+static _Noreturn void run_guest_ap(void)
+{
+	uint64_t eptp;
+	while (!(eptp = __atomic_load_n(&guest_eptp, __ATOMIC_ACQUIRE)))
+		cpu_pause(); /* unmasked: parkable */
+	const struct guest_image none = {0};
+	vmx_setup_vmcs(&none, eptp);
+	vmx_write(VMCS_GUEST_ACTIVITY, ACTIVITY_WAIT_FOR_SIPI);
+	launch(0, 0);
 }
 
 /* One NMI to CPU 0, then wait until the core injected it into the guest: the
@@ -722,6 +999,8 @@ static void send_paced_nmi(void)
 
 _Noreturn void vmx_helper_ap(void)
 {
+	if (cmdline_u64("guest_smp", 0))
+		run_guest_ap();
 	plat_this_cpu()->tlb_flush = flush_ept;
 	if (this_percpu()->index != 1)
 		for (;;)

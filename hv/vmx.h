@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vmx.h - Intel VMX: VMX root operation on every CPU, one guest (a multiboot v1
- * kernel passed as a boot module) on the BSP, its NMIs virtualized through the NMI
- * core.  docs/vmx.md describes the exit path and its invariants.
+ * kernel passed as a boot module) on the BSP or, with `guest_smp=1`, on every CPU,
+ * its NMIs virtualized through the NMI core.  docs/vmx.md describes the exit path and its
+ * invariants.
  */
 #ifndef HV_VMX_H
 #define HV_VMX_H
@@ -22,11 +23,14 @@
 #define VMCS_EXCEPTION_BITMAP   0x4004u
 #define VMCS_EXIT_CTLS          0x400Cu
 #define VMCS_ENTRY_CTLS         0x4012u
+#define VMCS_ENTRY_EXC_ERRCODE  0x4018u
+#define VMCS_ENTRY_INSTR_LEN    0x401Au
 #define VMCS_PROC_BASED_CTLS2   0x401Eu
 #define VMCS_INSTR_ERROR        0x4400u
 #define VMCS_EXIT_REASON        0x4402u
 #define VMCS_EXIT_INTR_INFO     0x4404u
 #define VMCS_IDT_VECTORING_INFO 0x4408u
+#define VMCS_IDT_VECTORING_ERR  0x440Au
 #define VMCS_EXIT_INSTR_LEN     0x440Cu
 #define VMCS_GUEST_ES_LIMIT     0x4800u /* ... TR limit 0x480E, GDTR 0x4810, IDTR 0x4812 */
 #define VMCS_GUEST_GDTR_LIMIT   0x4810u
@@ -69,6 +73,8 @@
 /* Basic exit reasons used by the exit handler. */
 #define EXIT_EXCEPTION_NMI     0u
 #define EXIT_TRIPLE_FAULT      2u
+#define EXIT_INIT              3u
+#define EXIT_SIPI              4u
 #define EXIT_NMI_WINDOW        8u
 #define EXIT_CPUID             10u
 #define EXIT_HLT               12u
@@ -99,7 +105,8 @@ void vmx_cpu_init(void);
 const char *vmx_unavailable(void);
 /* BSP: load the guest module, run it until it ends, report, leave the emulator. */
 _Noreturn void vmx_run_guest(void);
-/* APs while a guest runs: serve the guest's HC_NMI_JOB requests. */
+/* APs while a guest runs: serve the guest's HC_NMI_JOB requests, or, with
+ * `guest_smp=1`, run the guest too (entered waiting for its start-up IPI). */
 _Noreturn void vmx_helper_ap(void);
 /* For vmx_exp.c: the guest EPT (0 and *why on failure), the current VMCS set up
  * to enter `g` (NMI window off, nothing injected, exits to vmx_exit_entry), and a
@@ -116,6 +123,11 @@ _Noreturn void vmx_experiments(void);
 /* Build the identity EPT of the first 4 GiB minus [hv_lo, hv_hi) (page-aligned);
  * returns the EPT pointer, or 0 with *why set. */
 uint64_t ept_build(uint64_t hv_lo, uint64_t hv_hi, uint64_t ept_cap, const char **why);
+/* Make the 4 KiB guest-physical page at `gpa` (below 4 GiB) present (identity,
+ * read/write/execute) or not present, splitting its 2 MiB page on first use.
+ * The caller keeps the hypervisor's hole closed and flushes the EPT TLBs.
+ * Returns 0, or -1 when out of range or out of page tables. */
+int ept_set_page(uint64_t gpa, int present);
 /* INVEPT (all contexts): drop cached guest-physical translations on this CPU. */
 void ept_flush(void);
 

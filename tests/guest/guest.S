@@ -6,8 +6,14 @@
  * hypervisor) enters _start in flat 32-bit protected mode, paging off, with
  * EAX = 0x2BADB002 and EBX = the multiboot information.  The guest never enables
  * paging and never leaves ring 0, so the NMI pushes its frame on the interrupted
- * stack (no IST in 32-bit mode; one stack is enough for one CPU).
+ * stack (no IST in 32-bit mode; each CPU has its own stack).
+ *
+ * Application processors start in ap_tramp, copied to AP_TRAMP_PA (SIPI vector
+ * AP_TRAMP_PA >> 12): real mode -> flat 32-bit protected mode -> guest_ap_main()
+ * on its own stack, ap_stacks[index], index taken from ap_next in start order.
  */
+#define AP_TRAMP_PA 0x7000	/* keep in sync with guest.c */
+#define MAX_APS 15		/* keep in sync with guest.c */
 #define MB1_MAGIC 0x1BADB002
 #define MB1_FLAGS 0x00010003	/* page-align modules, memory info, address fields valid */
 
@@ -85,6 +91,12 @@ nmi_stub:
 	popal
 	iret
 
+/* The software-interrupt vector of the re-injection test (guest.c): count, return. */
+	.globl soft_stub
+soft_stub:
+	lock incl soft_count
+	iret
+
 /* Exceptions: [vector, error code] on top of the hardware frame, then C. */
 	.macro EXC vec, has_error
 exc_\vec:
@@ -105,6 +117,48 @@ exc_common:
 	cld
 	pushl %esp		/* struct exc_frame * */
 	call guest_exception	/* never returns */
+
+/* Position-independent real-mode start: runs at AP_TRAMP_PA with CS = its
+ * segment, interrupts off.  DS = 0 reaches the copy's GDT pointer by its
+ * physical address; the far jump is absolute. */
+	.code16
+	.globl ap_tramp, ap_tramp_end
+ap_tramp:
+	cli
+	xorw %ax, %ax
+	movw %ax, %ds
+	lgdtl AP_TRAMP_PA + (ap_gdtr - ap_tramp)
+	movl %cr0, %eax
+	orl $1, %eax		/* PE */
+	movl %eax, %cr0
+	ljmpl $0x08, $ap_start32
+	.align 4
+ap_gdtr:
+	.word gdt_end - gdt - 1
+	.long gdt
+ap_tramp_end:
+
+	.code32
+ap_start32:
+	movw $0x10, %cx
+	movw %cx, %ds
+	movw %cx, %es
+	movw %cx, %ss
+	movw %cx, %fs
+	movw %cx, %gs
+	movl $1, %eax		/* index = ap_next++ */
+	lock xaddl %eax, ap_next
+	cmpl $MAX_APS, %eax
+	jae 1f			/* no stack for it: it halts */
+	leal 1(%eax), %edx
+	shll $12, %edx
+	leal ap_stacks(%edx), %esp
+	cld
+	pushl %eax
+	call guest_ap_main	/* never returns */
+1:	cli
+	hlt
+	jmp 1b
 
 	.section .rodata
 	.align 4

@@ -13,8 +13,18 @@
  *   nmi-self-burst     100 NMIs, one at a time: 100 arrive
  * and, under the hypervisor only (CPUID 0x40000000 signature, hv/hypercall.h):
  *   hc-ping, hc-bad    the hypercall ABI, unknown numbers return -1
+ *   reinject-nmi       an NMI whose delivery hits a not-present EPT page (its
+ *                      IDT) arrives once the hypervisor maps the page again
+ *   reinject-int       the same for INT 0x20 (a software interrupt)
  *   nmi-external       NMIs from another physical CPU, paced: every one arrives
  *   quiesce-invisible  stop-the-world rounds while it runs: it sees no NMI
+ * and with `smp=N` (the hypervisor's `guest_smp=1`: every CPU runs this guest):
+ *   smp-start          SIPIs start N APs (real-mode trampoline), each loads the
+ *                      IDT and counts its own NMIs
+ *   nmi-cross-cpu      `xnmi=N` (1000) NMIs from CPU 0 to the first AP, paced: all arrive
+ *   quiesce-ap-invisible   stop-the-world rounds requested by CPU 0 (HC_QUIESCE)
+ *                          while the AP runs: the AP sees no NMI
+ *   quiesce-bsp-invisible  the same requested by the AP while CPU 0 runs
  *
  * Command line words: `touch-hv` reads and writes the hypervisor's memory (the
  * isolation test: under the hypervisor it must be stopped by an EPT violation);
@@ -40,6 +50,10 @@
 #define ICR_ALL_INCL_SELF 0x00080000u /* destination shorthand 10b */
 #define ICR_INIT_OTHERS   0x000C4500u /* INIT, assert, all excluding self */
 #define ICR_INIT_DEASSERT 0x000C8500u /* INIT level de-assert, all excluding self */
+#define ICR_SIPI_OTHERS   0x000C4600u /* start-up, all excluding self; vector in 7:0 */
+#define AP_TRAMP_PA       0x7000u /* keep in sync with guest.S */
+#define MAX_APIC_IDS      16u
+#define SOFT_VECTOR       0x20u /* the software interrupt of reinject-int */
 #define MB_INFO_CMDLINE   (1u << 2)
 
 /* Spin iterations that bound every wait for an NMI: long enough for an NMI exit,
@@ -65,16 +79,25 @@ struct desc_ptr {
 
 extern const uint32_t exc_stubs[32];
 extern volatile uint32_t trace_break; /* guest.S: break at the next NMI's entry */
+extern const char ap_tramp[], ap_tramp_end[];
+void soft_stub(void);
 void guest_main(uint32_t magic, const uint32_t *mbi);
+void guest_ap_main(uint32_t index);
 void guest_nmi(void);
 _Noreturn void guest_exception(const struct exc_frame *f);
 
 static struct idt_gate idt[32];
+/* reinject-*: an IDT alone in its page, which the hypervisor takes out of the EPT. */
+static struct idt_gate lazy_idt[4096 / sizeof(struct idt_gate)] __attribute__((aligned(4096)));
 static int under_hv;
 static unsigned passed, failed;
+volatile uint32_t soft_count; /* guest.S soft_stub: INT 0x20 handled */
 
-/* NMI handler state.  `nmi_count` is written only by the handler. */
+/* NMI handler state.  `nmi_count` (the BSP's NMIs) is written only by the
+ * handler on the BSP, `ap_nmis[id]` only by the handler on the AP with APIC ID id. */
+static uint32_t bsp_apic;
 static volatile uint32_t nmi_count;
+static volatile uint32_t ap_nmis[MAX_APIC_IDS];
 static volatile uint32_t nested_send; /* NMIs the next handler entry sends to itself */
 static volatile uint32_t nested_seen; /* NMIs that arrived while that handler ran */
 
@@ -195,6 +218,11 @@ _Noreturn void guest_exception(const struct exc_frame *f)
  * itself NMIs and watches that none arrives before that IRET. */
 void guest_nmi(void)
 {
+	uint32_t id = lapic_rd(LAPIC_ID) >> 24;
+	if (id != bsp_apic) {
+		ap_nmis[id % MAX_APIC_IDS]++;
+		return;
+	}
 	uint32_t send = nested_send;
 
 	nmi_count++;
@@ -214,12 +242,17 @@ void guest_nmi(void)
 	nested_seen = nmi_count - before;
 }
 
-static void send_ipi(uint32_t icr_lo)
+static void send_ipi_to(uint32_t apic_id, uint32_t icr_lo)
 {
 	while (lapic_rd(LAPIC_ICR_LO) & ICR_BUSY)
 		pause();
-	lapic_wr(LAPIC_ICR_HI, lapic_rd(LAPIC_ID) & 0xFF000000u);
+	lapic_wr(LAPIC_ICR_HI, apic_id << 24);
 	lapic_wr(LAPIC_ICR_LO, icr_lo);
+}
+
+static void send_ipi(uint32_t icr_lo)
+{
+	send_ipi_to(lapic_rd(LAPIC_ID) >> 24, icr_lo);
 }
 
 /* Wait until `want` NMIs arrived since `start` (or the bound runs out), then a
@@ -306,7 +339,7 @@ static void test_hypercalls(void)
 {
 	uint32_t r = vmcall(HC_PING, 0, 0, 0);
 	verdict("hc-ping", r == HC_PING_MAGIC, r == HC_PING_MAGIC, 1);
-	static const uint32_t bad[] = {5, 0x100, 0xDEADu, 0x7FFFFFFFu, 0xFFFFFFFFu};
+	static const uint32_t bad[] = {7, 0x100, 0xDEADu, 0x7FFFFFFFu, 0xFFFFFFFFu};
 	unsigned ok = 0;
 	for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		ok += vmcall(bad[i], 1, 2, 0) == HC_ERROR;
@@ -344,6 +377,147 @@ static void test_quiesce(uint32_t rounds)
 	}
 	uint32_t got = wait_nmis(start, 0);
 	verdict("quiesce-invisible", got == 0, got, 0);
+}
+
+static struct idt_gate gate(uint32_t handler)
+{
+	return (struct idt_gate){
+	    .off0 = (uint16_t)handler,
+	    .sel = 0x08,
+	    .type = 0x8E,
+	    .off1 = (uint16_t)(handler >> 16),
+	};
+}
+
+static void load_idt(const struct idt_gate *table, uint32_t entries)
+{
+	struct desc_ptr idtr = {(uint16_t)(entries * sizeof *table - 1),
+				(uint32_t)(uintptr_t)table};
+	__asm__ __volatile__("lidt %0" ::"m"(idtr));
+}
+
+/* Events whose delivery is interrupted by an EPT violation: the IDT's page is out
+ * of the EPT (HC_EPT_LAZY), so reading the gate exits with IDT-vectoring
+ * information valid; the hypervisor maps the page and must deliver the event
+ * again, exactly once. */
+static void test_reinject(void)
+{
+	uint32_t page = (uint32_t)(uintptr_t)lazy_idt;
+	for (unsigned v = 0; v < 32; v++)
+		lazy_idt[v] = idt[v];
+	lazy_idt[SOFT_VECTOR] = gate((uint32_t)(uintptr_t)soft_stub);
+	if (vmcall(HC_EPT_LAZY, page, 0, 0) != 0) {
+		gprintf("GUEST: SKIP reinject: the hypervisor refused HC_EPT_LAZY\n");
+		return;
+	}
+	load_idt(lazy_idt, SOFT_VECTOR + 1);
+	uint32_t start = nmi_count;
+	send_ipi(ICR_NMI);
+	uint32_t got = wait_nmis(start, 1);
+	verdict("reinject-nmi", got == 1, got, 1);
+
+	int lazy = vmcall(HC_EPT_LAZY, page, 0, 0) == 0;
+	uint32_t before = soft_count;
+	__asm__ __volatile__("int %0" ::"i"(SOFT_VECTOR) : "memory");
+	got = soft_count - before;
+	verdict("reinject-int", lazy && got == 1, got, 1);
+	load_idt(idt, 32);
+}
+
+/* ---- Every CPU runs the guest (smp=N) ------------------------------------------------ */
+
+/* The APs.  guest.S gives each its own stack, ap_stacks[index], by ap_next. */
+#define MAX_APS 15u /* keep in sync with guest.S */
+uint8_t ap_stacks[MAX_APS][4096] __attribute__((aligned(16)));
+volatile uint32_t ap_next;
+static volatile uint32_t ap_online; /* APs in guest_ap_main */
+static volatile uint32_t ap_apic[MAX_APS]; /* their APIC IDs, by index */
+/* A request from the BSP to AP 0: HC_QUIESCE with ap_cmd_rounds.  AP 0 writes
+ * the result to ap_cmd_ret, then clears ap_cmd. */
+static volatile uint32_t ap_cmd, ap_cmd_rounds, ap_cmd_ret;
+
+void guest_ap_main(uint32_t index)
+{
+	load_idt(idt, 32);
+	ap_apic[index] = lapic_rd(LAPIC_ID) >> 24;
+	__atomic_fetch_add(&ap_online, 1, __ATOMIC_SEQ_CST);
+	for (;;) {
+		if (index == 0 && __atomic_load_n(&ap_cmd, __ATOMIC_ACQUIRE)) {
+			ap_cmd_ret = vmcall(HC_QUIESCE, 0, ap_cmd_rounds, 0);
+			__atomic_store_n(&ap_cmd, 0, __ATOMIC_RELEASE);
+		}
+		pause();
+	}
+}
+
+/* SIPIs to every other CPU; each is a SIPI exit that starts that CPU's guest in
+ * real mode at ap_tramp.  An OS sends INIT first, to bring the APs into
+ * wait-for-SIPI; the hypervisor enters them there already, and under Bochs 2.7
+ * an INIT to a CPU in VMX non-root operation is never consumed, so none is sent.
+ * Two SIPIs is the usual count; Bochs 2.7 starts only one waiting guest CPU per
+ * broadcast SIPI, so they are repeated (at most once per AP, plus one) until
+ * every AP is online (docs/emulator-deviations.md). */
+static int test_smp_start(uint32_t want)
+{
+	volatile uint8_t *dst = (volatile uint8_t *)(uintptr_t)AP_TRAMP_PA;
+	for (const char *p = ap_tramp; p < ap_tramp_end; p++)
+		*dst++ = (uint8_t)*p;
+	uint32_t sipis = 0;
+	while (ap_online < want && sipis < want + 1) {
+		uint32_t before = ap_online;
+		send_ipi(ICR_SIPI_OTHERS | (AP_TRAMP_PA >> 12));
+		sipis++;
+		for (unsigned i = 0; i < WAIT_SPINS && ap_online == before; i++)
+			pause();
+		for (unsigned i = 0; i < HELD_SPINS; i++)
+			pause(); /* others started by the same SIPI check in */
+	}
+	uint32_t got = ap_online;
+	gprintf("GUEST: smp-start: %u AP(s) online after %u SIPI broadcast(s)\n", got, sipis);
+	verdict("smp-start", got == want, got, want);
+	return got > 0;
+}
+
+/* `n` NMIs from this CPU to AP 0, each only after the previous one arrived, so
+ * none may coalesce: every one must arrive. */
+static void test_cross_cpu(uint32_t n)
+{
+	uint32_t dest = ap_apic[0], start = ap_nmis[dest], got = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		send_ipi_to(dest, ICR_NMI);
+		for (unsigned k = 0; k < WAIT_SPINS && ap_nmis[dest] - start < i + 1; k++)
+			pause();
+		got = ap_nmis[dest] - start;
+		if (got != i + 1)
+			break;
+	}
+	for (unsigned k = 0; k < HELD_SPINS; k++)
+		pause();
+	got = ap_nmis[dest] - start;
+	verdict("nmi-cross-cpu", got == n, got, n);
+}
+
+/* Stop-the-world rounds requested by one guest CPU (HC_QUIESCE) while the other
+ * runs the guest: the other's NMI exits park it, and it must see no NMI. */
+static void test_quiesce_smp(uint32_t rounds)
+{
+	uint32_t ap = ap_apic[0], start = ap_nmis[ap];
+	uint32_t r = vmcall(HC_QUIESCE, 0, rounds, 0);
+	for (unsigned k = 0; k < HELD_SPINS; k++)
+		pause();
+	uint32_t seen = ap_nmis[ap] - start;
+	verdict("quiesce-ap-invisible", r == 0 && seen == 0, seen, 0);
+
+	start = nmi_count;
+	ap_cmd_rounds = rounds;
+	ap_cmd_ret = HC_ERROR;
+	__atomic_store_n(&ap_cmd, 1, __ATOMIC_RELEASE);
+	while (__atomic_load_n(&ap_cmd, __ATOMIC_ACQUIRE))
+		pause();
+	for (unsigned k = 0; k < HELD_SPINS; k++)
+		pause();
+	seen = nmi_count - start;
+	verdict("quiesce-bsp-invisible", ap_cmd_ret == 0 && seen == 0, seen, 0);
 }
 
 /* The isolation test: the hypervisor's first page must be out of reach. */
@@ -404,14 +578,8 @@ static uint32_t word_u32(const char *line, const char *key, uint32_t def)
 static void idt_init(void)
 {
 	for (unsigned v = 0; v < 32; v++)
-		idt[v] = (struct idt_gate){
-		    .off0 = (uint16_t)exc_stubs[v],
-		    .sel = 0x08,
-		    .type = 0x8E,
-		    .off1 = (uint16_t)(exc_stubs[v] >> 16),
-		};
-	struct desc_ptr idtr = {sizeof idt - 1, (uint32_t)(uintptr_t)idt};
-	__asm__ __volatile__("lidt %0" ::"m"(idtr));
+		idt[v] = gate(exc_stubs[v]);
+	load_idt(idt, 32);
 }
 
 void guest_main(uint32_t magic, const uint32_t *mbi)
@@ -428,6 +596,7 @@ void guest_main(uint32_t magic, const uint32_t *mbi)
 	if (magic == 0x2BADB002u && (mbi[0] & MB_INFO_CMDLINE))
 		cmdline = (const char *)(uintptr_t)mbi[4];
 	under_hv = detect_hv();
+	bsp_apic = lapic_rd(LAPIC_ID) >> 24;
 	gprintf("GUEST: start apic=%u under-hypervisor=%s cmdline \"%s\"\n",
 		lapic_rd(LAPIC_ID) >> 24, under_hv ? "yes" : "no", cmdline);
 	if (magic != 0x2BADB002u) {
@@ -447,17 +616,33 @@ void guest_main(uint32_t magic, const uint32_t *mbi)
 	if (has_word(cmdline, "touch-hv"))
 		touch_hv();
 	else {
+		/* smp=N: the APs are started before the NMI tests, so that an
+		 * all-including-self NMI finds them with their IDT loaded; the
+		 * re-injection test comes first, while only this CPU runs. */
+		uint32_t smp = under_hv ? word_u32(cmdline, "smp=", 0) : 0;
+		int aps = 0;
+		if (under_hv) {
+			test_hypercalls();
+			if (trace_break) /* the traced NMI must be a plain one */
+				gprintf("GUEST: SKIP reinject: tracing one plain NMI\n");
+			else
+				test_reinject();
+			if (smp)
+				aps = test_smp_start(smp);
+		}
 		test_one("nmi-self", ICR_NMI);
 		test_one("nmi-all-incl-self", ICR_NMI | ICR_ALL_INCL_SELF);
 		test_pair();
 		test_nested("nmi-nested-held", 1);
 		test_nested("nmi-flood-blocked", 5);
 		test_burst(100);
-		if (under_hv) {
-			test_hypercalls();
+		if (aps) {
+			test_cross_cpu(word_u32(cmdline, "xnmi=", 1000));
+			test_quiesce_smp(word_u32(cmdline, "rounds=", 50));
+		} else if (under_hv && !smp) {
 			test_external(word_u32(cmdline, "ext=", 200));
 			test_quiesce(word_u32(cmdline, "rounds=", 50));
-		} else {
+		} else if (!under_hv) {
 			gprintf("GUEST: SKIP hypercalls: not under the hypervisor\n");
 		}
 	}

@@ -171,11 +171,13 @@ def guest_alone(guest, smp):
     return f"{m.group(1)} guest checks passed"
 
 
-def vmx_run(kernel, guest, smp, workload="guest"):
-    """workload=guest (the test guest as module) or vmx-exp.  Without VMX (TCG)
-    the hypervisor must say why and pass its host-side selftest instead."""
+def vmx_run(kernel, guest, smp, workload="guest", guest_args=""):
+    """workload=guest (the test guest as module, its command line `guest_args`) or
+    vmx-exp.  Without VMX (TCG) the hypervisor must say why and pass its host-side
+    selftest instead."""
+    module = f"{guest} {guest_args}".strip() if guest else None
     with Qemu(kernel, f"workload={workload}", smp=smp, timeout=60,
-              extra_args=("-initrd", guest) if guest else ()) as vm:
+              extra_args=("-initrd", module) if module else ()) as vm:
         result = judge(vm)
         out = vm.output()
     m = re.search(r"^VMX unavailable: (.*?)(?:: running the host-side selftest instead)?$",
@@ -192,6 +194,7 @@ def tests(k, guest):
         ("guest-standalone-smp1", lambda: guest_alone(guest, 1)),
         ("guest-standalone-smp2", lambda: guest_alone(guest, 2)),
         ("vmx-guest-smp2", lambda: vmx_run(k, guest, 2)),
+        ("vmx-smp-guest-smp2", lambda: vmx_run(k, guest, 2, "guest guest_smp=1", "smp=1")),
         ("vmx-exp-smp1", lambda: vmx_run(k, None, 1, "vmx-exp")),
         ("selftest-smp1", lambda: selfrun(k, 1, "workload=selftest")),
         ("selftest-smp4", lambda: selfrun(k, 4, "workload=selftest")),
