@@ -105,6 +105,11 @@ unsigned acpi_find_cpus(uint32_t *apic_ids, unsigned max);
 /* smp.c */
 void smp_boot(void);
 
+/* books.c: end-of-run checks of the NMI core's conservation laws. */
+extern int books_failures;
+void books_check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b);
+void books_check_core(void);
+
 /* cmdline.c: `key=value` words of the boot command line. */
 void cmdline_init(uint32_t magic, uint64_t info);
 const char *cmdline_raw(void);

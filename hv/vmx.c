@@ -428,20 +428,9 @@ static void dump_guest(const struct guest_regs *r)
 			r->rax, r->rbx, r->rcx, r->rdx, r->rsi, r->rdi, r->rbp);
 }
 
-static int failures;
-
-static void check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b)
-{
-	if (ok)
-		return;
-	failures++;
-	kprintf("check FAILED: %s (cpu %u: %lu vs %lu)\n", what, cpu, a, b);
-}
-
-/* The NMI core's conservation laws (nmi_core.h) on every CPU. */
+/* The NMI core's books, with the guest's columns (books.c checks them). */
 static void check_core(void)
 {
-	uint64_t parks = 0, rounds = 0;
 	kprintf("%3s %11s %9s %12s %14s %14s %13s %15s %13s %13s %11s\n", "cpu", "nmi_entries",
 		"exit_nmis", "handled_exit", "guest_accepted", "guest_injected", "guest_pending",
 		"guest_coalesced", "quiesce_parks", "host_consumed", "tlb_flushes");
@@ -451,29 +440,8 @@ static void check_core(void)
 			c->nmi_entries, c->exit_nmis, c->handled_exit, c->guest_accepted,
 			c->guest_injected, c->guest_pending, c->guest_coalesced, c->quiesce_parks,
 			c->host_consumed, c->tlb_flushes);
-		uint64_t handled = c->handled_direct + c->handled_exit + c->drained;
-		check(c->nmi_entries + c->exit_nmis ==
-			  c->handled_direct + c->handled_exit + c->deferred,
-		      "nmi_entries + exit_nmis == handled_direct + handled_exit + deferred", i,
-		      c->nmi_entries + c->exit_nmis,
-		      c->handled_direct + c->handled_exit + c->deferred);
-		check(c->deferred == c->drained + c->visited, "deferred == drained + visited", i,
-		      c->deferred, c->drained + c->visited);
-		check(handled == c->quiesce_parks + c->guest_accepted + c->guest_coalesced +
-				     c->host_consumed,
-		      "handled == quiesce_parks + guest_accepted + guest_coalesced + host_consumed",
-		      i, handled,
-		      c->quiesce_parks + c->guest_accepted + c->guest_coalesced + c->host_consumed);
-		check(c->guest_accepted == c->guest_injected + c->guest_pending,
-		      "guest_accepted == guest_injected + guest_pending", i, c->guest_accepted,
-		      c->guest_injected + c->guest_pending);
-		check(c->masked == 0 && c->visited == 0, "idle CPU is unmasked with nothing owed",
-		      i, c->masked, c->visited);
-		parks += c->quiesce_parks;
-		rounds += c->quiesce_rounds;
 	}
-	check(parks == rounds * (ncpus - 1), "sum quiesce_parks == rounds * (ncpus - 1)", 0, parks,
-	      rounds * (ncpus - 1));
+	books_check_core();
 }
 
 /* Every CPU can be parked by a stop-the-world NMI: none waits for its SIPI. */
@@ -501,7 +469,7 @@ static void stop_other_guest_cpus(unsigned me)
 			udelay(1000);
 		}
 		if (in_guest[i]) {
-			failures++;
+			books_failures++;
 			kprintf("check FAILED: guest cpu %u did not leave the guest\n", i);
 		}
 	}
@@ -547,7 +515,7 @@ static _Noreturn void finish(const char *why)
 	kprintf("vmx: helper jobs: nmis_sent=%lu nmis_lost=%lu quiesce_rounds=%lu\n", job.nmis_sent,
 		job.nmis_lost, job.rounds);
 	check_core();
-	check(job.nmis_lost == 0, "helper NMIs all injected", 1, job.nmis_lost, 0);
+	books_check(job.nmis_lost == 0, "helper NMIs all injected", 1, job.nmis_lost, 0);
 
 	unsigned guest_cpus = 0;
 	for (unsigned i = 0; i < ncpus; i++)
@@ -563,14 +531,14 @@ static _Noreturn void finish(const char *why)
 		ok = outcome.done && outcome.failed == 0 && outcome.passed > 0;
 		if (outcome.done) {
 			/* Every NMI the guest counted came through an injection by the core. */
-			check(outcome.nmis == percpu[0].nmi.guest_injected,
-			      "guest-counted NMIs == guest_injected", 0, outcome.nmis,
-			      percpu[0].nmi.guest_injected);
+			books_check(outcome.nmis == percpu[0].nmi.guest_injected,
+				    "guest-counted NMIs == guest_injected", 0, outcome.nmis,
+				    percpu[0].nmi.guest_injected);
 		}
 	}
-	if (!ok || failures) {
+	if (!ok || books_failures) {
 		kprintf("RESULT: FAIL vmx-guest: %s (guest passed=%u failed=%u, %d check(s))\n",
-			why, outcome.passed, outcome.failed, failures);
+			why, outcome.passed, outcome.failed, books_failures);
 		hv_exit(1);
 	}
 	kprintf("RESULT: PASS vmx-guest cpus=%u guest_cpus=%u guest passed=%u failed=%u nmis=%u "

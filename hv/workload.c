@@ -233,56 +233,24 @@ void workload_ap(void)
 		cpu_pause(); /* idle with NMIs unmasked: may still be parked or hit */
 }
 
-static int failures;
-
-static void check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b)
-{
-	if (ok)
-		return;
-	failures++;
-	kprintf("check FAILED: %s (cpu %u: %lu vs %lu)\n", what, cpu, a, b);
-}
-
-/* The conservation laws of struct nmi_cpu (nmi_core.h), per CPU and system-wide. */
+/* The core's books (books.c), then what this workload itself counted. */
 static void check_invariants(void)
 {
-	uint64_t parks = 0, rounds = 0, flushes = 0, flush_rounds = 0;
+	uint64_t flushes = 0, flush_rounds = 0;
+	books_check_core();
 	for (unsigned i = 0; i < ncpus; i++) {
 		const struct nmi_cpu *c = &percpu[i].nmi;
-		uint64_t handled = c->handled_direct + c->handled_exit + c->drained;
-		check(c->nmi_entries + c->exit_nmis ==
-			  c->handled_direct + c->handled_exit + c->deferred,
-		      "nmi_entries + exit_nmis == handled_direct + handled_exit + deferred", i,
-		      c->nmi_entries + c->exit_nmis,
-		      c->handled_direct + c->handled_exit + c->deferred);
-		check(c->deferred == c->drained + c->visited, "deferred == drained + visited", i,
-		      c->deferred, c->drained + c->visited);
-		check(handled == c->quiesce_parks + c->guest_accepted + c->guest_coalesced +
-				     c->host_consumed,
-		      "handled == quiesce_parks + guest_accepted + guest_coalesced + host_consumed",
-		      i, handled,
-		      c->quiesce_parks + c->guest_accepted + c->guest_coalesced + c->host_consumed);
-		check(c->guest_accepted == c->guest_injected + c->guest_pending,
-		      "guest_accepted == guest_injected + guest_pending", i, c->guest_accepted,
-		      c->guest_injected + c->guest_pending);
-		check(c->masked == 0 && c->visited == 0, "idle CPU is unmasked with nothing owed",
-		      i, c->masked, c->visited);
-		check(c->tlb_flushes == wl[i].flush_callbacks, "tlb_flushes == callbacks run", i,
-		      c->tlb_flushes, wl[i].flush_callbacks);
-		check(c->quiesce_rounds == wl[i].rounds_requested,
-		      "quiesce_rounds == rounds requested", i, c->quiesce_rounds,
-		      wl[i].rounds_requested);
-		parks += c->quiesce_parks;
-		rounds += c->quiesce_rounds;
+		books_check(c->tlb_flushes == wl[i].flush_callbacks, "tlb_flushes == callbacks run",
+			    i, c->tlb_flushes, wl[i].flush_callbacks);
+		books_check(c->quiesce_rounds == wl[i].rounds_requested,
+			    "quiesce_rounds == rounds requested", i, c->quiesce_rounds,
+			    wl[i].rounds_requested);
 		flushes += c->tlb_flushes;
 		flush_rounds += wl[i].flush_rounds_requested;
 	}
-	/* Each round parks every other CPU exactly once. */
-	check(parks == rounds * (ncpus - 1), "sum quiesce_parks == rounds * (ncpus - 1)", 0, parks,
-	      rounds * (ncpus - 1));
 	/* A flush round flushes every CPU: the parked ones and the requester. */
-	check(flushes == flush_rounds * ncpus, "sum tlb_flushes == flush rounds * ncpus", 0,
-	      flushes, flush_rounds * ncpus);
+	books_check(flushes == flush_rounds * ncpus, "sum tlb_flushes == flush rounds * ncpus", 0,
+		    flushes, flush_rounds * ncpus);
 }
 
 static void report(void)
@@ -369,7 +337,7 @@ _Noreturn void workload_main(void)
 	report();
 	check_invariants();
 	for (unsigned i = 1; i < ncpus; i++)
-		check(wl[i].done, "CPU left its loop", i, 0, 1);
+		books_check(wl[i].done, "CPU left its loop", i, 0, 1);
 
 	/* Host NMIs: CPU 0's entries minus the NMIs other CPUs sent it (stop-the-world;
 	 * the IPI storm leaves CPU 0 out when host=1). */
@@ -384,7 +352,8 @@ _Noreturn void workload_main(void)
 		uint64_t got = percpu[0].nmi.nmi_entries - to_cpu0;
 		kprintf("HOST-NMIS: received=%lu expected=%lu\n", got, cfg.nmis);
 		if (cfg.nmis)
-			check(got == cfg.nmis, "host NMIs received == expected", 0, got, cfg.nmis);
+			books_check(got == cfg.nmis, "host NMIs received == expected", 0, got,
+				    cfg.nmis);
 	}
 	kprintf("totals: nmi_entries=%lu ipis_sent=%lu elapsed_ms=%lu\n", entries, ipis,
 		elapsed / 1000);
@@ -393,8 +362,8 @@ _Noreturn void workload_main(void)
 			cfg.host ? "no end-of-injection byte from the host" : "rounds not reached");
 		hv_exit(1);
 	}
-	if (failures) {
-		kprintf("RESULT: FAIL %d invariant check(s)\n", failures);
+	if (books_failures) {
+		kprintf("RESULT: FAIL %d invariant check(s)\n", books_failures);
 		hv_exit(1);
 	}
 	kprintf("RESULT: PASS %s cpus=%u nmi_entries=%lu ipis_sent=%lu invariants ok\n", cfg.name,
