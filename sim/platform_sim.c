@@ -324,11 +324,6 @@ __asm__(".text\n"
 	"	popfq\n"
 	"	ret\n");
 
-static int in_core(uintptr_t a)
-{
-	return a >= (uintptr_t)__start_nmi_core_text && a < (uintptr_t)__stop_nmi_core_text;
-}
-
 /* Single-step trap: one per instruction while the trap flag is set. */
 static void on_trap(int sig, siginfo_t *si, void *ucv)
 {
@@ -343,7 +338,7 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		g[REG_EFL] &= ~0x100;
 		return;
 	}
-	if (!in_core(rip)) {
+	if (!sim_in_core(rip)) {
 		if (!c->last_rip)
 			return; /* not in the core yet: the call into it is a few steps on */
 		/* Left the core.  Right after a call from it, [rsp] is the return address
@@ -351,7 +346,7 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		 * else is the core returning to the simulator. */
 		uintptr_t *sp = (uintptr_t *)g[REG_RSP];
 		if (c->last_rip && sp[0] > c->last_rip && sp[0] <= c->last_rip + 15 &&
-		    in_core(sp[0])) {
+		    sim_in_core(sp[0])) {
 			tf_return = sp[0];
 			sp[0] = (uintptr_t)sim_tf_trampoline;
 		}

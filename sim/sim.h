@@ -149,5 +149,9 @@ const char *sym_source_line(uintptr_t addr);
 
 /* Bounds of the core's code (the nmi_core_text section). */
 extern const char __start_nmi_core_text[], __stop_nmi_core_text[];
+static inline int sim_in_core(uintptr_t a)
+{
+	return a >= (uintptr_t)__start_nmi_core_text && a < (uintptr_t)__stop_nmi_core_text;
+}
 
 #endif /* SIM_H */

@@ -32,8 +32,6 @@ struct row {
 	struct cpu_state st[SIM_MAX_CPUS];
 };
 
-static int in_core(uintptr_t rip);
-
 static struct row rows[TL_MAX_ROWS];
 static unsigned nrows, overflow;
 static int enabled;
@@ -184,7 +182,7 @@ void sim_timeline_print(FILE *f)
 		}
 		if (r->kind == ROW_STEP)
 			snprintf(text, sizeof text, "%s", r->text);
-		else if (in_core(r->rip))
+		else if (sim_in_core(r->rip))
 			snprintf(text, sizeof text, "  %s\n      at %s (%s)", r->text,
 				 sym_describe(r->rip), sym_source_line(r->rip));
 		else
@@ -210,11 +208,6 @@ void sim_timeline_print(FILE *f)
 		fprintf(f, "\nVIOLATION: %s\n", M.what);
 }
 
-static int in_core(uintptr_t rip)
-{
-	return rip >= (uintptr_t)__start_nmi_core_text && rip < (uintptr_t)__stop_nmi_core_text;
-}
-
 static void svg_text(FILE *f, const char *s)
 {
 	for (; *s; s++) {
@@ -237,7 +230,7 @@ int sim_timeline_svg(const char *path)
 	unsigned lane_w = 430;
 	for (unsigned k = 0; k < nrows; k++) {
 		size_t n = strlen(rows[k].text) + 4;
-		if (rows[k].kind == ROW_EVENT && in_core(rows[k].rip))
+		if (rows[k].kind == ROW_EVENT && sim_in_core(rows[k].rip))
 			n = n > 60 ? n : 60;
 		if (n * CHAR_W + 30 > lane_w)
 			lane_w = (unsigned)(n * CHAR_W + 30);
@@ -247,7 +240,7 @@ int sim_timeline_svg(const char *path)
 	const unsigned LANE_W = lane_w;
 	unsigned lines = 0;
 	for (unsigned k = 0; k < nrows; k++)
-		lines += rows[k].kind == ROW_EVENT && in_core(rows[k].rip) ? 2 : 1;
+		lines += rows[k].kind == ROW_EVENT && sim_in_core(rows[k].rip) ? 2 : 1;
 	unsigned width = LEFT + M.ncpus * LANE_W + 20, height = TOP + lines * ROW_H + 60;
 	fprintf(f,
 		"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%u\" height=\"%u\" "
@@ -291,7 +284,7 @@ int sim_timeline_svg(const char *path)
 							  : "#1f4e9a";
 		if (r->kind == ROW_STEP && r->step)
 			fprintf(f, "<text x=\"8\" y=\"%u\" fill=\"#555\">%u</text>\n", y, r->step);
-		if (nmi && r->kind == ROW_EVENT && in_core(r->rip))
+		if (nmi && r->kind == ROW_EVENT && sim_in_core(r->rip))
 			fprintf(f, "<circle cx=\"%u\" cy=\"%u\" r=\"4\" fill=\"#d40000\"/>\n", x,
 				y - 4);
 		fprintf(f, "<text x=\"%u\" y=\"%u\" fill=\"%s\"%s>",
@@ -299,7 +292,7 @@ int sim_timeline_svg(const char *path)
 			r->kind == ROW_STEP || bad ? " font-weight=\"bold\"" : "");
 		svg_text(f, r->text);
 		fprintf(f, "</text>\n");
-		if (r->kind == ROW_EVENT && in_core(r->rip)) {
+		if (r->kind == ROW_EVENT && sim_in_core(r->rip)) {
 			y += ROW_H;
 			char at[256];
 			snprintf(at, sizeof at, "at %s (%s)", sym_describe(r->rip),
