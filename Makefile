@@ -105,7 +105,7 @@ STRESS_NMIS ?= 1000000
 fuzz:
 	@scripts/deps.sh sim fuzz
 	@$(MAKE) -s $(B)/fuzz_nmi
-	@python3 scripts/fuzz.py --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
+	@python3 -m scripts.fuzz --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
 		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B))
 
 explore: deps
@@ -116,7 +116,7 @@ replay:
 	@test -n "$(INPUT)" || { echo "usage: make replay INPUT=file.bin|file.nmi [VARIANT=...] [MODE=...]"; exit 2; }
 	@scripts/deps.sh sim fuzz
 	@$(MAKE) -s $(B)/nmisim $(B)/fuzz_nmi
-	@python3 scripts/fuzz.py --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
+	@python3 -m scripts.fuzz --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
 		--replay "$(INPUT)" --nmisim $(B)/nmisim
 
 stress: deps
@@ -133,7 +133,7 @@ test-sim:
 
 bench:
 	@scripts/deps.sh all
-	@python3 scripts/bench.py
+	@python3 -m scripts.bench
 
 C_FILES = $(shell git ls-files '*.c' '*.h')
 format:

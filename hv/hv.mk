@@ -38,15 +38,15 @@ $(B)/hv.elf: $(HV_OBJS) $(B)/nmi_core.o hv/linker.ld
 # Symbols for the Bochs debugger: "address name" lines of code symbols (the
 # runners write the same file next to their logs).
 $(B)/hv.sym: $(B)/hv.elf
-	nm -n $< | awk 'NF == 3 && $$2 ~ /^[Tt]$$/ && $$3 !~ /^__(nmi_core_start|nmi_core_end|start_nmi_core_text|stop_nmi_core_text|load_start)$$/ { print $$1, $$3 }' > $@
+	python3 -m scripts.elfsym -o $@ $<
 
 # The ISO bakes in CMDLINE: rebuild it when CMDLINE changes.
 $(B)/cmdline.txt: FORCE
 	@mkdir -p $(@D)
 	@echo '$(CMDLINE)' | cmp -s - $@ || echo '$(CMDLINE)' > $@
 
-$(B)/hv.iso: $(B)/hv.elf $(B)/cmdline.txt scripts/mkiso.py
-	python3 scripts/mkiso.py --kernel $< --cmdline "$(CMDLINE)" -o $@
+$(B)/hv.iso: $(B)/hv.elf $(B)/cmdline.txt scripts/iso.py
+	python3 -m scripts.iso --kernel $< --cmdline "$(CMDLINE)" -o $@
 
 FORCE:
 
@@ -55,21 +55,21 @@ hv: $(B)/hv.elf
 iso: $(B)/hv.iso
 
 qemu: $(B)/hv.elf
-	python3 qemu/run.py --kernel $< --cmdline "$(CMDLINE)" --smp $(SMP) --interactive \
+	python3 -m qemu.run --kernel $< --cmdline "$(CMDLINE)" --smp $(SMP) --interactive \
 		$(if $(GDB),--gdb)
 
 test-qemu: $(B)/hv.elf $(B)/guest.elf
-	python3 tests/system/test_qemu.py --kernel $< --guest $(B)/guest.elf
+	python3 -m tests.system.test_qemu --kernel $< --guest $(B)/guest.elf
 
 bochs: $(B)/hv.elf $(B)/guest.elf
-	python3 scripts/bochs-run.py --kernel $< --cmdline "$(CMDLINE)" --cpus $(SMP) \
+	python3 -m scripts.bochs --kernel $< --cmdline "$(CMDLINE)" --cpus $(SMP) \
 		--workdir $(B)/bochs $(if $(GUEST),--module $(GUEST) --module-args "$(GUEST_ARGS)")
 
 test-bochs: $(B)/hv.elf $(B)/guest.elf
-	python3 tests/system/test_bochs.py --kernel $< --guest $(B)/guest.elf --workdir $(B)/bochs-test
+	python3 -m tests.system.test_bochs --kernel $< --guest $(B)/guest.elf --workdir $(B)/bochs-test
 
 trace: $(B)/hv.elf $(B)/hv.sym $(B)/guest.elf
-	python3 scripts/bochs-trace.py --kernel $< --symbols $(B)/hv.sym --region $(TRACE) \
+	python3 -m scripts.bochs_trace --kernel $< --symbols $(B)/hv.sym --region $(TRACE) \
 		--guest $(B)/guest.elf --workdir $(B)/trace
 
 # The seed's experiment: how long the racy-counter core survives an NMI flood
@@ -78,6 +78,6 @@ trace: $(B)/hv.elf $(B)/hv.sym $(B)/guest.elf
 HV_RACY := $(patsubst $(BUILD)/$(VARIANT)%,$(BUILD)/racy-counter%,$(B))/hv.elf
 bench-hv:
 	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) VARIANT=racy-counter $(HV_RACY)
-	python3 scripts/seed-experiment.py --kernel $(HV_RACY) --emulator qemu
-	python3 scripts/seed-experiment.py --kernel $(HV_RACY) --emulator bochs --runs 5
+	python3 -m scripts.seed_experiment --kernel $(HV_RACY) --emulator qemu
+	python3 -m scripts.seed_experiment --kernel $(HV_RACY) --emulator bochs --runs 5
 include tests/guest/guest.mk

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""make bench: the project's figures, measured, never asserted.
+"""make bench (python3 -m scripts.bench): the project's figures, measured, never asserted.
 
   1. stress throughput of the simulator on final (NMIs handled per second, cost per NMI)
   2. time for libFuzzer to find the seed race on racy-counter from an empty corpus,

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Prove that the core's machine code is the same in every binary that links it.
 
-Usage: check_identity.py CORE_OBJECT BINARY...
+Usage: python3 -m scripts.check_identity CORE_OBJECT BINARY...
 
 For every function of CORE_OBJECT's nmi_core_text section, finds it in each
 BINARY and compares its bytes.  Fields the linker patches (the object's

@@ -1,6 +1,8 @@
-#!/usr/bin/env python3
 """Run libFuzzer on one variant of nmi_core; on a finding, minimize it, replay it
 with a timeline (text + SVG) and print the replay command.
+
+    python3 -m scripts.fuzz --binary build/final/fuzz_nmi --variant final   (make fuzz)
+    python3 -m scripts.fuzz ... --replay INPUT                                (make replay)
 
 Exit status: 0 no finding, 1 a finding, 2 the fuzzer itself failed.
 """

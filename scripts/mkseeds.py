@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write the fuzzer's seed corpus (corpus/fuzz/) from readable schedules.
 
 The byte format is fuzz/decode.c's; OPS below must list its op_table's first slot

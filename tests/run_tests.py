@@ -73,7 +73,7 @@ def suite_identity():
     bins = ["build/final/nmisim", "build/final/fuzz_nmi", "build/final/test_core"]
     if os.path.exists("hv/hv.mk") and build("final", "hv.elf"):
         bins.append("build/final/hv.elf")
-    rc, out = run([sys.executable, "scripts/check_identity.py", "build/final/nmi_core.o"] + bins)
+    rc, out = run([sys.executable, "-m", "scripts.check_identity", "build/final/nmi_core.o"] + bins)
     relay(out)
     # The check must be able to fail: a core compiled with other flags differs.
     with tempfile.TemporaryDirectory() as d:
@@ -83,7 +83,7 @@ def suite_identity():
         rc2, out2 = run(["gcc"] + flags + ["-DNMI_VARIANT=NMI_VARIANT_FINAL", "-c", "hv/nmi_core.c", "-o", other + ".tmp"])
         run(["objcopy", "--rename-section", ".text=nmi_core_text,alloc,load,readonly,code,contents",
              other + ".tmp", other])
-        rc3, out3 = run([sys.executable, "scripts/check_identity.py", other, "build/final/nmisim"])
+        rc3, out3 = run([sys.executable, "-m", "scripts.check_identity", other, "build/final/nmisim"])
         if rc1 == 0 and rc2 == 0 and rc3 == 1 and "FAIL identity" in out3:
             verdict("PASS", "identity: a core compiled with -O1 is told apart from the shipped one")
         else:

@@ -9,26 +9,14 @@ runs the test guest under the hypervisor and measures VMX NMI corner cases.  Out
 `FAIL name: reason` / `SKIP name: reason`, then `N passed, N failed, N skipped`.
 """
 import argparse
-import importlib.util
 import os
 import re
 import shutil
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name, file):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(HERE, "..", "..", "scripts", file))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bochs_run = _load("bochs_run", "bochs-run.py")
-bochs_trace = _load("bochs_trace", "bochs-trace.py")
+from scripts import bochs as bochs_run
+from scripts import bochs_trace, elfsym
 
 
 class Failed(Exception):
@@ -58,7 +46,7 @@ def trace_nmi(kernel, workdir):
     lines = bochs_trace.traced_lines(r["files"]["debugger.log"])
     if not lines:
         raise Failed("no traced instructions")
-    per_fn, in_core, path = bochs_trace.summarize(lines, bochs_run.symbols(kernel))
+    per_fn, in_core, path = bochs_trace.summarize(lines, elfsym.symbols(kernel))
     if path[0] != "nmi_entry" or path[-1] != "nmi_entry" or "nmi_host_entry" not in path \
             or not in_core:
         raise Failed("unexpected path " + " -> ".join(path))
@@ -171,7 +159,8 @@ def vmx_trace(a, name):
     injection, the guest handler's first instructions."""
     workdir = os.path.join(a.workdir, name)
     symfile = os.path.join(workdir, "hv+guest.sym")
-    syms = bochs_trace.guest_symbols(a.kernel, a.guest, symfile)
+    os.makedirs(workdir, exist_ok=True)
+    syms = elfsym.write_bochs_symbols(symfile, a.kernel, a.guest)
     r = bochs_run.run_bochs(a.kernel, bochs_trace.REGIONS["guest-nmi"], workdir, cpus=2,
                             timeout=90, rc_commands=bochs_trace.RC, symbols=symfile,
                             module=a.guest, module_args=bochs_trace.GUEST_ARGS["guest-nmi"])

@@ -16,12 +16,8 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.join(HERE, "..", "..")
-sys.path.insert(0, os.path.join(ROOT, "qemu"))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from run import Qemu, accel_args  # noqa: E402
-from mkiso import make_iso  # noqa: E402
+from scripts.iso import make_iso
+from scripts.qemu import Qemu, accel_args
 
 
 class Failed(Exception):

@@ -1,7 +1,9 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """Make a GRUB rescue ISO that boots the hypervisor with `multiboot2` and a command line,
-optionally with a guest kernel as its boot module (`module2`, read by hv/guest_load.c)."""
+optionally with a guest kernel as its boot module (`module2`, read by hv/guest_load.c).
+
+    python3 -m scripts.iso --kernel build/final/hv.elf --cmdline workload=selftest -o hv.iso
+"""
 import argparse
 import os
 import shutil

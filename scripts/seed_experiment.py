@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """The seed's experiment on the bare-metal hypervisor: how long does the
 racy-counter core survive an NMI flood before its counter underflows?
@@ -16,33 +15,27 @@ its decrement.  TCG takes interrupts only at translation-block boundaries, so th
 window is one short block, and QEMU merges NMIs injected faster than the vCPU
 takes them (about 1000 delivered per second here).  Bochs delivers NMIs at
 instruction boundaries, and IPIs arrive far faster.  Not part of the test suite.
+
+    python3 -m scripts.seed_experiment --kernel build/racy-counter/hv.elf --emulator bochs
 """
 import argparse
-import importlib.util
-import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "qemu"))
-from run import Qemu, accel_args  # noqa: E402
-from qmp import QMPError  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("bochs_run", os.path.join(HERE, "bochs-run.py"))
-bochs_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bochs_run)
+from . import books
+from .bochs import run_bochs
+from .qemu import Qemu, accel_args
+from .qmp import QMPError
 
 ASSERT = "NMI core assertion failed"
 AT_RE = re.compile(r"on cpu (\d+) at t=(\d+) us")
 
 
 def nmis_counted(text):
-    """Sum of nmi_entries in plat_halt's per-CPU table."""
-    rows = re.findall(r"^\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+(\d+)\s", text, re.M)
-    return sum(int(r) for r in rows)
+    """NMIs taken on every CPU, from the per-CPU state the assertion prints."""
+    return books.parse(text).total("nmi_entries")
 
 
 def qemu_run(kernel, cap, work, batch, seed):
@@ -75,8 +68,8 @@ def qemu_run(kernel, cap, work, batch, seed):
 
 def bochs_run_once(kernel, cap, work, seed):
     with tempfile.TemporaryDirectory(prefix="hv-seed-") as d:
-        r = bochs_run.run_bochs(kernel, f"workload=ipi-storm work={work} seed={seed} "
-                                f"seconds={int(cap)}", d, cpus=2, timeout=cap * 4 + 60)
+        r = run_bochs(kernel, f"workload=ipi-storm work={work} seed={seed} "
+                      f"seconds={int(cap)}", d, cpus=2, timeout=cap * 4 + 60)
     m = AT_RE.search(r["serial"])
     if ASSERT not in r["serial"] or not m:
         return None, f"survived ({r['result'] or 'no RESULT'}, {r['wall']:.0f} s wall)"

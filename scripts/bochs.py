@@ -1,16 +1,17 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
 """Boot the hypervisor in Bochs 2.7 (top-level bochsrc) and judge the RESULT line.
 
-Bochs is awkward to drive unattended; this script handles all of it:
-  - builds a GRUB ISO with the requested command line (scripts/mkiso.py);
+    python3 -m scripts.bochs --kernel build/final/hv.elf --cpus 4 --cmdline workload=selftest
+
+Bochs is awkward to drive unattended; this module handles all of it:
+  - builds a GRUB ISO with the requested command line (scripts/iso.py);
   - its debugger is compiled in and stops before the first instruction: a -rc
     file says `c` (continue) and then `quit` once the kernel's exit magic
     breakpoint (`xchg %bx,%bx`) stops it; stdin is /dev/null;
   - the `term` display writes the VGA screen to its own pseudo-terminal and
     blocks when nobody reads it: a thread drains it;
   - it ignores SIGTERM: a hard timeout sends SIGHUP, then SIGKILL.
-As a module, `run_bochs()` is used by tests/system/test_bochs.py and bochs-trace.py.
+run_bochs() is the library entry (system tests, traces, the seed experiment).
 """
 import argparse
 import os
@@ -21,36 +22,13 @@ import sys
 import threading
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from mkiso import make_iso  # noqa: E402
+from . import elfsym
+from .iso import make_iso
 
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 RESULT_RE = re.compile(r"^RESULT: (PASS|FAIL)\b.*$", re.M)
 PTY_RE = re.compile(rb"connected to screen (/dev/pts/\d+)")
-
-
-# Linker-script markers that share an address with a function and would hide it.
-MARKERS = {"__nmi_core_start", "__nmi_core_end", "__start_nmi_core_text",
-           "__stop_nmi_core_text", "__load_start", "__load_end", "__bss_start", "__bss_end"}
-
-
-def symbols(kernel):
-    """[(address, name, type)] of `nm -n`, markers dropped."""
-    out = subprocess.run(["nm", "-n", kernel], check=True, stdout=subprocess.PIPE, text=True).stdout
-    syms = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            syms.append((int(parts[0], 16), parts[2], parts[1]))
-    return syms
-
-
-def write_symbols(kernel, path):
-    """The "address name" lines Bochs' debug_symbols wants: code symbols only."""
-    with open(path, "w") as f:
-        for addr, name, kind in symbols(kernel):
-            if kind in "Tt" and name not in MARKERS:
-                f.write(f"{addr:016x} {name}\n")
+TOOLS = ("bochs", "grub-mkrescue", "xorriso")
 
 
 def _drain_pty(path, stop):
@@ -100,7 +78,7 @@ def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c",
     if symbols:
         files["hv.sym"] = os.path.abspath(symbols)
     else:
-        write_symbols(kernel, files["hv.sym"])
+        elfsym.write_bochs_symbols(files["hv.sym"], kernel)
     with open(files["bochs.rc"], "w") as f:
         f.write("\n".join(rc_commands) + "\n")
     for name in ("serial.txt", "debugger.log"):

@@ -1,6 +1,6 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Trace one region of the hypervisor instruction by instruction in Bochs.
+"""Trace one region of the hypervisor instruction by instruction in Bochs
+(`make trace`; python3 -m scripts.bochs_trace --kernel build/final/hv.elf --region nmi).
 
 Regions (--region, `make trace TRACE=...`):
   nmi              one NMI's journey on CPU 0: vector-2 entry stub, the core,
@@ -17,17 +17,12 @@ WORKDIR/trace.txt and summarized: instructions per function, the total, the
 share inside the NMI core (__nmi_core_start..__nmi_core_end), and the path.
 """
 import argparse
-import bisect
 import collections
-import importlib.util
 import os
 import re
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("bochs_run", os.path.join(HERE, "bochs-run.py"))
-bochs_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bochs_run)
+from . import bochs, elfsym
 
 REGIONS = {"nmi": "workload=trace-nmi", "mask-nmi-unmask": "workload=trace-mask",
            "guest-nmi": "workload=guest trace_nmi=1"}
@@ -55,18 +50,15 @@ def traced_lines(debugger_log):
 
 def summarize(lines, syms):
     """(instructions per function, instructions inside the core, function path)."""
-    core_lo = next(a for a, n, _ in syms if n == "__nmi_core_start")
-    core_hi = next(a for a, n, _ in syms if n == "__nmi_core_end")
-    code = [(a, n) for a, n, k in syms if k in "Tt" and n not in bochs_run.MARKERS]
-    code_addrs = [a for a, _ in code]
+    core_lo, core_hi = elfsym.core_range(syms)
+    where = elfsym.Symbolizer(syms)
 
     per_fn = collections.OrderedDict()
     path, in_core = [], 0
     for line in lines:
         m = LINE_RE.match(line)
         linear = int(m.group(4), 16)
-        i = bisect.bisect_right(code_addrs, linear) - 1
-        fn = code[i][1] if i >= 0 else "?"
+        fn = where.function(linear)
         per_fn[fn] = per_fn.get(fn, 0) + 1
         in_core += core_lo <= linear < core_hi
         if not path or path[-1] != fn:
@@ -74,15 +66,23 @@ def summarize(lines, syms):
     return per_fn, in_core, path
 
 
-def guest_symbols(kernel, guest, path):
-    """The hypervisor's (at 1 MiB) and the guest's (at 16 MiB) symbols, written to
-    `path` as one Bochs symbol file; returns them as bochs_run.symbols() does."""
-    syms = sorted(bochs_run.symbols(kernel) + bochs_run.symbols(guest))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.writelines(f"{addr:016x} {name}\n" for addr, name, kind in syms
-                     if kind in "Tt" and name not in bochs_run.MARKERS)
-    return syms
+def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None):
+    """Run `region` in Bochs on 2 CPUs: (run_bochs' dict, traced lines, symbols).
+    Regions with a guest name both kernels in one symbol file; `symfile` is an
+    existing one for the others (default: written from the kernel)."""
+    module = guest if region in GUEST_ARGS else None
+    os.makedirs(workdir, exist_ok=True)
+    if module:
+        symfile = os.path.join(workdir, "hv+guest.sym")
+        syms = elfsym.write_bochs_symbols(symfile, kernel, module)
+    else:
+        syms = elfsym.symbols(kernel)
+    r = bochs.run_bochs(kernel, REGIONS[region], workdir, cpus=2, timeout=timeout,
+                        rc_commands=RC, symbols=symfile, module=module,
+                        module_args=GUEST_ARGS.get(region, ""))
+    lines = traced_lines(r["files"]["debugger.log"]) \
+        if os.path.exists(r["files"]["debugger.log"]) else []
+    return r, lines, syms
 
 
 def main():
@@ -96,21 +96,12 @@ def main():
     ap.add_argument("--guest", help="the test guest, for regions that run one")
     a = ap.parse_args()
 
-    syms = bochs_run.symbols(a.kernel)
-    module = None
-    if a.region in GUEST_ARGS:
-        if not a.guest:
-            sys.exit(f"trace: region {a.region} needs --guest")
-        module = a.guest
-        a.symbols = os.path.join(a.workdir, "hv+guest.sym")
-        syms = guest_symbols(a.kernel, a.guest, a.symbols)
-    r = bochs_run.run_bochs(a.kernel, REGIONS[a.region], a.workdir, cpus=2, timeout=a.timeout,
-                            rc_commands=RC, symbols=a.symbols, module=module,
-                            module_args=GUEST_ARGS.get(a.region, ""))
+    if a.region in GUEST_ARGS and not a.guest:
+        sys.exit(f"trace: region {a.region} needs --guest")
+    r, lines, syms = trace(a.kernel, a.region, a.workdir, a.guest, a.timeout, a.symbols)
     if not (r["result"] or "").startswith("RESULT: PASS"):
         sys.stdout.write(r["serial"])
         sys.exit(f"trace: the traced run failed ({r['result'] or 'no RESULT line'})")
-    lines = traced_lines(r["files"]["debugger.log"])
     if not lines:
         sys.exit(f"trace: no traced instructions in {r['files']['debugger.log']}")
     trace_path = os.path.join(a.workdir, "trace.txt")

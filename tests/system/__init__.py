@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+"""System tests: the hypervisor booted in QEMU and Bochs."""
