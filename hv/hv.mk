@@ -59,14 +59,14 @@ qemu: $(B)/hv.elf
 		$(if $(GDB),--gdb)
 
 test-qemu: $(B)/hv.elf $(B)/guest.elf
-	python3 -m tests.system.test_qemu --kernel $< --guest $(B)/guest.elf
+	python3 -m tests.system.run --emulator qemu --kernel $< --guest $(B)/guest.elf --workdir $(B)/qemu-test
 
 bochs: $(B)/hv.elf $(B)/guest.elf
 	python3 -m scripts.bochs --kernel $< --cmdline "$(CMDLINE)" --cpus $(SMP) \
 		--workdir $(B)/bochs $(if $(GUEST),--module $(GUEST) --module-args "$(GUEST_ARGS)")
 
 test-bochs: $(B)/hv.elf $(B)/guest.elf
-	python3 -m tests.system.test_bochs --kernel $< --guest $(B)/guest.elf --workdir $(B)/bochs-test
+	python3 -m tests.system.run --emulator bochs --kernel $< --guest $(B)/guest.elf --workdir $(B)/bochs-test
 
 trace: $(B)/hv.elf $(B)/hv.sym $(B)/guest.elf
 	python3 -m scripts.bochs_trace --kernel $< --symbols $(B)/hv.sym --region $(TRACE) \

@@ -13,7 +13,6 @@ Bochs is awkward to drive unattended; this module handles all of it:
   - it ignores SIGTERM: a hard timeout sends SIGHUP, then SIGKILL.
 run_bochs() is the library entry (system tests, traces, the seed experiment).
 """
-import argparse
 import os
 import re
 import signal
@@ -24,9 +23,9 @@ import time
 
 from . import elfsym
 from .iso import make_iso
+from .report import boot_arguments, exit_by_result, result_line
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-RESULT_RE = re.compile(r"^RESULT: (PASS|FAIL)\b.*$", re.M)
 PTY_RE = re.compile(rb"connected to screen (/dev/pts/\d+)")
 TOOLS = ("bochs", "grub-mkrescue", "xorriso")
 
@@ -122,19 +121,13 @@ def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c",
     if os.path.exists(files["serial.txt"]):
         with open(files["serial.txt"], errors="replace") as f:
             serial = f.read().replace("\r", "")
-    m = RESULT_RE.search(serial)
-    return {"result": m.group(0) if m else None, "serial": serial,
+    return {"result": result_line(serial), "serial": serial,
             "wall": time.monotonic() - start, "timed_out": timed_out,
             "returncode": proc.returncode, "files": files}
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kernel", required=True)
-    ap.add_argument("--cmdline", default="workload=selftest")
-    ap.add_argument("--cpus", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=180)
+    ap = boot_arguments(__doc__, "--cpus", timeout=180)
     ap.add_argument("--workdir", default="build/bochs")
     ap.add_argument("--module", help="guest kernel passed as the boot module (workload=guest)")
     ap.add_argument("--module-args", default="", help="the guest's command line")
@@ -144,9 +137,7 @@ def main():
     sys.stdout.write(r["serial"])
     print(f"bochs: {r['wall']:.1f} s wall, logs in {a.workdir}"
           + (" (TIMEOUT: killed)" if r["timed_out"] else ""))
-    if r["result"] is None:
-        sys.exit("bochs: no RESULT line")
-    sys.exit(0 if r["result"].startswith("RESULT: PASS") else 1)
+    exit_by_result("bochs", r["result"], r["timed_out"])
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ def summarize(lines, syms):
     return per_fn, in_core, path
 
 
-def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None):
-    """Run `region` in Bochs on 2 CPUs: (run_bochs' dict, traced lines, symbols).
+def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None, cpus=2):
+    """Run `region` in Bochs (the workloads need 2 CPUs): (run_bochs' dict, traced
+    lines, symbols).
     Regions with a guest name both kernels in one symbol file; `symfile` is an
     existing one for the others (default: written from the kernel)."""
     module = guest if region in GUEST_ARGS else None
@@ -77,7 +78,7 @@ def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None):
         syms = elfsym.write_bochs_symbols(symfile, kernel, module)
     else:
         syms = elfsym.symbols(kernel)
-    r = bochs.run_bochs(kernel, REGIONS[region], workdir, cpus=2, timeout=timeout,
+    r = bochs.run_bochs(kernel, REGIONS[region], workdir, cpus=cpus, timeout=timeout,
                         rc_commands=RC, symbols=symfile, module=module,
                         module_args=GUEST_ARGS.get(region, ""))
     lines = traced_lines(r["files"]["debugger.log"]) \

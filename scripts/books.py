@@ -74,7 +74,8 @@ class Books:
         if missing:
             out.append(f"no books for cpu {', '.join(map(str, missing))}")
         if self.failures:
-            out += ["law " + " ".join(f"{k}={v}" for k, v in f.items()) for f in self.failures]
+            out += ["FAILED " + " ".join(f"{k}={v}" for k, v in f.items())
+                    for f in self.failures]
         elif not self.ok:
             out.append("no `books: ok` verdict")
         return out

@@ -11,7 +11,6 @@ nested VMX and TCG (which has no VMX).  The command line (qemu/run.py, make qemu
 runs once and prints COM1, or with --interactive puts the serial port on this
 terminal (--gdb: wait for gdb on :1234).
 """
-import argparse
 import os
 import re
 import shutil
@@ -22,8 +21,8 @@ import threading
 import time
 
 from .qmp import QMP
+from .report import boot_arguments, exit_by_result, result_line
 
-RESULT_RE = re.compile(r"^RESULT: (PASS|FAIL)\b.*$", re.M)
 KVM = ["-enable-kvm", "-cpu", "host,vmx=on"]
 TCG = ["-accel", "tcg", "-cpu", "max"]
 # Nested VMX is kvm_intel's parameter (kvm_amd's `nested` is nested SVM: no VMX).
@@ -161,8 +160,7 @@ class Qemu:
         return rc, self.result()
 
     def result(self):
-        m = RESULT_RE.search(self.output())
-        return m.group(0) if m else None
+        return result_line(self.output())
 
     def output(self):
         with self._cv:
@@ -183,12 +181,7 @@ class Qemu:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kernel", required=True)
-    ap.add_argument("--cmdline", default="workload=selftest")
-    ap.add_argument("--smp", type=int, default=2)
-    ap.add_argument("--timeout", type=float, default=120)
+    ap = boot_arguments(__doc__, "--smp", timeout=120)
     ap.add_argument("--interactive", action="store_true", help="serial on this terminal")
     ap.add_argument("--gdb", action="store_true", help="-s -S: wait for gdb on :1234")
     a = ap.parse_args()
@@ -207,9 +200,7 @@ def main():
     with Qemu(a.kernel, a.cmdline, smp=a.smp, timeout=a.timeout) as vm:
         rc, result = vm.wait_exit()
         print(vm.output())
-    if result is None:
-        sys.exit(f"qemu: no RESULT line ({'timeout' if rc is None else f'exit {rc}'})")
-    sys.exit(0 if result.startswith("RESULT: PASS") else 1)
+    exit_by_result("qemu", result, rc is None)
 
 
 if __name__ == "__main__":
