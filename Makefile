@@ -31,7 +31,7 @@ SIM_SRCS := sim/machine.c sim/platform_sim.c sim/timeline.c sim/sched.c sim/symb
 SIM_OBJS := $(patsubst sim/%.c,$(B)/sim/%.o,$(SIM_SRCS))
 
 .PHONY: all deps sim test test-sim fuzz explore replay bench clean help format \
-	check-format print-hv-cflags
+	check-format
 all: sim $(B)/fuzz_nmi
 
 help:
@@ -44,9 +44,6 @@ help:
 	@echo "make bench     figures: stress throughput, time to find the seed race, execs/s"
 	@echo "make qemu | bochs | trace | test-qemu | test-bochs | iso   the hypervisor (docs/booting.md)"
 	@echo "make format    clang-format every C file"
-
-print-hv-cflags:
-	@echo $(HV_CFLAGS)
 
 deps:
 	@scripts/deps.sh $(DEPS)
