@@ -88,6 +88,11 @@ $(B)/fuzz/%.o: fuzz/%.c fuzz/decode.h sim/sim.h hv/nmi_core.h Makefile
 $(B)/fuzz_nmi: $(B)/fuzz/fuzz_nmi.o $(FUZZ_OBJS) $(B)/nmi_core.o
 	$(FUZZ_CC) -fsanitize=fuzzer -no-pie -pthread $^ -o $@
 
+# The fuzz decoder's operation table, read back from the decoder for scripts/mkseeds.py.
+$(B)/fuzz_ops: scripts/fuzz_ops.c fuzz/decode.c fuzz/decode.h $(B)/libnmisim.a
+	$(SIM_CC) $(SIM_CFLAGS) -Ifuzz $(SIM_LDFLAGS) scripts/fuzz_ops.c fuzz/decode.c \
+		$(B)/libnmisim.a -o $@
+
 $(B)/test_core: tests/unit/test_core.c $(B)/libnmisim.a sim/machine.h
 	$(SIM_CC) $(SIM_CFLAGS) $(SIM_LDFLAGS) $< $(B)/libnmisim.a -o $@
 

@@ -1,13 +1,31 @@
 """Write the fuzzer's seed corpus (corpus/fuzz/) from readable schedules.
 
-The byte format is fuzz/decode.c's; OPS below must list its op_table's first slot
-for each operation.  Each seed is one meaningful situation, not a finding.
+    python3 -m scripts.mkseeds [OUTDIR]
+
+The byte format is fuzz/decode.c's.  Which value of a step's first byte selects
+which operation is read from the decoder itself: `make build/final/fuzz_ops`
+(scripts/fuzz_ops.c) decodes every value and prints the operation it gives, and a
+seed uses the first value for each operation.  Each seed is one meaningful
+situation, not a finding.
 """
 import os
+import subprocess
 import sys
 
-OPS = {"mask": 0, "unmask": 1, "crit": 2, "nmi": 4, "enter": 7, "exit": 8, "giret": 9,
-       "block": 11, "unblock": 12, "quiesce": 13, "run": 14, "fault": 15}
+OPS_TOOL = "build/final/fuzz_ops"
+
+
+def decoder_ops(tool=OPS_TOOL):
+    """{operation name: the smallest `a >> 2` the decoder maps to it}."""
+    subprocess.run(["make", "-s", tool], check=True)
+    out = subprocess.run([os.path.abspath(tool)], check=True, stdout=subprocess.PIPE,
+                         text=True).stdout
+    ops = {}
+    for line in out.splitlines():
+        value, name = line.split()
+        ops.setdefault(name, int(value))
+    return ops
+
 
 SEEDS = {
     "crit": (1, ["cpu0 crit"]),
@@ -25,13 +43,13 @@ SEEDS = {
 }
 
 
-def encode(ncpus, steps):
+def encode(ncpus, steps, ops):
     out = bytearray([ncpus - 1])
     for text in steps:
         words = text.split()
         cpu = int(words[0][3:])
         op = words[1]
-        a = (OPS[op] << 2) | cpu
+        a = (ops[op] << 2) | cpu
         b = 0
         ats = [int(w[1:]) for w in words[2:] if w.startswith("@")]
         if op == "nmi":
@@ -49,9 +67,10 @@ def encode(ncpus, steps):
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else "corpus/fuzz"
     os.makedirs(outdir, exist_ok=True)
+    ops = decoder_ops()
     for name, (ncpus, steps) in SEEDS.items():
         with open(os.path.join(outdir, name + ".bin"), "wb") as f:
-            f.write(encode(ncpus, steps))
+            f.write(encode(ncpus, steps, ops))
     print(f"{len(SEEDS)} seeds in {outdir}/")
 
 
