@@ -37,7 +37,7 @@ all: sim $(B)/fuzz_nmi
 help:
 	@echo "make fuzz      libFuzzer on VARIANT ($(VARIANTS)) for FUZZ_SECONDS (60), MODE=precise|fast"
 	@echo "make test      every test suite (unit, identity, scenarios, corpus, stress, QEMU, Bochs)"
-	@echo "make test-sim  the simulator and fuzz-regression suites only (fast)"
+	@echo "make test-sim  the simulator, fuzz-regression and tooling suites only (fast)"
 	@echo "make explore   every placement of up to NMIS (2) NMIs in corpus/scenarios/*.nmi"
 	@echo "make replay INPUT=file   replay a fuzz input (.bin) or scenario (.nmi) with its timeline"
 	@echo "make stress    free-running stress: CPUS (2) threads, SOURCES (2), NMIS (1000000)"
@@ -131,7 +131,7 @@ test:
 
 test-sim:
 	@scripts/deps.sh sim fuzz
-	@python3 tests/run_tests.py unit identity scenarios corpus input style
+	@python3 tests/run_tests.py unit identity scenarios corpus input scripts style
 
 bench:
 	@scripts/deps.sh all

@@ -94,18 +94,25 @@ def _test(name, s):
     return t
 
 
-def load(path):
-    """([Test], {emulator: {experiments that deviate}}) from the manifest at `path`."""
+def parse(text, source="<manifest>"):
+    """([Test], {emulator: {experiments that deviate}}) from a manifest's text."""
     cfg = configparser.ConfigParser(interpolation=None, default_section="no default section")
     try:
-        with open(path) as f:
-            cfg.read_file(f)
-    except (OSError, configparser.Error) as e:
+        cfg.read_string(text, source)
+    except configparser.Error as e:
         raise ManifestError(str(e)) from None
     if TABLE not in cfg:
-        raise ManifestError(f"no [{TABLE}] table")
+        raise ManifestError(f"{source}: no [{TABLE}] table")
     deviations = {emu: set(v.split()) for emu, v in cfg[TABLE].items()}
     tests = [_test(name, cfg[name]) for name in cfg.sections() if name != TABLE]
     if not tests:
-        raise ManifestError(f"{path}: no tests")
+        raise ManifestError(f"{source}: no tests")
     return tests, deviations
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return parse(f.read(), path)
+    except OSError as e:
+        raise ManifestError(str(e)) from None

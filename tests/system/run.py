@@ -174,15 +174,19 @@ def judge_guest_cpus(t, run, verdict):
     return []
 
 
+def path_matches(words, path):
+    """Does the function path match the manifest's words (`...`: any functions)?"""
+    pattern = "".join(r"(?:\S+ )*" if w == "..." else re.escape(w) + " " for w in words)
+    return re.fullmatch(pattern, " ".join(path) + " ") is not None
+
+
 def judge_path(t, run, notes):
     lines, syms = run.trace
     if not lines:
         return ["no traced instructions"]
     per_fn, in_core, path = bochs_trace.summarize(lines, syms)
     notes.append(f"{sum(per_fn.values())} instructions, {in_core} in the core")
-    pattern = "".join(r"(?:\S+ )*" if w == "..." else re.escape(w) + " " for w in t.path)
-    problems = [] if re.fullmatch(pattern, " ".join(path) + " ") else \
-        ["unexpected path " + " -> ".join(path)]
+    problems = [] if path_matches(t.path, path) else ["unexpected path " + " -> ".join(path)]
     if not in_core:
         problems.append("no instruction inside the NMI core")
     return problems
