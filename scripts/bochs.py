@@ -30,7 +30,17 @@ PTY_RE = re.compile(rb"connected to screen (/dev/pts/\d+)")
 TOOLS = ("bochs", "grub-mkrescue", "xorriso")
 
 
+def bochsrc_env(iso, cpus, files):
+    """The variables the top-level bochsrc reads (it is the one configuration, also
+    for runs by hand, docs/booting.md): the ISO, the CPU count and where COM1, the
+    log, the debugger's log and the symbol file go."""
+    return {"HV_ISO": os.path.abspath(iso), "HV_CPUS": str(cpus),
+            "HV_SERIAL": files["serial.txt"], "HV_LOG": files["bochs.log"],
+            "HV_DBGLOG": files["debugger.log"], "HV_SYMBOLS": files["hv.sym"]}
+
+
 def _drain_pty(path, stop):
+    """Read the term display's pseudo-terminal until `stop`: unread, Bochs blocks."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
@@ -83,9 +93,7 @@ def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c",
     for name in ("serial.txt", "debugger.log"):
         if os.path.exists(files[name]):
             os.unlink(files[name])
-    env = dict(os.environ, HV_ISO=os.path.abspath(iso), HV_CPUS=str(cpus),
-               HV_SERIAL=files["serial.txt"], HV_LOG=files["bochs.log"],
-               HV_DBGLOG=files["debugger.log"], HV_SYMBOLS=files["hv.sym"])
+    env = dict(os.environ, **bochsrc_env(iso, cpus, files))
     start = time.monotonic()
     with open(files["stdout.txt"], "wb") as out:
         proc = subprocess.Popen(["bochs", "-q", "-f", os.path.join(ROOT, "bochsrc"),
