@@ -7,11 +7,7 @@
 #define PERCPU_SELF      0
 #define PERCPU_TRACE_NMI 8
 
-/* GDT selectors: identical layout in the boot, trampoline and per-CPU GDTs. */
-#define SEL_CODE64 0x08
-#define SEL_DATA   0x10
-#define SEL_CODE32 0x18
-#define SEL_TSS    0x20
+#include "gdt.h" /* GDT selectors, the same in every GDT */
 
 /* Physical address the AP start-up trampoline is copied to (SIPI vector 0x08). */
 #define TRAMPOLINE_PA 0x8000
