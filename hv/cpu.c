@@ -93,7 +93,8 @@ void cpu_init(struct percpu *p, unsigned index, uint32_t apic_id)
 	p->gdt[SEL_CODE64 / 8] = GDT_DESC_CODE64;
 	p->gdt[SEL_DATA / 8] = GDT_DESC_DATA;
 	p->gdt[SEL_CODE32 / 8] = GDT_DESC_CODE32;
-	/* SEL_TSS: a 64-bit available TSS (type 9), SDM vol. 3, 8.2.3. */
+	/* SEL_TSS: a 64-bit available TSS (type 9), SDM vol. 3A, 7.2.3 "TSS Descriptor in 64-bit
+	 * mode". */
 	p->gdt[SEL_TSS / 8] = (limit & 0xFFFF) | ((base & 0xFFFFFF) << 16) | (0x89ull << 40) |
 			      (((limit >> 16) & 0xF) << 48) | (((base >> 24) & 0xFF) << 56);
 	p->gdt[SEL_TSS / 8 + 1] = base >> 32;

@@ -4,8 +4,9 @@
  * AP trampoline's GDT (trampoline.S) and every CPU's own GDT (cpu.c, which adds
  * its TSS) hold the same flat descriptors at the same selectors.
  *
- * Descriptor format: Intel SDM vol. 3, 3.4.5 "Segment Descriptors" (base 0, limit
- * 0xFFFFF with G=1, present, DPL 0); a 64-bit code segment has L=1, D=0 (5.2.1).
+ * Descriptor format: Intel SDM vol. 3A, 3.4.5 "Segment Descriptors" (base 0, limit
+ * 0xFFFFF with G=1, present, DPL 0); a 64-bit code segment has L=1, D=0 (5.2.1 "Code-Segment
+ * Descriptor in 64-bit Mode").
  */
 #ifndef HV_GDT_H
 #define HV_GDT_H
