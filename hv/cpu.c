@@ -117,6 +117,13 @@ void cpu_init(struct percpu *p, unsigned index, uint32_t apic_id)
 			     : "m"(gdtr), "i"(SEL_CODE64), "r"(SEL_DATA), "r"(SEL_TSS), "m"(idtr)
 			     : "rax", "memory");
 	wrmsr(MSR_GS_BASE, (uint64_t)p);
+
+	/* XSETBV needs CR4.OSXSAVE (else #UD): the guest's XSETBV exits and is executed
+	 * here (insn_exits.c).  The hypervisor itself uses no extended state. */
+	uint32_t a, b, c, d;
+	cpuid(1, &a, &b, &c, &d);
+	if (c & CPUID1_ECX_XSAVE)
+		write_cr4(read_cr4() | CR4_OSXSAVE);
 }
 
 static const char *const exc_names[32] = {

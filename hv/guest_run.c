@@ -150,6 +150,11 @@ static uint64_t report_exits(void)
 	    "sipi %lu total %lu\n",
 	    sum[EXIT_EXCEPTION_NMI], sum[EXIT_NMI_WINDOW], sum[EXIT_CPUID], sum[EXIT_VMCALL],
 	    hypercalls_bad(), sum[EXIT_EPT_VIOLATION], sum[EXIT_INIT], sum[EXIT_SIPI], total);
+	kprintf("vmx: exits by reason:");
+	for (unsigned k = 0; k < EXIT_REASONS; k++)
+		if (sum[k])
+			kprintf(" %u=%lu", k, sum[k]);
+	kprintf(" other=%lu\n", sum[EXIT_REASONS]);
 	kprintf("vmx: interrupted event delivery: NMIs re-queued by the core %lu, other events "
 		"re-injected %lu; lazy EPT pages mapped again %lu\n",
 		nmis_requeued, redelivered, jobs.lazy_restored);

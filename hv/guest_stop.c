@@ -9,6 +9,27 @@
 #include "hv.h"
 #include "x86.h"
 
+/* The 16 bytes at the guest's RIP, through its page tables: "??" for a byte that
+ * cannot be read (not mapped, hypervisor memory, beyond 4 GiB). */
+static void dump_code(void)
+{
+	uint64_t lin = guest_rip_linear(), gpa = 0;
+	int mapped = guest_virt_to_phys(lin, &gpa) == 0;
+	char line[16 * 3 + 1];
+	for (unsigned i = 0; i < 16; i++) {
+		uint8_t b;
+		int ok = guest_read(lin + i, &b, 1) == 0;
+		line[3 * i] = ' ';
+		line[3 * i + 1] = ok ? "0123456789abcdef"[b >> 4] : '?';
+		line[3 * i + 2] = ok ? "0123456789abcdef"[b & 15] : '?';
+	}
+	line[sizeof line - 1] = 0;
+	if (mapped)
+		kprintf("  code at linear 0x%lx (guest-physical 0x%lx):%s\n", lin, gpa, line);
+	else
+		kprintf("  code at linear 0x%lx (not mapped):%s\n", lin, line);
+}
+
 void vmx_dump_guest(const struct guest_regs *r)
 {
 	kprintf("  exit reason 0x%lx qualification 0x%lx intr-info 0x%lx idt-vectoring 0x%lx\n",
@@ -20,9 +41,20 @@ void vmx_dump_guest(const struct guest_regs *r)
 	kprintf("  interruptibility 0x%lx activity %lu guest-physical 0x%lx linear 0x%lx\n",
 		vmx_read(VMCS_GUEST_INTERRUPTIBILITY), vmx_read(VMCS_GUEST_ACTIVITY),
 		vmx_read(VMCS_GUEST_PHYS_ADDR), vmx_read(VMCS_GUEST_LINEAR_ADDR));
-	if (r)
-		kprintf("  eax=0x%lx ebx=0x%lx ecx=0x%lx edx=0x%lx esi=0x%lx edi=0x%lx ebp=0x%lx\n",
+	kprintf("  as the guest sees them: cr0=0x%lx cr4=0x%lx efer=0x%lx (%s); cs=0x%lx "
+		"base 0x%lx ar 0x%lx\n",
+		cr_guest_cr0(), cr_guest_cr4(),
+		(vmx_caps.exit & EXIT_SAVE_EFER) ? vmx_read(VMCS_GUEST_EFER) : 0,
+		guest_long_mode() ? "IA-32e mode" : "legacy mode", vmx_read(VMCS_GUEST_CS_SEL),
+		vmx_read(VMCS_GUEST_CS_BASE), vmx_read(VMCS_GUEST_CS_AR));
+	if (r) {
+		kprintf("  rax=0x%lx rbx=0x%lx rcx=0x%lx rdx=0x%lx rsi=0x%lx rdi=0x%lx rbp=0x%lx\n",
 			r->rax, r->rbx, r->rcx, r->rdx, r->rsi, r->rdi, r->rbp);
+		kprintf("  r8=0x%lx r9=0x%lx r10=0x%lx r11=0x%lx r12=0x%lx r13=0x%lx r14=0x%lx "
+			"r15=0x%lx\n",
+			r->r8, r->r9, r->r10, r->r11, r->r12, r->r13, r->r14, r->r15);
+	}
+	dump_code();
 }
 
 /* Masked context (an exit handler): out of the guest on this CPU. */

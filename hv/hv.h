@@ -95,6 +95,7 @@ void udelay(uint64_t us);
 void lapic_init(int bsp);
 uint32_t lapic_id(void);
 void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
+int lapic_x2apic(void); /* the LAPICs run in x2APIC mode */
 
 /* acpi.c: CPUs from the MADT. */
 unsigned acpi_find_cpus(uint32_t *apic_ids, unsigned max);

@@ -63,6 +63,11 @@ void lapic_init(int bsp)
 	wr(REG_LVT_LINT1, bsp ? LVT_NMI : LVT_MASKED);
 }
 
+int lapic_x2apic(void)
+{
+	return x2apic;
+}
+
 /* This CPU's APIC ID, whatever mode its LAPIC is in yet (an AP asks before its
  * lapic_init). */
 uint32_t lapic_id(void)

@@ -3,7 +3,9 @@
  * vmcs.c - the guest's VMCS: execution, exit and entry controls, the host state a
  * VM exit loads, and the guest state of a multiboot v1 hand-over (flat 32-bit
  * protected mode, paging off: unrestricted guest + EPT).  Every field by its name
- * in vmx.h.  With `guest_smp=1` every CPU builds one for the same guest.
+ * in vmx.h.  With `guest_smp=1` every CPU builds one for the same guest.  The
+ * parts whose exits other files handle come from them: the MSR bitmap (msr.c),
+ * the I/O bitmaps (io.c), the CR0/CR4 masks and shadows (cr.c).
  *
  * There is no cached VMCS: the VMCS these functions write is the one VMRESUME
  * uses, and the NMI core writes it too (NMI-window control, injection) through
@@ -24,15 +26,14 @@
 #define AR_TSS32_BUSY  0x8B
 #define RFLAGS_FIXED   0x2 /* bit 1 is always 1 */
 #define DR7_INIT       0x400
+#define MSR_PAT        0x277u
+#define PAT_POWER_ON   0x0007040600070406ull /* SDM vol. 3A, 11.12.4 */
 
 extern char vmx_exit_entry[];
 
 /* One exit stack per CPU: every exit starts on an empty one (host RSP).  Apart
  * from struct percpu, as the other stacks are (smp.c, cpu.c). */
 static uint8_t exit_stack[MAX_CPUS][STACK_SIZE] __attribute__((aligned(16)));
-/* MSR bitmap (SDM vol. 3C, 24.6.9 "MSR-Bitmap Address"): reads pass through, every write exits (and
- * stops the guest). */
-static uint8_t msr_bitmap[4096] __attribute__((aligned(4096)));
 
 uint64_t vmx_read(uint32_t field)
 {
@@ -74,10 +75,11 @@ static void setup_controls(uint64_t eptp)
 	vmx_write(VMCS_EXIT_MSR_LOAD_COUNT, 0);
 	vmx_write(VMCS_ENTRY_MSR_LOAD_COUNT, 0);
 	vmx_write(VMCS_ENTRY_INTR_INFO, 0);
-	for (unsigned i = 2048; i < 4096; i++) /* the write halves */
-		msr_bitmap[i] = 0xFF;
-	vmx_write(VMCS_MSR_BITMAP, (uint64_t)msr_bitmap);
+	vmx_write(VMCS_MSR_BITMAP, msr_bitmap_init()); /* msr.c */
+	io_setup_vmcs(); /* io.c */
 	vmx_write(VMCS_EPT_POINTER, eptp);
+	if (c->proc2 & PROC2_XSAVES) /* XSAVES/XRSTORS never exit (24.6.20) */
+		vmx_write(VMCS_XSS_EXITING_BITMAP, 0);
 	vmx_write(VMCS_LINK_POINTER, ~0ull);
 }
 
@@ -111,6 +113,8 @@ static void setup_host(struct percpu *p)
 	vmx_write(VMCS_HOST_SYSENTER_EIP, 0);
 	if (vmx_caps.exit & EXIT_LOAD_EFER)
 		vmx_write(VMCS_HOST_EFER, rdmsr(MSR_EFER));
+	if (vmx_caps.exit & EXIT_LOAD_PAT)
+		vmx_write(VMCS_HOST_PAT, rdmsr(MSR_PAT));
 	vmx_write(VMCS_HOST_RSP, (uint64_t)&exit_stack[p->index][STACK_SIZE]);
 	vmx_write(VMCS_HOST_RIP, (uint64_t)vmx_exit_entry);
 }
@@ -120,16 +124,8 @@ static void setup_host(struct percpu *p)
  * Control Registers, Debug Registers, and MSRs"). */
 static void setup_guest(const struct guest_image *g)
 {
-	uint64_t fixed0 = rdmsr(MSR_VMX_CR0_FIXED0) & ~(CR0_PE | CR0_PG);
-	uint64_t cr0 = (fixed0 | CR0_PE | CR0_ET) & rdmsr(MSR_VMX_CR0_FIXED1);
-	uint64_t cr4_fixed = rdmsr(MSR_VMX_CR4_FIXED0);
-	vmx_write(VMCS_GUEST_CR0, cr0);
-	vmx_write(VMCS_CR0_MASK, fixed0); /* a write changing them exits */
-	vmx_write(VMCS_CR0_SHADOW, cr0);
+	cr_setup_vmcs(CR0_PE | CR0_ET | CR0_NE, 0); /* cr.c: masks, shadows, fixed bits */
 	vmx_write(VMCS_GUEST_CR3, 0);
-	vmx_write(VMCS_GUEST_CR4, cr4_fixed & rdmsr(MSR_VMX_CR4_FIXED1));
-	vmx_write(VMCS_CR4_MASK, cr4_fixed); /* the guest reads CR4.VMXE as 0 */
-	vmx_write(VMCS_CR4_SHADOW, 0);
 	for (unsigned s = SEG_ES; s <= SEG_GS; s++) {
 		vmx_write(VMCS_GUEST_SEL(s), s == SEG_CS ? GUEST_SEL_CODE : GUEST_SEL_DATA);
 		vmx_write(VMCS_GUEST_BASE(s), 0);
@@ -161,6 +157,10 @@ static void setup_guest(const struct guest_image *g)
 	vmx_write(VMCS_GUEST_SYSENTER_EIP, 0);
 	if (vmx_caps.entry & ENTRY_LOAD_EFER)
 		vmx_write(VMCS_GUEST_EFER, 0);
+	if (vmx_caps.entry & ENTRY_LOAD_PAT)
+		vmx_write(VMCS_GUEST_PAT, PAT_POWER_ON);
+	for (unsigned i = 0; i < 4; i++) /* PAE paging is off: no PDPTEs yet */
+		vmx_write(VMCS_GUEST_PDPTE0 + 2 * i, 0);
 }
 
 void vmx_setup_vmcs(const struct guest_image *g, uint64_t eptp)

@@ -12,10 +12,10 @@
  * nmi_vmexit_nmi() (which leaves the exit's NMI blocking with an IRET), an
  * NMI-window exit to nmi_vmexit_nmi_window() (which injects one pending NMI).  An
  * exit that interrupted the delivery of an event delivers it again at the next
- * entry: the core re-queues its own NMI injections, redeliver() the rest.
+ * entry: the core re-queues its own NMI injections, vmx_redeliver() the rest
+ * (inject.c).
  */
 #include "hv.h"
-#include "hypercall.h"
 #include "nmi_platform.h"
 #include "x86.h"
 
@@ -67,10 +67,15 @@ static void exit_sipi(struct vmexit *x)
 	(void)x;
 	struct percpu *p = this_percpu();
 	uint64_t vector = vmx_read(VMCS_EXIT_QUAL) & 0xFF;
-	uint64_t fixed0 = rdmsr(MSR_VMX_CR0_FIXED0) & ~(CR0_PE | CR0_PG);
-	uint64_t cr0 = (fixed0 | CR0_ET) & rdmsr(MSR_VMX_CR0_FIXED1);
-	vmx_write(VMCS_GUEST_CR0, cr0);
-	vmx_write(VMCS_CR0_SHADOW, cr0);
+	/* The INIT state (SDM vol. 3A, 9.1.1, table 9-1), paging and IA-32e mode off,
+	 * except CR0.CD/NW (left clear: the guest runs cached) and CR0.NE (what the
+	 * guest saw before, as VMX forces it anyway). */
+	cr_setup_vmcs(CR0_ET | CR0_NE, 0);
+	vmx_write(VMCS_GUEST_CR3, 0);
+	if (vmx_caps.entry & ENTRY_LOAD_EFER)
+		vmx_write(VMCS_GUEST_EFER, 0);
+	vmx_write(VMCS_ENTRY_CTLS, vmx_read(VMCS_ENTRY_CTLS) & ~(uint64_t)ENTRY_IA32E_GUEST);
+	vmx_write(VMCS_GUEST_DR7, 0x400);
 	for (unsigned s = SEG_ES; s <= SEG_GS; s++) { /* 16-bit, 64 KiB */
 		uint64_t sel = s == SEG_CS ? vector << 8 : 0;
 		vmx_write(VMCS_GUEST_SEL(s), sel);
@@ -98,30 +103,6 @@ static void exit_sipi(struct vmexit *x)
 		p->index, vector, vector << 12);
 }
 
-static void exit_cpuid(struct vmexit *x)
-{
-	struct guest_regs *r = x->r;
-	uint32_t leaf = (uint32_t)r->rax, a, b, c, d;
-	if ((leaf & 0xFFFFFF00u) == HV_CPUID_LEAF) {
-		int sig = leaf == HV_CPUID_LEAF;
-		a = sig ? HV_CPUID_LEAF : 0;
-		b = sig ? HV_CPUID_EBX : 0;
-		c = sig ? HV_CPUID_ECX : 0;
-		d = sig ? HV_CPUID_EDX : 0;
-	} else {
-		cpuid_sub(leaf, (uint32_t)r->rcx, &a, &b, &c, &d);
-		if (leaf == 1) {
-			c &= ~CPUID1_ECX_VMX; /* no VMX for the guest */
-			c |= CPUID1_ECX_HYPERVISOR; /* "running under a hypervisor" */
-		}
-	}
-	r->rax = a;
-	r->rbx = b;
-	r->rcx = c;
-	r->rdx = d;
-	vmx_skip_instruction();
-}
-
 static void exit_ept_violation(struct vmexit *x)
 {
 	uint64_t q = vmx_read(VMCS_EXIT_QUAL), gpa = vmx_read(VMCS_GUEST_PHYS_ADDR);
@@ -141,7 +122,9 @@ static _Noreturn void exit_unhandled(struct vmexit *x)
 	guest_fail("unhandled exit", x->r);
 }
 
-/* The handlers, by basic exit reason (vmx.h, SDM vol. 3D appendix C). */
+/* The handlers, by basic exit reason (vmx.h, SDM vol. 3D appendix C); docs/vmx.md
+ * has the table with the rule each one follows.  A reason without an entry is
+ * reported and stops the guest (exit_unhandled). */
 static vmexit_handler *const handlers[EXIT_REASONS] = {
     [EXIT_EXCEPTION_NMI] = exit_exception_nmi,
     [EXIT_TRIPLE_FAULT] = exit_triple_fault,
@@ -149,8 +132,28 @@ static vmexit_handler *const handlers[EXIT_REASONS] = {
     [EXIT_SIPI] = exit_sipi,
     [EXIT_NMI_WINDOW] = exit_nmi_window,
     [EXIT_CPUID] = exit_cpuid,
+    [EXIT_GETSEC] = exit_ud,
+    [EXIT_INVD] = exit_wbinvd,
     [EXIT_VMCALL] = exit_vmcall,
+    [EXIT_VMCLEAR] = exit_ud,
+    [EXIT_VMLAUNCH] = exit_ud,
+    [EXIT_VMPTRLD] = exit_ud,
+    [EXIT_VMPTRST] = exit_ud,
+    [EXIT_VMREAD] = exit_ud,
+    [EXIT_VMRESUME] = exit_ud,
+    [EXIT_VMWRITE] = exit_ud,
+    [EXIT_VMXOFF] = exit_ud,
+    [EXIT_VMXON] = exit_ud,
+    [EXIT_CR_ACCESS] = exit_cr_access,
+    [EXIT_IO] = exit_io,
+    [EXIT_RDMSR] = exit_rdmsr,
+    [EXIT_WRMSR] = exit_wrmsr,
     [EXIT_EPT_VIOLATION] = exit_ept_violation,
+    [EXIT_INVEPT] = exit_ud,
+    [EXIT_INVVPID] = exit_ud,
+    [EXIT_WBINVD] = exit_wbinvd,
+    [EXIT_XSETBV] = exit_xsetbv,
+    [EXIT_VMFUNC] = exit_ud,
 };
 
 void vmx_skip_instruction(void)
@@ -161,28 +164,6 @@ void vmx_skip_instruction(void)
 	if (intr & GUEST_INTR_BLOCK_STI_MOVSS)
 		vmx_write(VMCS_GUEST_INTERRUPTIBILITY,
 			  intr & ~(uint64_t)GUEST_INTR_BLOCK_STI_MOVSS);
-}
-
-/* The exit interrupted the delivery of an event (IDT-vectoring information valid,
- * SDM vol. 3C, 27.2.3 "Information for VM Exits During Event Delivery"): the event
- * did not happen, the guest state is as before it.  Deliver it again at the next
- * VM entry.  An NMI is the core's (it injected it): the core queues it again.
- * Anything else is re-injected here, the one write to the injection field outside
- * the core; it is free, since the VM entry before this exit consumed any earlier
- * injection. */
-static void redeliver(uint32_t vectoring)
-{
-	if (nmi_vmexit_vectoring(vectoring))
-		return;
-	uint32_t type = INTR_INFO_TYPE(vectoring);
-	vmx_write(VMCS_ENTRY_INTR_INFO, vectoring & INTR_INFO_ENTRY_BITS);
-	if (vectoring & INTR_INFO_ERRCODE)
-		vmx_write(VMCS_ENTRY_EXC_ERRCODE, vmx_read(VMCS_IDT_VECTORING_ERR));
-	/* INT n, INT1, INT3, INTO: the entry pushes RIP + length as the return address. */
-	if (type == INTR_TYPE_SOFT_INT || type == INTR_TYPE_PRIV_SOFT_EXC ||
-	    type == INTR_TYPE_SOFT_EXC)
-		vmx_write(VMCS_ENTRY_INSTR_LEN, vmx_read(VMCS_EXIT_INSTR_LEN));
-	this_percpu()->vmx.reinjected++;
 }
 
 void vmx_owe_quiesce_rounds(uint32_t count)
@@ -226,7 +207,7 @@ void vmx_exit_handler(struct guest_regs *r)
 	}
 	x.vectoring = (uint32_t)vmx_read(VMCS_IDT_VECTORING_INFO);
 	if ((x.vectoring & INTR_INFO_VALID) && basic != EXIT_TRIPLE_FAULT)
-		redeliver(x.vectoring);
+		vmx_redeliver(x.vectoring);
 	vmexit_handler *h = basic < EXIT_REASONS ? handlers[basic] : 0;
 	if (!h)
 		exit_unhandled(&x);

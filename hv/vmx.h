@@ -259,6 +259,7 @@
 #define EXIT_SIPI              4
 #define EXIT_NMI_WINDOW        8
 #define EXIT_CPUID             10
+#define EXIT_GETSEC            11
 #define EXIT_HLT               12
 #define EXIT_INVD              13
 #define EXIT_VMCALL            18
@@ -385,12 +386,92 @@ struct vmexit {
 typedef void vmexit_handler(struct vmexit *x);
 /* Every VM exit (vmx_entry.S), on this CPU's exit stack.  Returning resumes. */
 void vmx_exit_handler(struct guest_regs *r);
+/* The handlers in other files (the table is in vmexit.c). */
+vmexit_handler exit_cpuid; /* cpuid.c */
+vmexit_handler exit_rdmsr, exit_wrmsr; /* msr.c */
+vmexit_handler exit_cr_access; /* cr.c */
+vmexit_handler exit_io; /* io.c */
+vmexit_handler exit_xsetbv, exit_wbinvd, exit_ud; /* insn_exits.c */
 /* Past the instruction that exited (VM-exit instruction length), ending STI/MOV-SS
  * blocking as the instruction's retirement does; NMI blocking stays. */
 void vmx_skip_instruction(void);
 /* HC_QUIESCE: run `count` stop-the-world rounds after this exit, unmasked, before
  * the VM entry. */
 void vmx_owe_quiesce_rounds(uint32_t count);
+
+/* ---- inject.c: events into the guest ------------------------------------------------ */
+/* The exit interrupted the delivery of an event (IDT-vectoring information valid,
+ * SDM vol. 3C, 27.2.3): the event did not happen and the guest state is as before
+ * it; deliver it again at the next VM entry (an NMI through the core). */
+void vmx_redeliver(uint32_t vectoring);
+/* Inject hardware exception `vector` (type 3) at the next VM entry, with an error
+ * code when `has_error` (dropped in real mode, where VM entry forbids one).  For
+ * faults: the caller does not skip the instruction.  When an event is already
+ * queued (a re-delivery), the SDM's double-fault rules decide: contributory on
+ * contributory, or page fault on either, becomes #DF; a fault during #DF stops the
+ * guest (triple fault); otherwise the queued event goes first and the instruction
+ * faults again when it runs again. */
+void vmx_inject_exception(unsigned vector, int has_error, uint32_t error);
+
+/* ---- msr.c: RDMSR/WRMSR (exit reasons 31, 32) --------------------------------------- */
+/* A handler returns 0, or -1 for #GP.  A read handler fills *val. */
+typedef int msr_read_fn(uint32_t msr, uint64_t *val);
+typedef int msr_write_fn(uint32_t msr, uint64_t val);
+/* Make reads and/or writes of `msr` exit (1) or pass through (0).  Before the
+ * guest starts (the bitmap is shared by every guest CPU).  An intercepted MSR
+ * without a handler stops the guest when it is accessed; MSRs outside
+ * 0-0x1FFF and 0xC0000000-0xC0001FFF always exit (and get #GP unless
+ * msr_register()ed). */
+void msr_intercept(uint32_t msr, int read, int write);
+/* Intercept and handle [first, last]: a NULL function lets that direction pass
+ * through.  The first matching registration wins. */
+void msr_register(uint32_t first, uint32_t last, msr_read_fn *read, msr_write_fn *write);
+/* The bitmap with the built-in rules (the table in msr.c), for the VMCS. */
+uint64_t msr_bitmap_init(void);
+/* The guest's writes of the x2APIC ICR (MSR 0x830) in x2APIC mode.  Returns 0, or
+ * -1 for #GP.  A weak default in msr.c writes the real ICR; a strong definition
+ * elsewhere (LAPIC ICR interception) replaces it. */
+int apic_icr_write(uint64_t icr);
+
+/* ---- io.c: port I/O (exit reason 30) -------------------------------------------------- */
+/* Handle an intercepted access of `size` bytes (1, 2, 4) to `port`: for IN fill
+ * *val, for OUT *val holds the value.  Returns 0, or nonzero when the access
+ * cannot be handled (the guest stops with a report). */
+typedef int io_handler(uint16_t port, unsigned size, int in, uint32_t *val);
+/* Make accesses to [port, port + len) exit.  Before the guest starts. */
+void io_intercept(uint16_t port, unsigned len);
+/* Intercept [port, port + count) and handle it with `fn`. */
+void io_register(uint16_t port, unsigned count, io_handler *fn);
+void io_setup_vmcs(void);
+
+/* ---- cr.c: control registers (exit reason 28) -------------------------------------- */
+/* The guest/host masks, read shadows and real CR0/CR4 for a guest that should
+ * see `cr0` and `cr4`. */
+void cr_setup_vmcs(uint64_t cr0, uint64_t cr4);
+/* CR0/CR4 as the guest sees them (shadowed bits from the read shadows). */
+uint64_t cr_guest_cr0(void);
+uint64_t cr_guest_cr4(void);
+
+/* ---- guest_mem.c: the guest's registers and memory ---------------------------------- */
+/* Translate a guest-linear address through the guest's page tables (none when
+ * CR0.PG = 0; 32-bit, PAE, 4-level and 5-level paging, large pages).  Returns 0,
+ * or -1 when a paging-structure entry is not present or unreadable.  Presence
+ * only: access rights are not checked. */
+int guest_virt_to_phys(uint64_t gva, uint64_t *gpa);
+/* Copy n bytes from guest-linear gva (translated page by page).  Returns 0, or -1
+ * when a page is not mapped, lies beyond the guest's 4 GiB or in the hypervisor
+ * (buf then holds the bytes before that page). */
+int guest_read(uint64_t gva, void *buf, unsigned n);
+/* Copy n bytes from guest-physical gpa; 0 or -1 as above. */
+int guest_read_phys(uint64_t gpa, void *buf, unsigned n);
+/* The linear address of the guest's RIP (CS base + RIP outside 64-bit mode). */
+uint64_t guest_rip_linear(void);
+/* The guest is in IA-32e mode (EFER.LMA). */
+int guest_long_mode(void);
+/* General-purpose register `n` as numbered in exit qualifications (0 RAX, 1 RCX,
+ * 2 RDX, 3 RBX, 4 RSP from the VMCS, 5 RBP, 6 RSI, 7 RDI, 8-15 R8-R15). */
+uint64_t guest_gpr(struct guest_regs *r, unsigned n);
+void guest_set_gpr(struct guest_regs *r, unsigned n, uint64_t v);
 
 /* ---- hypercall.c: VMCALL (exit reason 18) ------------------------------------------- */
 vmexit_handler exit_vmcall;

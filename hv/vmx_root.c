@@ -58,19 +58,29 @@ static const char *check_capabilities(void)
 	if ((why = control(MSR_VMX_PROCBASED + true_off, PROC_NMI_WINDOW_EXITING, 0, &c->proc,
 			   "processor-based controls lack NMI-window exiting")))
 		return why;
-	if ((why = control(MSR_VMX_PROCBASED + true_off, PROC_SECONDARY | PROC_USE_MSR_BITMAPS, 0,
-			   &c->proc,
-			   "processor-based controls lack secondary controls or MSR bitmaps")))
+	/* CR3-load/store exiting are not asked for: off wherever the TRUE controls
+	 * allow it (their must-be-1 bits otherwise: cr.c emulates MOV CR3). */
+	if ((why = control(MSR_VMX_PROCBASED + true_off,
+			   PROC_SECONDARY | PROC_USE_MSR_BITMAPS | PROC_USE_IO_BITMAPS, 0, &c->proc,
+			   "processor-based controls lack secondary controls, MSR or I/O bitmaps")))
 		return why;
-	if ((why = control(MSR_VMX_PROCBASED2, PROC2_EPT | PROC2_UNRESTRICTED, 0, &c->proc2,
+	/* RDTSCP, INVPCID, XSAVES/XRSTORS: without their enable control they are #UD
+	 * in the guest (SDM vol. 3C, 25.3); cpuid.c hides each one not enabled. */
+	if ((why = control(MSR_VMX_PROCBASED2, PROC2_EPT | PROC2_UNRESTRICTED,
+			   PROC2_RDTSCP | PROC2_INVPCID | PROC2_XSAVES, &c->proc2,
 			   "secondary controls lack EPT or unrestricted guest")))
 		return why;
-	if ((why = control(MSR_VMX_EXIT + true_off, EXIT_HOST_64, EXIT_LOAD_EFER, &c->exit,
-			   "exit controls lack a 64-bit host")))
+	/* The guest's IA32_EFER and IA32_PAT are its own: saved on exit, loaded on
+	 * entry, the host's loaded on exit (24.7.1, 24.8.1), where allowed. */
+	if ((why = control(MSR_VMX_EXIT + true_off, EXIT_HOST_64,
+			   EXIT_SAVE_EFER | EXIT_LOAD_EFER | EXIT_SAVE_PAT | EXIT_LOAD_PAT,
+			   &c->exit, "exit controls lack a 64-bit host")))
 		return why;
-	if ((why = control(MSR_VMX_ENTRY + true_off, 0, ENTRY_LOAD_EFER, &c->entry,
+	if ((why = control(MSR_VMX_ENTRY + true_off, 0, ENTRY_LOAD_EFER | ENTRY_LOAD_PAT, &c->entry,
 			   "entry controls")))
 		return why;
+	/* The IA-32e mode guest bit is per guest (vmcs.c, cr.c, msr.c), not a control. */
+	c->entry &= ~(uint32_t)ENTRY_IA32E_GUEST;
 	c->ept_cap = rdmsr(MSR_VMX_EPT_VPID_CAP);
 	c->misc = rdmsr(MSR_VMX_MISC);
 	return NULL;

@@ -17,13 +17,15 @@
 #define MSR_FS_BASE         0xC0000100u
 #define MSR_GS_BASE         0xC0000101u
 
-#define CR0_PE   (1ull << 0)
-#define CR0_ET   (1ull << 4)
-#define CR0_NE   (1ull << 5)
-#define CR0_PG   (1ull << 31)
-#define CR4_VMXE (1ull << 13)
+#define CR0_PE      (1ull << 0)
+#define CR0_ET      (1ull << 4)
+#define CR0_NE      (1ull << 5)
+#define CR0_PG      (1ull << 31)
+#define CR4_VMXE    (1ull << 13)
+#define CR4_OSXSAVE (1ull << 18)
 
 #define CPUID1_ECX_VMX        (1u << 5)
+#define CPUID1_ECX_XSAVE      (1u << 26)
 #define CPUID1_ECX_HYPERVISOR (1u << 31)
 
 static inline void outb(uint16_t port, uint8_t v)
