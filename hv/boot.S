@@ -45,10 +45,7 @@ boot_info:	.long 0
 	.align 16
 	.globl boot_gdt, boot_gdtr
 boot_gdt:
-	.quad 0
-	.quad 0x00AF9A000000FFFF	/* SEL_CODE64 */
-	.quad 0x00CF92000000FFFF	/* SEL_DATA */
-	.quad 0x00CF9A000000FFFF	/* SEL_CODE32 */
+	GDT_FLAT			/* gdt.h */
 boot_gdt_end:
 boot_gdtr:
 	.word boot_gdt_end - boot_gdt - 1

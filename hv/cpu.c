@@ -90,12 +90,14 @@ void cpu_init(struct percpu *p, unsigned index, uint32_t apic_id)
 
 	uint64_t base = (uint64_t)&p->tss, limit = sizeof p->tss - 1;
 	p->gdt[0] = 0;
-	p->gdt[1] = 0x00AF9A000000FFFF; /* SEL_CODE64 */
-	p->gdt[2] = 0x00CF92000000FFFF; /* SEL_DATA */
-	p->gdt[3] = 0x00CF9A000000FFFF; /* SEL_CODE32 */
-	p->gdt[4] = (limit & 0xFFFF) | ((base & 0xFFFFFF) << 16) | (0x89ull << 40) |
-		    (((limit >> 16) & 0xF) << 48) | (((base >> 24) & 0xFF) << 56);
-	p->gdt[5] = base >> 32;
+	p->gdt[SEL_CODE64 / 8] = GDT_DESC_CODE64;
+	p->gdt[SEL_DATA / 8] = GDT_DESC_DATA;
+	p->gdt[SEL_CODE32 / 8] = GDT_DESC_CODE32;
+	/* SEL_TSS: a 64-bit available TSS (type 9), SDM vol. 3A, 7.2.3 "TSS Descriptor in 64-bit
+	 * mode". */
+	p->gdt[SEL_TSS / 8] = (limit & 0xFFFF) | ((base & 0xFFFFFF) << 16) | (0x89ull << 40) |
+			      (((limit >> 16) & 0xF) << 48) | (((base >> 24) & 0xFF) << 56);
+	p->gdt[SEL_TSS / 8 + 1] = base >> 32;
 
 	struct desc_ptr gdtr = {sizeof p->gdt - 1, (uint64_t)p->gdt};
 	struct desc_ptr idtr = {sizeof idt - 1, (uint64_t)idt};
@@ -115,6 +117,13 @@ void cpu_init(struct percpu *p, unsigned index, uint32_t apic_id)
 			     : "m"(gdtr), "i"(SEL_CODE64), "r"(SEL_DATA), "r"(SEL_TSS), "m"(idtr)
 			     : "rax", "memory");
 	wrmsr(MSR_GS_BASE, (uint64_t)p);
+
+	/* XSETBV needs CR4.OSXSAVE (else #UD): the guest's XSETBV exits and is executed
+	 * here (insn_exits.c).  The hypervisor itself uses no extended state. */
+	uint32_t a, b, c, d;
+	cpuid(1, &a, &b, &c, &d);
+	if (c & CPUID1_ECX_XSAVE)
+		write_cr4(read_cr4() | CR4_OSXSAVE);
 }
 
 static const char *const exc_names[32] = {

@@ -13,15 +13,17 @@
  */
 #include "hv.h"
 #include "vmx.h"
+#include "vmx_insn.h"
 
-#define EPT_RWX    7ull
-#define EPT_LARGE  (1ull << 7)
-#define EPT_MT_UC  (0ull << 3)
-#define EPT_MT_WB  (6ull << 3)
-#define EPT_MT     (7ull << 3) /* the memory-type field */
-#define EPTP_WALK4 (3ull << 3) /* page-walk length - 1 */
-#define EPTP_MT_WB 6ull
-#define EPTP_MT_UC 0ull
+#define EPT_RWX             7ull
+#define EPT_LARGE           (1ull << 7)
+#define EPT_MT_UC           (0ull << 3)
+#define EPT_MT_WB           (6ull << 3)
+#define EPT_MT              (7ull << 3) /* the memory-type field */
+#define EPTP_WALK4          (3ull << 3) /* page-walk length - 1 */
+#define EPTP_MT_WB          6ull
+#define EPTP_MT_UC          0ull
+#define INVEPT_ALL_CONTEXTS 2
 
 /* IA32_VMX_EPT_VPID_CAP bits. */
 #define CAP_WALK4      (1ull << 6)
@@ -101,13 +103,10 @@ int ept_set_page(uint64_t gpa, int present)
 	return 0;
 }
 
-/* Type 2 (all contexts): the descriptor's EPTP is ignored. */
+/* Type 2 (all contexts): the descriptor's EPTP is ignored (SDM vol. 3C, 30.3
+ * "INVEPT"). */
 void ept_flush(void)
 {
-	struct {
-		uint64_t eptp, reserved;
-	} desc = {0, 0};
-	if (!invept_ok)
-		return;
-	__asm__ __volatile__("invept %0, %1" ::"m"(desc), "r"(2ull) : "cc", "memory");
+	if (invept_ok)
+		(void)invept(INVEPT_ALL_CONTEXTS, 0);
 }

@@ -7,7 +7,8 @@
  *
  * The memory map marks the hypervisor's image reserved: the guest's EPT does not
  * map it either (ept.c).  The information lives at GUEST_MBI_PA, low memory the
- * hypervisor no longer uses once its APs are up.
+ * hypervisor no longer uses once its APs are up.  Failures are returned as
+ * `why` (hv.h, "Errors").
  */
 #include "hv.h"
 #include "vmx.h"
@@ -122,14 +123,11 @@ static int overlaps(uint64_t a, uint64_t b, uint64_t lo, uint64_t hi)
 }
 
 /* ELF32 program headers, for a multiboot kernel without the address fields. */
-static int load_elf32(const uint8_t *img, uint64_t size, struct guest_image *g)
+static const char *load_elf32(const uint8_t *img, uint64_t size, struct guest_image *g)
 {
 	const uint32_t *eh = (const uint32_t *)img;
-	if (size < 52 || eh[0] != 0x464C457Fu || img[4] != 1) {
-		kprintf(
-		    "vmx: guest module is neither an a.out-kludge nor an ELF32 multiboot kernel\n");
-		return -1;
-	}
+	if (size < 52 || eh[0] != 0x464C457Fu || img[4] != 1)
+		return "guest module is neither an a.out-kludge nor an ELF32 multiboot kernel";
 	uint32_t phoff = eh[7];
 	uint16_t phentsize = *(const uint16_t *)(img + 42), phnum = *(const uint16_t *)(img + 44);
 	g->entry = eh[6];
@@ -141,7 +139,7 @@ static int load_elf32(const uint8_t *img, uint64_t size, struct guest_image *g)
 			continue;
 		uint32_t off = ph[1], pa = ph[3], filesz = ph[4], memsz = ph[5];
 		if (off + (uint64_t)filesz > size)
-			return kprintf("vmx: guest ELF segment beyond the module\n"), -1;
+			return "guest ELF segment beyond the module";
 		copy(pa, img + off, filesz);
 		zero(pa + filesz, memsz - filesz);
 		if (pa < g->load_lo)
@@ -149,7 +147,7 @@ static int load_elf32(const uint8_t *img, uint64_t size, struct guest_image *g)
 		if (pa + memsz > g->load_hi)
 			g->load_hi = pa + memsz;
 	}
-	return 0;
+	return NULL;
 }
 
 /* The guest's memory map: the firmware's, with the hypervisor's image reserved. */
@@ -181,15 +179,12 @@ static unsigned guest_map(struct mb1_mmap *out, uint64_t hv_lo, uint64_t hv_hi, 
 	return n;
 }
 
-int guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
+const char *guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 {
 	uint64_t mod_lo, mod_hi;
-	const char *name;
-	if (!find_module(&mod_lo, &mod_hi, &name)) {
-		kprintf("vmx: no boot module: pass the guest kernel with GRUB `module2` or QEMU "
-			"-initrd\n");
-		return -1;
-	}
+	const char *name, *why;
+	if (!find_module(&mod_lo, &mod_hi, &name))
+		return "no boot module: pass the guest kernel with GRUB `module2` or QEMU -initrd";
 	const uint8_t *img = phys_ptr(mod_lo);
 	uint64_t size = mod_hi - mod_lo;
 
@@ -203,19 +198,15 @@ int guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 			break;
 		}
 	}
-	if (!h) {
-		kprintf("vmx: guest module \"%s\" has no multiboot v1 header\n", name);
-		return -1;
-	}
+	if (!h)
+		return "guest module has no multiboot v1 header";
 	if (h[1] & MB1_FLAG_ADDRS) {
 		/* a.out kludge: [load_addr, load_end) from the file, zero to bss_end. */
 		uint32_t header_addr = h[3], load = h[4], load_end = h[5], bss_end = h[6];
 		uint64_t file_off = hoff - (uint64_t)(header_addr - load);
 		uint64_t len = (load_end ? load_end : load + size - file_off) - load;
-		if (file_off + len > size) {
-			kprintf("vmx: guest multiboot header's load range exceeds the module\n");
-			return -1;
-		}
+		if (file_off + len > size)
+			return "guest multiboot header's load range exceeds the module";
 		g->entry = h[7];
 		g->load_lo = load;
 		g->load_hi = bss_end > load + len ? bss_end : (uint32_t)(load + len);
@@ -225,8 +216,8 @@ int guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 		copy(load, img + file_off, len);
 		zero(load + len, g->load_hi - (load + len));
 	} else {
-		if (load_elf32(img, size, g) != 0)
-			return -1;
+		if ((why = load_elf32(img, size, g)))
+			return why;
 		if (overlaps(g->load_lo, g->load_hi, hv_lo, hv_hi))
 			goto clash;
 	}
@@ -254,9 +245,7 @@ int guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 	kprintf("vmx: guest \"%s\": image [0x%x, 0x%x) entry 0x%x, %u memory-map entries, "
 		"hypervisor [0x%lx, 0x%lx) reserved\n",
 		cmd, g->load_lo, g->load_hi, g->entry, n, hv_lo, hv_hi);
-	return 0;
+	return NULL;
 clash:
-	kprintf("vmx: guest image [0x%x, 0x%x) overlaps the hypervisor or its own module\n",
-		g->load_lo, g->load_hi);
-	return -1;
+	return "guest image overlaps the hypervisor or its own module";
 }

@@ -7,11 +7,7 @@
 #define PERCPU_SELF      0
 #define PERCPU_TRACE_NMI 8
 
-/* GDT selectors: identical layout in the boot, trampoline and per-CPU GDTs. */
-#define SEL_CODE64 0x08
-#define SEL_DATA   0x10
-#define SEL_CODE32 0x18
-#define SEL_TSS    0x20
+#include "gdt.h" /* GDT selectors, the same in every GDT */
 
 /* Physical address the AP start-up trampoline is copied to (SIPI vector 0x08). */
 #define TRAMPOLINE_PA 0x8000
@@ -22,12 +18,13 @@
 #include <stdint.h>
 
 #include "nmi_core.h"
+#include "vmx.h"
 
 #define MAX_CPUS       16
 #define STACK_SIZE     16384
 #define IST_STACK_SIZE 8192
 
-/* 64-bit TSS (Intel SDM vol. 3, 8.7). */
+/* 64-bit TSS (Intel SDM vol. 3A, 7.7 "Task Management in 64-bit Mode"). */
 struct tss {
 	uint32_t reserved0;
 	uint64_t rsp[3];
@@ -52,8 +49,8 @@ struct percpu {
 	unsigned index; /* dense CPU number = nmi_cpu.id                   */
 	uint32_t apic_id;
 	volatile uint32_t online;
-	uint64_t vmcs_pa; /* current VMCS (vmx.c): 0 = none                 */
 	struct nmi_cpu nmi;
+	struct vmx_cpu vmx; /* VMCS, guest state, exit counters (vmx.h) */
 	struct tss tss;
 	uint64_t gdt[7]; /* null, code64, data, code32, TSS (2 slots), pad */
 } __attribute__((aligned(64)));
@@ -98,6 +95,7 @@ void udelay(uint64_t us);
 void lapic_init(int bsp);
 uint32_t lapic_id(void);
 void lapic_send_ipi(uint32_t apic_id, uint32_t icr_low);
+int lapic_x2apic(void); /* the LAPICs run in x2APIC mode */
 
 /* acpi.c: CPUs from the MADT. */
 unsigned acpi_find_cpus(uint32_t *apic_ids, unsigned max);
@@ -116,8 +114,29 @@ const char *cmdline_raw(void);
 const char *cmdline_str(const char *key, const char *def);
 uint64_t cmdline_u64(const char *key, uint64_t def);
 
+/*
+ * Errors: one convention for the whole hypervisor.
+ *
+ *  1. Setup failures (the job cannot start: no VMX, no guest module, an EPT that
+ *     does not fit, a bad command-line value) are returned as `const char *why`
+ *     (NULL: success) up to the job's top level, which calls hv_fail(job, why):
+ *     exactly one `RESULT: FAIL <job>: <why>` line, then the emulator exits.
+ *     Lower levels print no RESULT line of their own.
+ *  2. A guest stopped at run time (an exit the hypervisor does not handle, a
+ *     failed VM entry, a triple fault, an EPT violation in its memory) goes
+ *     through the one stop path, guest_fail() (guest_stop.c): a `vmx: ...` line
+ *     saying what happened, the guest's state dump, then the run's verdict
+ *     (guest_run.c), which prints the RESULT line.  The hypervisor keeps running.
+ *  3. Hypervisor bugs (an exception in root operation, an NMI core assertion, a
+ *     VMREAD/VMWRITE the CPU rejects) stop everything at once: panic_begin(),
+ *     panic_printf() of the state, `RESULT: FAIL <what>`, hv_exit(1).
+ *
+ * A verdict (`RESULT: PASS <job> ...` or `RESULT: FAIL ...`) is printed once per
+ * run, by the job that ran.
+ */
 /* main.c */
 _Noreturn void hv_exit(int failed);
+_Noreturn void hv_fail(const char *job, const char *why);
 
 /* workload.c */
 _Noreturn void workload_main(void);

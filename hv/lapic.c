@@ -13,10 +13,7 @@
 #include "hv.h"
 #include "x86.h"
 
-#define LAPIC_BASE     0xFEE00000ul
-#define MSR_APIC_BASE  0x1Bu
-#define MSR_X2APIC     0x800u /* + register offset / 16 */
-#define MSR_X2APIC_ICR 0x830u
+#define LAPIC_BASE 0xFEE00000ul
 
 #define APIC_BASE_EXTD   (1u << 10) /* x2APIC mode */
 #define APIC_BASE_ENABLE (1u << 11)
@@ -64,6 +61,11 @@ void lapic_init(int bsp)
 	wr(REG_SVR, SVR_ENABLE | 0xFF);
 	wr(REG_LVT_LINT0, LVT_MASKED);
 	wr(REG_LVT_LINT1, bsp ? LVT_NMI : LVT_MASKED);
+}
+
+int lapic_x2apic(void)
+{
+	return x2apic;
 }
 
 /* This CPU's APIC ID, whatever mode its LAPIC is in yet (an AP asks before its

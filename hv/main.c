@@ -28,6 +28,13 @@ _Noreturn void kmain(uint32_t magic, uint32_t info)
 	workload_main();
 }
 
+/* A setup failure (hv.h, "Errors"): the run's one RESULT line. */
+_Noreturn void hv_fail(const char *job, const char *why)
+{
+	kprintf("RESULT: FAIL %s: %s\n", job, why);
+	hv_exit(1);
+}
+
 /*
  * Leave the emulator: QEMU's isa-debug-exit (port 0xf4; status (v << 1) | 1),
  * then Bochs' magic breakpoint (the runner's debugger script says `quit`), then

@@ -7,6 +7,7 @@
  */
 #include "hv.h"
 #include "nmi_platform.h"
+#include "vmx_insn.h"
 #include "x86.h"
 
 #define ICR_NMI 0x00004400u /* delivery mode NMI, physical destination, assert */
@@ -34,24 +35,14 @@ unsigned plat_ncpus(void)
 uint64_t plat_vmcs_read(uint32_t field)
 {
 	uint64_t v;
-	uint8_t failed;
-	__asm__ __volatile__("vmread %2, %0\n\tsetbe %1"
-			     : "=r"(v), "=qm"(failed)
-			     : "r"((uint64_t)field)
-			     : "cc", "memory");
-	if (failed)
+	if (vmread(field, &v))
 		plat_halt(__FILE__, __LINE__, "VMREAD failed");
 	return v;
 }
 
 void plat_vmcs_write(uint32_t field, uint64_t value)
 {
-	uint8_t failed;
-	__asm__ __volatile__("vmwrite %1, %2\n\tsetbe %0"
-			     : "=qm"(failed)
-			     : "r"(value), "r"((uint64_t)field)
-			     : "cc", "memory");
-	if (failed)
+	if (vmwrite(field, value))
 		plat_halt(__FILE__, __LINE__, "VMWRITE failed");
 }
 

@@ -60,10 +60,7 @@ tramp64:
 
 	.align 16
 tramp_gdt:
-	.quad 0
-	.quad 0x00AF9A000000FFFF	/* SEL_CODE64 */
-	.quad 0x00CF92000000FFFF	/* SEL_DATA */
-	.quad 0x00CF9A000000FFFF	/* SEL_CODE32 */
+	GDT_FLAT			/* gdt.h */
 tramp_gdt_end:
 tramp_gdtr:
 	.word tramp_gdt_end - tramp_gdt - 1

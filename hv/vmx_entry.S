@@ -14,6 +14,7 @@
  * starts there.  The tests only change RFLAGS, whose guest value is in the VMCS.
  */
 #include "hv.h"
+#include "vmx.h"
 
 	.macro SAVE_GUEST		/* struct guest_regs, rax at the lowest address */
 	pushq $0			/* pad: the stack stays 16-byte aligned */
@@ -68,9 +69,9 @@ exit_save:
 /* Only while tracing: break on exit reason 0 (exception or NMI), not on others. */
 trace_exit:
 	pushq %rax
-	movl $0x4402, %eax		/* VMCS_EXIT_REASON */
+	movl $VMCS_EXIT_REASON, %eax
 	vmread %rax, %rax
-	testw %ax, %ax
+	cmpw $EXIT_EXCEPTION_NMI, %ax
 	popq %rax
 	jne exit_save
 	xchgw %bx, %bx			/* trace: an NMI exit */

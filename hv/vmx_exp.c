@@ -3,7 +3,7 @@
  * vmx_exp.c - workload=vmx-exp: measure how the CPU (or emulator) under us treats
  * the VMX NMI corner cases the hypervisor's design depends on (nmi-facts.md,
  * section 5; the numbers below are that catalogue's).  All with NMI exiting and
- * virtual NMIs on (E1V1), the configuration vmx.c runs guests in.
+ * virtual NMIs on (E1V1), the configuration vmx_guest.c runs guests in.
  *
  * Each experiment sets up the guest state, enters a tiny guest (vmx_exp_guest.S) and
  * looks at the next VM exit: reason, guest RIP, virtual-NMI blocking, and whether
@@ -71,7 +71,7 @@ static void prepare(const char *entry, int b, int w, uint32_t inject)
 	vmx_write(VMCS_GUEST_RSP, STACK_PA);
 	vmx_write(VMCS_GUEST_RFLAGS, 0x2);
 	vmx_write(VMCS_GUEST_INTERRUPTIBILITY, b ? GUEST_INTR_BLOCK_NMI : 0);
-	vmx_write(VMCS_GUEST_ACTIVITY, 0);
+	vmx_write(VMCS_GUEST_ACTIVITY, ACTIVITY_ACTIVE);
 	vmx_write(VMCS_PROC_BASED_CTLS, proc_base | (w ? PROC_NMI_WINDOW_EXITING : 0));
 	vmx_write(VMCS_ENTRY_INTR_INFO, inject);
 }
@@ -81,15 +81,14 @@ static struct obs run(void)
 	uint64_t rflags = exp_run(launched, &regs);
 	if (rflags) {
 		kprintf("vmx-exp: VM entry failed (rflags 0x%lx, VM-instruction error %lu)\n",
-			rflags, (rflags & 0x40) ? plat_vmcs_read(VMCS_INSTR_ERROR) : 0);
-		kprintf("RESULT: FAIL vmx-exp: VM entry failed\n");
-		hv_exit(1);
+			rflags, (rflags & 0x40) ? vmx_read(VMCS_INSTR_ERROR) : 0);
+		hv_fail("vmx-exp", "VM entry failed");
 	}
 	launched = 1;
 	struct obs o = {
-	    .reason = (uint32_t)plat_vmcs_read(VMCS_EXIT_REASON) & 0xFFFF,
-	    .rip = (uint32_t)plat_vmcs_read(VMCS_GUEST_RIP),
-	    .blocked = (plat_vmcs_read(VMCS_GUEST_INTERRUPTIBILITY) & GUEST_INTR_BLOCK_NMI) != 0,
+	    .reason = (uint32_t)vmx_read(VMCS_EXIT_REASON) & 0xFFFF,
+	    .rip = (uint32_t)vmx_read(VMCS_GUEST_RIP),
+	    .blocked = (vmx_read(VMCS_GUEST_INTERRUPTIBILITY) & GUEST_INTR_BLOCK_NMI) != 0,
 	};
 	return o;
 }
@@ -97,7 +96,7 @@ static struct obs run(void)
 /* Past the VMCALL the guest just exited on. */
 static void skip_vmcall(void)
 {
-	vmx_write(VMCS_GUEST_RIP, plat_vmcs_read(VMCS_GUEST_RIP) + INSN_VMCALL_LEN);
+	vmx_write(VMCS_GUEST_RIP, vmx_read(VMCS_GUEST_RIP) + INSN_VMCALL_LEN);
 }
 
 static uint64_t host_nmis(void)
@@ -236,10 +235,8 @@ _Noreturn void vmx_experiments(void)
 {
 	const char *why = NULL;
 	uint64_t eptp = vmx_build_ept(&why);
-	if (!eptp) {
-		kprintf("RESULT: FAIL vmx-exp: %s\n", why);
-		hv_exit(1);
-	}
+	if (!eptp)
+		hv_fail("vmx-exp", why);
 	/* The guest code, a GDT, and an IDT whose vector 2 is g_handler (32-bit gates). */
 	uint8_t *code = phys_ptr(CODE_PA);
 	for (const char *s = exp_guest_start; s < exp_guest_end; s++)
@@ -262,7 +259,7 @@ _Noreturn void vmx_experiments(void)
 	vmx_write(VMCS_GUEST_IDTR_LIMIT, 32 * 8 - 1);
 	vmx_write(VMCS_GUEST_GDTR_BASE, GDT_PA);
 	vmx_write(VMCS_GUEST_GDTR_LIMIT, 3 * 8 - 1);
-	proc_base = (uint32_t)plat_vmcs_read(VMCS_PROC_BASED_CTLS) & ~PROC_NMI_WINDOW_EXITING;
+	proc_base = (uint32_t)vmx_read(VMCS_PROC_BASED_CTLS) & ~PROC_NMI_WINDOW_EXITING;
 	ept_flush();
 
 	experiments();

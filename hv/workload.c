@@ -11,15 +11,16 @@
  *   trace-nmi, trace-mask   one NMI bracketed by Bochs magic breakpoints
  *   crash-pf, crash-assert  exercise the failure reports: a page fault, and
  *                           a core assertion (nested nmi_mask())
- *   guest      run the boot module as a VMX guest on CPU 0 (vmx.c, docs/vmx.md)
+ *   guest      run the boot module as a VMX guest on CPU 0 (vmx_guest.c, docs/vmx.md)
  *   vmx-exp    measure VMX NMI corner cases (vmx_exp.c)
  *              (both: without VMX, say why and run selftest instead)
  *
- * Every CPU loops: nmi_mask(); touch per-CPU state; nmi_unmask(); then, per the
- * parameters, sends an NMI IPI (every `ipi` iterations) and requests a
- * stop-the-world round (every `quiesce` iterations, TLB flush on every other one).
- * CPU 0 decides when to stop; then every CPU idles with NMIs unmasked, in-flight
- * NMIs settle, and CPU 0 checks the core's conservation laws on every CPU.
+ * One table (`workloads`) says what CPU 0 and the other CPUs run for each name.
+ * Every CPU of the NMI-loop workloads loops: nmi_mask(); touch per-CPU state; nmi_unmask(); then,
+ * per the parameters, sends an NMI IPI (every `ipi` iterations) and requests a stop-the-world round
+ * (every `quiesce` iterations, TLB flush on every other one). CPU 0 decides when to stop; then
+ * every CPU idles with NMIs unmasked, in-flight NMIs settle, and CPU 0 checks the core's
+ * conservation laws on every CPU.
  */
 #include "hv.h"
 #include "nmi_platform.h"
@@ -42,8 +43,12 @@ struct wl_cpu {
 
 static struct wl_cpu wl[MAX_CPUS];
 
+struct workload;
+
 static struct {
+	const struct workload *w;
 	const char *name;
+	int iret_first; /* an IRET to itself before the loop (selftest) */
 	unsigned work; /* mean loop iterations inside a critical section */
 	unsigned ipi; /* send an NMI IPI every N iterations (0: never) */
 	unsigned quiesce; /* request a stop-the-world round every N iterations */
@@ -184,10 +189,8 @@ static _Noreturn void trace_main(int mask)
 {
 	struct nmi_cpu *c = plat_this_cpu();
 	uint64_t before = c->nmi_entries;
-	if (ncpus < 2) {
-		kprintf("RESULT: FAIL trace workloads need 2 CPUs\n");
-		hv_exit(1);
-	}
+	if (ncpus < 2)
+		hv_fail(cfg.name, "trace workloads need 2 CPUs");
 	go = 1;
 	if (mask) {
 		/* The whole sequence: mask, NMI arrives and is deferred, unmask drains. */
@@ -212,16 +215,20 @@ static _Noreturn void trace_main(int mask)
 	hv_exit(0);
 }
 
-void workload_ap(void)
+static _Noreturn void trace_nmi_main(void)
+{
+	trace_main(0);
+}
+
+static _Noreturn void trace_mask_main(void)
+{
+	trace_main(1);
+}
+
+/* The NMI-loop workloads on an AP: the loop, or HLT with aps=halt. */
+static void loop_ap(void)
 {
 	unsigned me = this_percpu()->index;
-	plat_this_cpu()->tlb_flush = count_flush;
-	while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE)) /* cfg is valid from here on */
-		cpu_pause();
-	if (streq(cfg.name, "guest"))
-		vmx_helper_ap();
-	if (cfg.name[0] == 't') /* trace-* */
-		trace_sender();
 	if (cfg.aps_halt) {
 		/* Leave the emulator's host CPUs to CPU 0; an NMI still wakes us. */
 		__atomic_store_n(&wl[me].done, 1, __ATOMIC_RELEASE);
@@ -229,8 +236,6 @@ void workload_ap(void)
 			__asm__ __volatile__("hlt");
 	}
 	worker(me, 0);
-	for (;;)
-		cpu_pause(); /* idle with NMIs unmasked: may still be parked or hit */
 }
 
 /* The core's books (books.c), then what this workload itself counted. */
@@ -267,58 +272,14 @@ static void report(void)
 	}
 }
 
-_Noreturn void workload_main(void)
+/* The NMI-loop workloads on CPU 0: run, then report and judge. */
+static _Noreturn void loop_main(void)
 {
-	cfg.name = cmdline_str("workload", "selftest");
-	if (streq(cfg.name, "guest") || streq(cfg.name, "vmx-exp")) {
-		const char *why = vmx_unavailable();
-		if (!why && cfg.name[0] == 'v')
-			vmx_experiments(); /* the APs stay idle, waiting for `go` */
-		if (!why) {
-			__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
-			vmx_run_guest();
-		}
-		kprintf("VMX unavailable: %s: running the host-side selftest instead\n", why);
-		cfg.name = "selftest";
-	}
-	int selftest = streq(cfg.name, "selftest");
-	int ipi_default = selftest                                                    ? 4
-			  : streq(cfg.name, "ipi-storm") || streq(cfg.name, "stress") ? 1
-										      : 0;
-	int q_default = selftest                                                  ? 256
-			: streq(cfg.name, "quiesce") || streq(cfg.name, "stress") ? 64
-										  : 0;
-	if (!selftest && !ipi_default && !q_default && !streq(cfg.name, "mask-loop") &&
-	    !streq(cfg.name, "trace-nmi") && !streq(cfg.name, "trace-mask") &&
-	    !streq(cfg.name, "crash-pf") && !streq(cfg.name, "crash-assert")) {
-		kprintf("RESULT: FAIL unknown workload '%s'\n", cfg.name);
-		hv_exit(1);
-	}
-	cfg.work = (unsigned)cmdline_u64("work", 200);
-	cfg.ipi = (unsigned)cmdline_u64("ipi", (uint64_t)ipi_default);
-	cfg.quiesce = (unsigned)cmdline_u64("quiesce", (uint64_t)q_default);
-	cfg.rounds = cmdline_u64("rounds", selftest ? 3000 : 0);
-	cfg.host = (int)cmdline_u64("host", 0);
-	cfg.seconds = cmdline_u64("seconds", (cfg.host || cfg.rounds) ? 60 : 2);
-	cfg.nmis = cmdline_u64("nmis", 0);
-	cfg.aps_halt = streq(cmdline_str("aps", "work"), "halt");
-	cfg.seed = cmdline_u64("seed", 0);
-
-	plat_this_cpu()->tlb_flush = count_flush;
-	if (streq(cfg.name, "trace-nmi") || streq(cfg.name, "trace-mask"))
-		trace_main(streq(cfg.name, "trace-mask"));
-	if (streq(cfg.name, "crash-pf"))
-		*(volatile uint64_t *)phys_ptr(0x40000000000ull) = 1; /* unmapped: #PF */
-	if (streq(cfg.name, "crash-assert")) {
-		nmi_mask();
-		nmi_mask(); /* critical sections do not nest: the core halts */
-	}
-
 	kprintf("workload %s: cpus=%u work=%u ipi=%u quiesce=%u rounds=%lu seconds=%lu host=%d "
 		"nmis=%lu aps=%s\n",
 		cfg.name, ncpus, cfg.work, cfg.ipi, cfg.quiesce, cfg.rounds, cfg.seconds, cfg.host,
 		cfg.nmis, cfg.aps_halt ? "halt" : "work");
-	if (selftest)
+	if (cfg.iret_first)
 		plat_nmi_iret(); /* the IRET-to-self the VM-exit path will use must not fault */
 	uint64_t start = time_us();
 	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
@@ -369,4 +330,98 @@ _Noreturn void workload_main(void)
 	kprintf("RESULT: PASS %s cpus=%u nmi_entries=%lu ipis_sent=%lu invariants ok\n", cfg.name,
 		ncpus, entries, ipis);
 	hv_exit(0);
+}
+
+static _Noreturn void crash_pf_main(void)
+{
+	*(volatile uint64_t *)phys_ptr(0x40000000000ull) = 1; /* unmapped: #PF */
+	hv_fail(cfg.name, "no page fault");
+}
+
+static _Noreturn void crash_assert_main(void)
+{
+	nmi_mask();
+	nmi_mask(); /* critical sections do not nest: the core halts */
+	hv_fail(cfg.name, "no assertion");
+}
+
+static _Noreturn void guest_main(void)
+{
+	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+	vmx_run_guest();
+}
+
+/* vmx-exp, crash-*: `go` is never set, the APs wait for it (unmasked: parkable). */
+static void idle_ap(void) {}
+
+static const struct workload {
+	const char *name;
+	void (*bsp)(void); /* CPU 0; never returns */
+	void (*ap)(void); /* the other CPUs, once `go` is set */
+	int vmx; /* needs VMX; without it selftest runs instead */
+	unsigned ipi, quiesce; /* defaults of ipi= and quiesce= */
+	uint64_t rounds; /* default of rounds= */
+	int iret_first; /* cfg.iret_first */
+} workloads[] = {
+    {"selftest", loop_main, loop_ap, 0, 4, 256, 3000, 1},
+    {"mask-loop", loop_main, loop_ap, 0, 0, 0, 0, 0},
+    {"ipi-storm", loop_main, loop_ap, 0, 1, 0, 0, 0},
+    {"quiesce", loop_main, loop_ap, 0, 0, 64, 0, 0},
+    {"stress", loop_main, loop_ap, 0, 1, 64, 0, 0},
+    {"trace-nmi", trace_nmi_main, trace_sender, 0, 0, 0, 0, 0},
+    {"trace-mask", trace_mask_main, trace_sender, 0, 0, 0, 0, 0},
+    {"crash-pf", crash_pf_main, idle_ap, 0, 0, 0, 0, 0},
+    {"crash-assert", crash_assert_main, idle_ap, 0, 0, 0, 0, 0},
+    {"guest", guest_main, vmx_helper_ap, 1, 0, 0, 0, 0},
+    {"vmx-exp", vmx_experiments, idle_ap, 1, 0, 0, 0, 0},
+};
+
+static const struct workload *find_workload(const char *name)
+{
+	for (unsigned i = 0; i < sizeof workloads / sizeof workloads[0]; i++)
+		if (streq(workloads[i].name, name))
+			return &workloads[i];
+	return NULL;
+}
+
+void workload_ap(void)
+{
+	plat_this_cpu()->tlb_flush = count_flush;
+	while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE)) /* cfg is valid from here on */
+		cpu_pause();
+	cfg.w->ap();
+	for (;;)
+		cpu_pause(); /* idle with NMIs unmasked: may still be parked or hit */
+}
+
+_Noreturn void workload_main(void)
+{
+	const char *name = cmdline_str("workload", "selftest");
+	const struct workload *w = find_workload(name);
+	if (!w)
+		hv_fail(name, "unknown workload");
+	if (w->vmx) {
+		const char *why = vmx_unavailable();
+		cfg.w = w;
+		cfg.name = w->name;
+		if (!why)
+			w->bsp();
+		kprintf("VMX unavailable: %s: running the host-side selftest instead\n", why);
+		w = find_workload("selftest");
+	}
+	cfg.w = w;
+	cfg.name = w->name;
+	cfg.work = (unsigned)cmdline_u64("work", 200);
+	cfg.ipi = (unsigned)cmdline_u64("ipi", w->ipi);
+	cfg.quiesce = (unsigned)cmdline_u64("quiesce", w->quiesce);
+	cfg.rounds = cmdline_u64("rounds", w->rounds);
+	cfg.host = (int)cmdline_u64("host", 0);
+	cfg.seconds = cmdline_u64("seconds", (cfg.host || cfg.rounds) ? 60 : 2);
+	cfg.nmis = cmdline_u64("nmis", 0);
+	cfg.aps_halt = streq(cmdline_str("aps", "work"), "halt");
+	cfg.seed = cmdline_u64("seed", 0);
+	cfg.iret_first = w->iret_first;
+	plat_this_cpu()->tlb_flush = count_flush;
+	w->bsp();
+	hv_fail(cfg.name, "the workload returned");
 }

@@ -1,12 +1,32 @@
 /* SPDX-License-Identifier: MIT */
-/* x86.h - thin wrappers around the privileged instructions the hypervisor uses. */
+/*
+ * x86.h - thin wrappers around the privileged instructions the hypervisor uses
+ * (one definition each; the VMX instructions are in vmx_insn.h), and the
+ * architectural MSR numbers and control-register bits it names.
+ */
 #ifndef HV_X86_H
 #define HV_X86_H
 
 #include <stdint.h>
 
-#define MSR_EFER    0xC0000080u
-#define MSR_GS_BASE 0xC0000101u
+#define MSR_APIC_BASE       0x01Bu
+#define MSR_FEATURE_CONTROL 0x03Au
+#define MSR_X2APIC          0x800u /* + xAPIC register offset / 16 */
+#define MSR_X2APIC_ICR      0x830u
+#define MSR_EFER            0xC0000080u
+#define MSR_FS_BASE         0xC0000100u
+#define MSR_GS_BASE         0xC0000101u
+
+#define CR0_PE      (1ull << 0)
+#define CR0_ET      (1ull << 4)
+#define CR0_NE      (1ull << 5)
+#define CR0_PG      (1ull << 31)
+#define CR4_VMXE    (1ull << 13)
+#define CR4_OSXSAVE (1ull << 18)
+
+#define CPUID1_ECX_VMX        (1u << 5)
+#define CPUID1_ECX_XSAVE      (1u << 26)
+#define CPUID1_ECX_HYPERVISOR (1u << 31)
 
 static inline void outb(uint16_t port, uint8_t v)
 {
@@ -46,16 +66,50 @@ static inline uint64_t rdtsc(void)
 	return ((uint64_t)hi << 32) | lo;
 }
 
+/* CPUID leaf `leaf`, sub-leaf `sub` (ECX). */
+static inline void cpuid_sub(uint32_t leaf, uint32_t sub, uint32_t *a, uint32_t *b, uint32_t *c,
+			     uint32_t *d)
+{
+	__asm__ __volatile__("cpuid"
+			     : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d)
+			     : "a"(leaf), "c"(sub));
+}
 static inline void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b, uint32_t *c, uint32_t *d)
 {
-	__asm__ __volatile__("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0));
+	cpuid_sub(leaf, 0, a, b, c, d);
 }
 
+static inline uint64_t read_cr0(void)
+{
+	uint64_t v;
+	__asm__ __volatile__("mov %%cr0, %0" : "=r"(v));
+	return v;
+}
 static inline uint64_t read_cr2(void)
 {
 	uint64_t v;
 	__asm__ __volatile__("mov %%cr2, %0" : "=r"(v));
 	return v;
+}
+static inline uint64_t read_cr3(void)
+{
+	uint64_t v;
+	__asm__ __volatile__("mov %%cr3, %0" : "=r"(v));
+	return v;
+}
+static inline uint64_t read_cr4(void)
+{
+	uint64_t v;
+	__asm__ __volatile__("mov %%cr4, %0" : "=r"(v));
+	return v;
+}
+static inline void write_cr0(uint64_t v)
+{
+	__asm__ __volatile__("mov %0, %%cr0" ::"r"(v) : "memory");
+}
+static inline void write_cr4(uint64_t v)
+{
+	__asm__ __volatile__("mov %0, %%cr4" ::"r"(v) : "memory");
 }
 
 static inline void cpu_pause(void)

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cpuid.c - the guest's CPUID (exit reason 10; CPUID exits unconditionally in VMX
+ * non-root operation, SDM vol. 3C, 25.1.2).
+ *
+ * The answer is the CPU's own (executed here, on the guest's CPU, so APIC IDs
+ * and topology are right), with these changes:
+ *   - leaves 0x40000000-0x400000FF: the hypervisor's signature (hypercall.h);
+ *   - leaf 1 ECX: VMX (bit 5) hidden, "hypervisor present" (bit 31) set,
+ *     OSXSAVE (bit 27) = the guest's CR4.OSXSAVE (the host's CR4 is not the
+ *     guest's: vol. 2A CPUID, "OSXSAVE"), x2APIC (bit 21) hidden unless the
+ *     hypervisor's LAPIC is in x2APIC mode (msr.c keeps the mode fixed);
+ *   - leaf 7 EBX INVPCID (bit 10) hidden unless "enable INVPCID" is on (without
+ *     it INVPCID is #UD in VMX non-root operation, vol. 3C 25.3), ECX OSPKE (bit
+ *     4) = the guest's CR4.PKE;
+ *   - leaf 0xD sub-leaf 1 EAX XSAVES (bit 3) hidden unless "enable
+ *     XSAVES/XRSTORS" is on (else #UD, 25.3);
+ *   - leaf 0x80000001 EDX RDTSCP (bit 27) hidden unless "enable RDTSCP" is on
+ *     (else #UD, 25.3).
+ */
+#include "hv.h"
+#include "hypercall.h"
+#include "x86.h"
+
+#define CPUID1_ECX_X2APIC  (1u << 21)
+#define CPUID1_ECX_OSXSAVE (1u << 27)
+#define CPUID7_EBX_INVPCID (1u << 10)
+#define CPUID7_ECX_OSPKE   (1u << 4)
+#define CPUIDD1_EAX_XSAVES (1u << 3)
+#define EXT1_EDX_RDTSCP    (1u << 27)
+#define CR4_PKE            (1ull << 22)
+
+static void set_bit(uint32_t *reg, uint32_t bit, int on)
+{
+	*reg = on ? *reg | bit : *reg & ~bit;
+}
+
+void exit_cpuid(struct vmexit *x)
+{
+	struct guest_regs *r = x->r;
+	uint32_t leaf = (uint32_t)r->rax, sub = (uint32_t)r->rcx, a, b, c, d;
+	uint32_t proc2 = vmx_caps.proc2; /* the controls every VMCS got */
+	if ((leaf & 0xFFFFFF00u) == HV_CPUID_LEAF) {
+		int sig = leaf == HV_CPUID_LEAF;
+		a = sig ? HV_CPUID_LEAF : 0;
+		b = sig ? HV_CPUID_EBX : 0;
+		c = sig ? HV_CPUID_ECX : 0;
+		d = sig ? HV_CPUID_EDX : 0;
+	} else {
+		cpuid_sub(leaf, sub, &a, &b, &c, &d);
+		uint64_t cr4 = cr_guest_cr4();
+		if (leaf == 1) {
+			c &= ~CPUID1_ECX_VMX; /* no VMX for the guest */
+			c |= CPUID1_ECX_HYPERVISOR; /* "running under a hypervisor" */
+			set_bit(&c, CPUID1_ECX_OSXSAVE, (cr4 & CR4_OSXSAVE) != 0);
+			if (!lapic_x2apic())
+				c &= ~CPUID1_ECX_X2APIC;
+		} else if (leaf == 7 && sub == 0) {
+			if (!(proc2 & PROC2_INVPCID))
+				b &= ~CPUID7_EBX_INVPCID;
+			set_bit(&c, CPUID7_ECX_OSPKE, (cr4 & CR4_PKE) != 0);
+		} else if (leaf == 0xD && sub == 1) {
+			if (!(proc2 & PROC2_XSAVES))
+				a &= ~CPUIDD1_EAX_XSAVES;
+		} else if (leaf == 0x80000001u) {
+			if (!(proc2 & PROC2_RDTSCP))
+				d &= ~EXT1_EDX_RDTSCP;
+		}
+	}
+	r->rax = a;
+	r->rbx = b;
+	r->rcx = c;
+	r->rdx = d;
+	vmx_skip_instruction();
+}
