@@ -43,6 +43,12 @@ static void putc_raw(char c)
 	outb(E9, (uint8_t)c);
 }
 
+void console_write_raw(const char *s, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		putc_raw(s[i]);
+}
+
 int serial_poll_byte(void)
 {
 	if (!(inb(COM1 + 5) & 0x01))

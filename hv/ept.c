@@ -83,7 +83,7 @@ uint64_t ept_build(uint64_t hv_lo, uint64_t hv_hi, uint64_t cap, const char **wh
 	return (uint64_t)pml4 | EPTP_WALK4 | ((cap & CAP_WB) ? EPTP_MT_WB : EPTP_MT_UC);
 }
 
-int ept_set_page(uint64_t gpa, int present)
+int ept_set_page_access(uint64_t gpa, unsigned access)
 {
 	if (gpa >= (4ull << 30))
 		return -1;
@@ -99,8 +99,13 @@ int ept_set_page(uint64_t gpa, int present)
 	}
 	uint64_t *t = (uint64_t *)(*pde & ~0xFFFull);
 	uint64_t pa = gpa & ~0xFFFull;
-	t[(gpa >> 12) & 511] = present ? (pa | EPT_RWX | memory_type(pa)) : 0;
+	t[(gpa >> 12) & 511] = access ? (pa | access | memory_type(pa)) : 0;
 	return 0;
+}
+
+int ept_set_page(uint64_t gpa, int present)
+{
+	return ept_set_page_access(gpa, present ? EPT_RWX : 0);
 }
 
 /* Type 2 (all contexts): the descriptor's EPTP is ignored (SDM vol. 3C, 30.3

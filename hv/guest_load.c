@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * guest_load.c - load a multiboot v1 kernel passed to the hypervisor as its first
- * boot module (GRUB `module`/`module2`, QEMU -initrd) and give it what a multiboot
- * v1 loader gives: the image at its physical address, and multiboot information
- * (memory sizes, a memory map, the command line = the module's string).
+ * guest_load.c - load the guest kernel passed to the hypervisor as its first boot
+ * module (GRUB `module`/`module2`, QEMU -initrd).  A Linux bzImage (recognised by
+ * its setup header) goes to linux_boot.c with the second module as its initrd.
+ * Anything else must be a multiboot v1 kernel, given what a multiboot v1 loader
+ * gives: the image at its physical address, and multiboot information (memory
+ * sizes, a memory map, the command line = the module's string).
  *
  * The memory map marks the hypervisor's image reserved: the guest's EPT does not
  * map it either (ept.c).  The information lives at GUEST_MBI_PA, low memory the
@@ -11,6 +13,7 @@
  * `why` (hv.h, "Errors").
  */
 #include "hv.h"
+#include "linux_boot.h"
 #include "vmx.h"
 #include "x86.h"
 
@@ -28,8 +31,7 @@
 
 #define GUEST_MBI_PA  0x5000u /* one page: info, map, command line */
 #define MAX_MAP       32
-#define E820_RAM      1u
-#define E820_RESERVED 2u
+#define MAX_MODULES   8
 
 extern uint32_t boot_magic, boot_info; /* boot.S: what the loader passed */
 
@@ -44,13 +46,16 @@ struct mb1_mmap {
 	uint32_t type;
 } __attribute__((packed));
 
-struct region {
-	uint64_t base, len;
-	uint32_t type;
-};
-
 static struct region host_map[MAX_MAP];
 static unsigned host_map_n;
+static struct guest_module modules[MAX_MODULES];
+static unsigned modules_n;
+
+static void module_add(uint64_t lo, uint64_t hi, const char *string)
+{
+	if (modules_n < MAX_MODULES)
+		modules[modules_n++] = (struct guest_module){lo, hi, string};
+}
 
 static void map_add(struct region *m, unsigned *n, uint64_t base, uint64_t len, uint32_t type)
 {
@@ -58,19 +63,17 @@ static void map_add(struct region *m, unsigned *n, uint64_t base, uint64_t len, 
 		m[(*n)++] = (struct region){base, len, type};
 }
 
-/* The first module ([*lo, *hi), string) and the firmware memory map. */
-static int find_module(uint64_t *lo, uint64_t *hi, const char **name)
+/* The boot modules, in order, and the firmware memory map. */
+static void find_modules(void)
 {
-	int found = 0;
+	modules_n = host_map_n = 0;
 	if (boot_magic == MB1_BOOT_MAGIC) {
 		const struct mb1_info *mi = phys_ptr(boot_info);
-		if ((mi->flags & MB1_INFO_MODS) && mi->mods_count) {
-			const uint32_t *mod = phys_ptr(mi->mods_addr);
-			*lo = mod[0];
-			*hi = mod[1];
-			*name = mod[2] ? phys_ptr(mod[2]) : "";
-			found = 1;
-		}
+		if (mi->flags & MB1_INFO_MODS)
+			for (uint32_t k = 0; k < mi->mods_count; k++) {
+				const uint32_t *mod = phys_ptr(mi->mods_addr + 16 * k);
+				module_add(mod[0], mod[1], mod[2] ? phys_ptr(mod[2]) : "");
+			}
 		if (mi->flags & MB1_INFO_MMAP)
 			for (uint32_t off = 0; off < mi->mmap_length;) {
 				const struct mb1_mmap *e = phys_ptr(mi->mmap_addr + off);
@@ -84,12 +87,8 @@ static int find_module(uint64_t *lo, uint64_t *hi, const char **name)
 			const uint32_t *tag = (const uint32_t *)p;
 			if (tag[0] == 0)
 				break;
-			if (tag[0] == MB2_TAG_MODULE && !found) {
-				*lo = tag[2];
-				*hi = tag[3];
-				*name = (const char *)&tag[4];
-				found = 1;
-			}
+			if (tag[0] == MB2_TAG_MODULE)
+				module_add(tag[2], tag[3], (const char *)&tag[4]);
 			if (tag[0] == MB2_TAG_MMAP)
 				for (uint32_t off = 16; off + tag[2] <= tag[1]; off += tag[2]) {
 					const uint8_t *e = p + off;
@@ -100,7 +99,6 @@ static int find_module(uint64_t *lo, uint64_t *hi, const char **name)
 			p += (tag[1] + 7) & ~7u;
 		}
 	}
-	return found;
 }
 
 static void copy(uint64_t dst, const uint8_t *src, uint64_t n)
@@ -151,9 +149,8 @@ static const char *load_elf32(const uint8_t *img, uint64_t size, struct guest_im
 }
 
 /* The guest's memory map: the firmware's, with the hypervisor's image reserved. */
-static unsigned guest_map(struct mb1_mmap *out, uint64_t hv_lo, uint64_t hv_hi, uint32_t *upper_kb)
+static unsigned guest_map(struct region *m, uint64_t hv_lo, uint64_t hv_hi)
 {
-	struct region m[MAX_MAP];
 	unsigned n = 0;
 	for (unsigned i = 0; i < host_map_n; i++) {
 		struct region r = host_map[i];
@@ -168,10 +165,17 @@ static unsigned guest_map(struct mb1_mmap *out, uint64_t hv_lo, uint64_t hv_hi, 
 		if (end > hv_hi)
 			map_add(m, &n, hv_hi, end - hv_hi, E820_RAM);
 	}
+	return n;
+}
+
+/* The map in multiboot v1 form; *upper_kb: RAM contiguous from 1 MiB (mem_upper),
+ * which the hypervisor's hole ends at once. */
+static unsigned mb1_map(struct mb1_mmap *out, const struct region *m, unsigned n,
+			uint32_t *upper_kb)
+{
 	*upper_kb = 0;
 	for (unsigned i = 0; i < n; i++) {
 		out[i] = (struct mb1_mmap){sizeof out[i] - 4, m[i].base, m[i].len, m[i].type};
-		/* mem_upper: RAM contiguous from 1 MiB, which the hole ends at once. */
 		if (m[i].type == E820_RAM && m[i].base <= 0x100000 &&
 		    m[i].base + m[i].len > 0x100000)
 			*upper_kb = (uint32_t)((m[i].base + m[i].len - 0x100000) >> 10);
@@ -181,12 +185,23 @@ static unsigned guest_map(struct mb1_mmap *out, uint64_t hv_lo, uint64_t hv_hi, 
 
 const char *guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 {
-	uint64_t mod_lo, mod_hi;
-	const char *name, *why;
-	if (!find_module(&mod_lo, &mod_hi, &name))
+	const char *why;
+	find_modules();
+	if (!modules_n)
 		return "no boot module: pass the guest kernel with GRUB `module2` or QEMU -initrd";
+	uint64_t mod_lo = modules[0].lo, mod_hi = modules[0].hi;
+	const char *name = modules[0].string;
 	const uint8_t *img = phys_ptr(mod_lo);
 	uint64_t size = mod_hi - mod_lo;
+	struct region map[MAX_MAP];
+	unsigned n = guest_map(map, hv_lo, hv_hi);
+	if (linux_is_bzimage(img, size))
+		return linux_load(g, &modules[0], modules_n > 1 ? &modules[1] : NULL, map, n, hv_lo,
+				  hv_hi);
+	*g = (struct guest_image){.protocol = GUEST_MULTIBOOT,
+				  .code_sel = GUEST_MB_CODE_SEL,
+				  .data_sel = GUEST_MB_DATA_SEL,
+				  .gdt_limit = 0xFFFF};
 
 	/* The multiboot v1 header: 4-byte aligned in the first 8 KiB. */
 	const uint32_t *h = 0;
@@ -224,10 +239,10 @@ const char *guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 
 	/* Multiboot information: [info][map][command line] in one low page. */
 	struct mb1_info *mi = phys_ptr(GUEST_MBI_PA);
-	struct mb1_mmap *map = (struct mb1_mmap *)(mi + 1);
+	struct mb1_mmap *mmap = (struct mb1_mmap *)(mi + 1);
 	uint32_t upper_kb;
-	unsigned n = guest_map(map, hv_lo, hv_hi, &upper_kb);
-	char *cmd = (char *)(map + n);
+	mb1_map(mmap, map, n, &upper_kb);
+	char *cmd = (char *)(mmap + n);
 	unsigned i = 0;
 	for (; name[i] && i < 255; i++)
 		cmd[i] = name[i];
@@ -237,8 +252,8 @@ const char *guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 	    .mem_lower = 639,
 	    .mem_upper = upper_kb,
 	    .cmdline = (uint32_t)(uintptr_t)cmd,
-	    .mmap_length = n * (uint32_t)sizeof *map,
-	    .mmap_addr = (uint32_t)(uintptr_t)map,
+	    .mmap_length = n * (uint32_t)sizeof *mmap,
+	    .mmap_addr = (uint32_t)(uintptr_t)mmap,
 	};
 	g->mbi = GUEST_MBI_PA;
 	g->name = cmd;

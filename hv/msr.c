@@ -130,14 +130,6 @@ static int efer_write(uint32_t msr, uint64_t val)
 	return 0;
 }
 
-/* The lead's LAPIC ICR interception replaces this (a strong definition wins).
- * Until then the write goes to the real ICR: the guest's IPIs are sent. */
-__attribute__((weak)) int apic_icr_write(uint64_t icr)
-{
-	wrmsr(MSR_X2APIC_ICR, icr);
-	return 0;
-}
-
 /* x2APIC mode only: in xAPIC mode the MSR does not exist (#GP), and WRMSR of it
  * in root operation would fault the hypervisor. */
 static int x2apic_icr_write(uint32_t msr, uint64_t val)

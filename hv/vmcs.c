@@ -18,8 +18,6 @@
 /* Guest segments of a multiboot v1 hand-over (the guest's own GDT is not loaded
  * yet: these are the hidden parts only).  Access rights: SDM vol. 3C, 24.4.1 "Guest
  * Register State". */
-#define GUEST_SEL_CODE 0x08
-#define GUEST_SEL_DATA 0x10
 #define AR_CODE32      0xC09B /* present, execute/read, accessed, D=1, G=1 */
 #define AR_DATA32      0xC093 /* present, read/write, accessed, D/B=1, G=1 */
 #define AR_UNUSABLE    0x10000
@@ -119,15 +117,15 @@ static void setup_host(struct percpu *p)
 	vmx_write(VMCS_HOST_RIP, (uint64_t)vmx_exit_entry);
 }
 
-/* Guest state: a multiboot v1 hand-over.  Flat 32-bit segments, protected mode
- * without paging (allowed by unrestricted guest, SDM vol. 3C, 26.3.1.1 "Checks on Guest
+/* Guest state: the loader's hand-over (guest_image.h: multiboot v1 or Linux's
+ * 32-bit boot protocol).  Flat 32-bit segments, protected mode without paging (allowed by unrestricted guest, SDM vol. 3C, 26.3.1.1 "Checks on Guest
  * Control Registers, Debug Registers, and MSRs"). */
 static void setup_guest(const struct guest_image *g)
 {
 	cr_setup_vmcs(CR0_PE | CR0_ET | CR0_NE, 0); /* cr.c: masks, shadows, fixed bits */
 	vmx_write(VMCS_GUEST_CR3, 0);
 	for (unsigned s = SEG_ES; s <= SEG_GS; s++) {
-		vmx_write(VMCS_GUEST_SEL(s), s == SEG_CS ? GUEST_SEL_CODE : GUEST_SEL_DATA);
+		vmx_write(VMCS_GUEST_SEL(s), s == SEG_CS ? g->code_sel : g->data_sel);
 		vmx_write(VMCS_GUEST_BASE(s), 0);
 		vmx_write(VMCS_GUEST_LIMIT(s), 0xFFFFFFFFu);
 		vmx_write(VMCS_GUEST_AR(s), s == SEG_CS ? AR_CODE32 : AR_DATA32);
@@ -140,8 +138,8 @@ static void setup_guest(const struct guest_image *g)
 	vmx_write(VMCS_GUEST_TR_BASE, 0);
 	vmx_write(VMCS_GUEST_TR_LIMIT, 0x67);
 	vmx_write(VMCS_GUEST_TR_AR, AR_TSS32_BUSY);
-	vmx_write(VMCS_GUEST_GDTR_BASE, 0);
-	vmx_write(VMCS_GUEST_GDTR_LIMIT, 0xFFFF);
+	vmx_write(VMCS_GUEST_GDTR_BASE, g->gdt_base);
+	vmx_write(VMCS_GUEST_GDTR_LIMIT, g->gdt_limit);
 	vmx_write(VMCS_GUEST_IDTR_BASE, 0);
 	vmx_write(VMCS_GUEST_IDTR_LIMIT, 0x3FF);
 	vmx_write(VMCS_GUEST_DR7, DR7_INIT);

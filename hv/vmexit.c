@@ -106,8 +106,16 @@ static void exit_sipi(struct vmexit *x)
 static void exit_ept_violation(struct vmexit *x)
 {
 	uint64_t q = vmx_read(VMCS_EXIT_QUAL), gpa = vmx_read(VMCS_GUEST_PHYS_ADDR);
+	const char *why;
 	if (guest_jobs_lazy_fault(gpa, q, x->vectoring))
 		return;
+	if (lapic_guard_ept_violation(x->r, gpa, q, &why)) {
+		if (why) {
+			kprintf("vmx: guest LAPIC access at 0x%lx not emulated: %s\n", gpa, why);
+			guest_fail("unemulated LAPIC access", x->r);
+		}
+		return;
+	}
 	guest_run_ept_violation(gpa);
 	kprintf("vmx: EPT violation: guest-physical 0x%lx (%s%s%s), guest rip 0x%lx%s\n", gpa,
 		(q & EPT_QUAL_READ) ? "read" : "", (q & EPT_QUAL_WRITE) ? "write" : "",
@@ -158,7 +166,12 @@ static vmexit_handler *const handlers[EXIT_REASONS] = {
 
 void vmx_skip_instruction(void)
 {
-	vmx_write(VMCS_GUEST_RIP, vmx_read(VMCS_GUEST_RIP) + vmx_read(VMCS_EXIT_INSTR_LEN));
+	vmx_skip(vmx_read(VMCS_EXIT_INSTR_LEN));
+}
+
+void vmx_skip(uint64_t len)
+{
+	vmx_write(VMCS_GUEST_RIP, vmx_read(VMCS_GUEST_RIP) + len);
 	/* The skipped instruction ends STI/MOV-SS blocking; NMI blocking stays. */
 	uint64_t intr = vmx_read(VMCS_GUEST_INTERRUPTIBILITY);
 	if (intr & GUEST_INTR_BLOCK_STI_MOVSS)

@@ -292,6 +292,8 @@
 
 #include <stdint.h>
 
+#include "guest_image.h"
+
 /* Guest general-purpose registers as vmx_entry.S saves them on a VM exit (RSP
  * and RIP live in the VMCS).  `pad` keeps the exit stack 16-byte aligned. */
 struct guest_regs {
@@ -319,16 +321,14 @@ struct vmx_cpu {
 	 * all of them. */
 	uint64_t exits[EXIT_REASONS + 1];
 	uint64_t exits_total;
+	/* lapic_guard.c: the guest's LAPIC writes, and the ICR's destination half
+	 * as the guest last wrote it (xAPIC: ICR high is written first). */
+	struct {
+		uint64_t writes, ipis_sent, inits_absorbed, deasserts_absorbed;
+		uint32_t icr_high;
+	} apic;
 };
 
-/* A loaded guest: where to enter it and what to hand it. */
-struct guest_image {
-	uint32_t entry; /* EIP */
-	uint32_t mbi; /* EBX: multiboot information (EAX = 0x2BADB002) */
-	uint32_t load_lo; /* physical range the image occupies */
-	uint32_t load_hi;
-	const char *name; /* the module's string */
-};
 
 /* ---- vmx_root.c: VMX root operation and the CPU's capabilities ----------------------- */
 /* The control words and capabilities the BSP settled on (read-only afterwards). */
@@ -395,6 +395,9 @@ vmexit_handler exit_xsetbv, exit_wbinvd, exit_ud; /* insn_exits.c */
 /* Past the instruction that exited (VM-exit instruction length), ending STI/MOV-SS
  * blocking as the instruction's retirement does; NMI blocking stays. */
 void vmx_skip_instruction(void);
+/* The same for an instruction of `len` bytes that the hypervisor decoded itself
+ * (exits whose instruction-length field is undefined, as EPT violations). */
+void vmx_skip(uint64_t len);
 /* HC_QUIESCE: run `count` stop-the-world rounds after this exit, unmasked, before
  * the VM entry. */
 void vmx_owe_quiesce_rounds(uint32_t count);
@@ -428,9 +431,8 @@ void msr_intercept(uint32_t msr, int read, int write);
 void msr_register(uint32_t first, uint32_t last, msr_read_fn *read, msr_write_fn *write);
 /* The bitmap with the built-in rules (the table in msr.c), for the VMCS. */
 uint64_t msr_bitmap_init(void);
-/* The guest's writes of the x2APIC ICR (MSR 0x830) in x2APIC mode.  Returns 0, or
- * -1 for #GP.  A weak default in msr.c writes the real ICR; a strong definition
- * elsewhere (LAPIC ICR interception) replaces it. */
+/* The guest's writes of the x2APIC ICR (MSR 0x830) in x2APIC mode (lapic_guard.c).
+ * Returns 0, or -1 for #GP. */
 int apic_icr_write(uint64_t icr);
 
 /* ---- io.c: port I/O (exit reason 30) -------------------------------------------------- */
@@ -532,8 +534,27 @@ uint64_t ept_build(uint64_t hv_lo, uint64_t hv_hi, uint64_t ept_cap, const char 
  * The caller keeps the hypervisor's hole closed and flushes the EPT TLBs.
  * Returns 0, or -1 when out of range or out of page tables. */
 int ept_set_page(uint64_t gpa, int present);
+/* The same with the access bits given (EPT_READ | EPT_WRITE | EPT_EXEC; 0: not
+ * present), the page's memory type kept as ept_build() chose it. */
+#define EPT_READ  1u
+#define EPT_WRITE 2u
+#define EPT_EXEC  4u
+int ept_set_page_access(uint64_t gpa, unsigned access);
 /* INVEPT (all contexts): drop cached guest-physical translations on this CPU. */
 void ept_flush(void);
+
+/* ---- lapic_guard.c: the guest's LAPIC writes, ICR through an INIT filter ----------- */
+/* BSP, before the first VM entry: the APIC page read-only in the EPT. */
+const char *lapic_guard_setup(void);
+/* An EPT violation at `gpa`: 1 when it was the guest's APIC page (the write was
+ * emulated, or *why says why it could not be), else 0. */
+int lapic_guard_ept_violation(struct guest_regs *r, uint64_t gpa, uint64_t qual,
+			      const char **why);
+/* The run's totals, one line. */
+void lapic_guard_report(void);
+
+/* ---- guest_console.c: the guest's COM1 output, each line prefixed "guest: " ------- */
+void guest_console_setup(void);
 
 /* ---- guest_load.c --------------------------------------------------------------- */
 /* Find the first boot module, load it as a multiboot v1 kernel and build its

@@ -78,8 +78,8 @@ trace_exit:
 	jmp exit_save
 
 /*
- * int vmx_launch(uint64_t rax, uint64_t rbx): the first entry, with the multiboot
- * hand-over registers.  Returns only when VMLAUNCH fails: the RFLAGS it left.
+ * int vmx_launch(uint64_t rax, uint64_t rbx, uint64_t rsi): the first entry, with
+ * the boot protocol's hand-over registers (multiboot: EAX, EBX; Linux: ESI).  Returns only when VMLAUNCH fails: the RFLAGS it left.
  */
 	.globl vmx_launch
 vmx_launch:
@@ -91,10 +91,10 @@ vmx_launch:
 	pushq %r15
 	movq %rdi, %rax
 	movq %rsi, %rbx
+	movq %rdx, %rsi
 	/* Every other register starts at 0: the guest sees no host pointers. */
 	xorl %ecx, %ecx
 	xorl %edx, %edx
-	xorl %esi, %esi
 	xorl %edi, %edi
 	xorl %ebp, %ebp
 	xorl %r8d, %r8d

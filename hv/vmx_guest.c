@@ -19,7 +19,7 @@
 #define MB1_BOOT_MAGIC      0x2BADB002u
 
 extern char __load_start[], __bss_end[];
-uint64_t vmx_launch(uint64_t rax, uint64_t rbx); /* vmx_entry.S */
+uint64_t vmx_launch(uint64_t rax, uint64_t rbx, uint64_t rsi); /* vmx_entry.S */
 
 struct vmx_guest vmx_guest;
 
@@ -53,7 +53,7 @@ int vmx_other_guest_cpu_started(void)
 }
 
 /* The current VMCS is set up: attach it to the core and enter the guest. */
-static _Noreturn void launch(uint64_t rax, uint64_t rbx)
+static _Noreturn void launch(uint64_t rax, uint64_t rbx, uint64_t rsi)
 {
 	struct percpu *p = this_percpu();
 	plat_this_cpu()->tlb_flush = flush_ept;
@@ -63,7 +63,7 @@ static _Noreturn void launch(uint64_t rax, uint64_t rbx)
 	nmi_guest_attach();
 	__atomic_store_n(&p->vmx.in_guest, 1, __ATOMIC_RELEASE);
 	nmi_unmask();
-	uint64_t rflags = vmx_launch(rax, rbx);
+	uint64_t rflags = vmx_launch(rax, rbx, rsi);
 	kprintf("vmx: cpu %u: VMLAUNCH failed (rflags 0x%lx, VM-instruction error %lu)\n", p->index,
 		rflags, (rflags & 0x40) ? vmx_read(VMCS_INSTR_ERROR) : 0);
 	nmi_mask();
@@ -79,6 +79,11 @@ static const char *prepare(struct guest_image *g, uint64_t *eptp)
 		return why;
 	if (!*eptp)
 		return why;
+	/* What every guest gets: its LAPIC writes seen (the INIT filter), its
+	 * console lines told apart from the hypervisor's. */
+	if ((why = lapic_guard_setup()))
+		return why;
+	guest_console_setup();
 	if ((why = guest_run_check_expect()))
 		return why;
 	vmx_guest.smp = cmdline_u64("guest_smp", 0) != 0;
@@ -120,7 +125,9 @@ _Noreturn void vmx_run_guest(void)
 	kprintf("vmx: entering the guest at 0x%x (EPT pointer 0x%lx) on CPU 0; %s\n", g.entry, eptp,
 		vmx_guest.smp ? "the other CPUs wait for the guest's SIPI"
 			      : "the other CPUs stay the hypervisor's");
-	launch(MB1_BOOT_MAGIC, g.mbi);
+	if (g.protocol == GUEST_LINUX)
+		launch(0, 0, g.esi);
+	launch(MB1_BOOT_MAGIC, g.mbi, 0);
 }
 
 /* guest_smp=1, an AP: its own VMCS for the guest, entered in wait-for-SIPI. */
@@ -129,10 +136,11 @@ static _Noreturn void run_guest_ap(void)
 	uint64_t eptp;
 	while (!(eptp = __atomic_load_n(&vmx_guest.eptp, __ATOMIC_ACQUIRE)))
 		cpu_pause(); /* unmasked: parkable */
-	const struct guest_image none = {0};
+	const struct guest_image none = {
+	    .code_sel = GUEST_MB_CODE_SEL, .data_sel = GUEST_MB_DATA_SEL, .gdt_limit = 0xFFFF};
 	vmx_setup_vmcs(&none, eptp);
 	vmx_write(VMCS_GUEST_ACTIVITY, ACTIVITY_WAIT_FOR_SIPI);
-	launch(0, 0);
+	launch(0, 0, 0);
 }
 
 _Noreturn void vmx_helper_ap(void)
