@@ -52,14 +52,19 @@ def nested_vmx():
         return False, "no /dev/kvm here (QEMU TCG has no VMX)"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is not accessible to this user"
+    loaded = []
     for mod in ("kvm_intel", "kvm_amd"):
         try:
             with open(f"/sys/module/{mod}/parameters/nested") as f:
-                if f.read().strip() in ("Y", "1"):
-                    return True, ""
+                nested = f.read().strip()
         except OSError:
-            pass
-    return False, "/dev/kvm without nested virtualization (kvm_intel nested=N)"
+            continue
+        if nested in ("Y", "1"):
+            return True, ""
+        loaded.append(f"{mod} nested={nested}")
+    if not loaded:
+        return False, "/dev/kvm is there but no kvm_intel/kvm_amd module is loaded (QEMU TCG has no VMX)"
+    return False, f"KVM without nested virtualization ({', '.join(loaded)})"
 
 
 def _digest(paths, *strings):
