@@ -155,15 +155,18 @@ include hv/hv.mk
 #   make bench-linux [SMP=2]                         Bochs boot-to-/init, native vs hypervisor
 # Without NATIVE=1 Linux runs under the hypervisor ($(B)/hv.elf); EMU=qemu then
 # needs /dev/kvm with nested VMX.  LINUX_ARGS: more words for Linux' command line.
+# LINUX_KERNEL=path: another bzImage (docs/linux-guest.md says what it needs).
 EMU ?= bochs
 NATIVE ?=
 LINUX_ARGS ?=
+LINUX_KERNEL ?=
 LINUX_NATIVE := $(filter-out 0 no,$(NATIVE))
 LINUX_BUILD := $(BUILD)/linux
 LINUX_INITRD_SRCS := tests/linux/init.sh tests/linux/hvcmd tests/linux/fakehv \
 	tests/linux/ioport.c tests/linux/mkinitrd.sh
 LINUX_RUN = python3 -m tests.linux.run --emu $(EMU) --smp $(SMP) \
-	$(if $(LINUX_NATIVE),--native,--hv $(B)/hv.elf) --cmdline "$(LINUX_ARGS)"
+	$(if $(LINUX_NATIVE),--native,--hv $(B)/hv.elf) --cmdline "$(LINUX_ARGS)" \
+	$(if $(LINUX_KERNEL),--kernel $(LINUX_KERNEL))
 
 .PHONY: linux linux-ready test-linux test-linux-self bench-linux
 

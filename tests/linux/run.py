@@ -122,7 +122,7 @@ def hv_cmdline_for(linux_cmdline, base=E.HV_CMDLINE):
 
 
 def run_linux(emu="qemu", native=True, smp=2, cmdline="", timeout=None, hv=E.HV_ELF,
-              hv_cmdline=None, workdir=None, log=print):
+              hv_cmdline=None, workdir=None, log=print, kernel=E.KERNEL, initrd=E.INITRD):
     """One run: boots, waits for the end (or the timeout), judges.  Returns a dict:
     verdicts [(kind, name, detail)], times {init_s, done_s, end_s, init_uptime_s}
     (seconds of wall time from the emulator's start), lines, ended, run."""
@@ -135,7 +135,8 @@ def run_linux(emu="qemu", native=True, smp=2, cmdline="", timeout=None, hv=E.HV_
     linux_cmdline = f"{E.LINUX_CMDLINE} {cmdline}".strip()
     hv_cmdline = hv_cmdline or hv_cmdline_for(linux_cmdline)
     checks = cmdline_checks(linux_cmdline)
-    m = E.Machine(emu, native, smp, linux_cmdline, workdir, hv=hv, hv_cmdline=hv_cmdline)
+    m = E.Machine(emu, native, smp, linux_cmdline, workdir, kernel=kernel, initrd=initrd, hv=hv,
+                  hv_cmdline=hv_cmdline)
     log(f"linux-{run}: {smp} CPUs, Linux '{linux_cmdline}'"
         + ("" if native else f", hypervisor '{hv_cmdline}'") + f"; logs in {m.workdir}")
     m.start()
@@ -161,6 +162,8 @@ def main(argv=None):
     ap.add_argument("--cmdline", default="", help="more words for Linux' command line "
                     "(linuxtest.nmis=20, linuxtest.checks=..., ...)")
     ap.add_argument("--hv", default=E.HV_ELF, help="the hypervisor (default build/final/hv.elf)")
+    ap.add_argument("--kernel", default=E.KERNEL, help="Linux bzImage (default build/linux/vmlinuz)")
+    ap.add_argument("--initrd", default=E.INITRD, help="initramfs (default build/linux/initrd.gz)")
     ap.add_argument("--hv-cmdline", help=f"the hypervisor's command line (default '{E.HV_CMDLINE}'"
                     ", plus guest_expect=ept when the isolation check runs)")
     ap.add_argument("--timeout", type=float, help="seconds (default per run: "
@@ -178,12 +181,14 @@ def main(argv=None):
             if not ok:
                 sys.exit(f"linux: QEMU under the hypervisor needs KVM with nested VMX: {why}."
                          " Use EMU=bochs, or NATIVE=1")
-        m = E.Machine(a.emu, a.native, a.smp, linux_cmdline, a.workdir, hv=a.hv,
+        m = E.Machine(a.emu, a.native, a.smp, linux_cmdline, a.workdir, kernel=a.kernel,
+                      initrd=a.initrd, hv=a.hv,
                       hv_cmdline=a.hv_cmdline or f"{E.HV_CMDLINE} guest_expect=done")
         rc = m.interactive()
         sys.exit(0 if rc in (0, 1, None) else rc)
 
-    r = run_linux(a.emu, a.native, a.smp, a.cmdline, a.timeout, a.hv, a.hv_cmdline, a.workdir)
+    r = run_linux(a.emu, a.native, a.smp, a.cmdline, a.timeout, a.hv, a.hv_cmdline, a.workdir,
+                  kernel=a.kernel, initrd=a.initrd)
     failed = 0
     for kind, name, detail in r["verdicts"]:
         print(f"{kind} {name}" + (f": {detail}" if detail else ""), flush=True)
