@@ -90,7 +90,6 @@ cpus=$(awk 'NR == 1 { for (i = 1; i <= NF; i++) { sub("CPU", "", $i); printf "%s
 others=
 for c in $cpus; do [ "$c" -ne 0 ] && others="$others $c"; done
 others=${others# }
-ncpus=$(echo $cpus | wc -w)
 
 # snap P: P_<cpu>=<NMI: count> for every online CPU.
 snap() {
@@ -126,7 +125,7 @@ echo "LINUX: INFO hypervisor=$([ $hv = 1 ] && echo yes || echo no)$([ $hvcmd = f
 # NMIs the hypervisor delivered from outside: each may legally be "unknown" to Linux.
 delivered=0
 
-# hvnum CMD A1 A2: hvcmd, or fail CHECK when it answers no number.
+# hvnum CMD A1 A2: hvcmd's answer; when it is no number, says so and prints -1.
 hvnum() {
 	r=$($hvcmd "$@" 2>&1)
 	isnum "$r" && { echo "$r"; return 0; }
@@ -142,7 +141,7 @@ spinners=
 spin_start() {
 	[ "$busy" = 1 ] || return 0
 	for c in $others; do
-		taskset $((1 << c)) sh -c 'while :; do :; done' &
+		taskset "$(printf '%x' $((1 << c)))" sh -c 'while :; do :; done' &
 		spinners="$spinners $!"
 	done
 }
