@@ -148,3 +148,51 @@ clean:
 	rm -rf $(BUILD)
 
 include hv/hv.mk
+
+# ==== The Linux guest: tests/linux/, docs/linux-guest.md =============================
+# Kept in one block at the end of the file, apart from the rest.
+#   make linux [SMP=2] [EMU=bochs|qemu] [NATIVE=1]   boot to a shell on this terminal
+#   make test-linux [SMP=2] [EMU=bochs|qemu] [NATIVE=1] [LINUX_ARGS="linuxtest.nmis=50"]
+#   make test-linux-self                             the checks' own tests (QEMU TCG)
+#   make bench-linux [SMP=2]                         Bochs boot-to-/init, native vs hypervisor
+# Without NATIVE=1 Linux runs under the hypervisor ($(B)/hv.elf); EMU=qemu then
+# needs /dev/kvm with nested VMX.  LINUX_ARGS: more words for Linux' command line.
+# LINUX_KERNEL=path: another bzImage (docs/linux-guest.md says what it needs).
+EMU ?= bochs
+NATIVE ?=
+LINUX_ARGS ?=
+LINUX_KERNEL ?=
+LINUX_NATIVE := $(filter-out 0 no,$(NATIVE))
+LINUX_BUILD := $(BUILD)/linux
+LINUX_INITRD_SRCS := tests/linux/init.sh tests/linux/hvcmd tests/linux/fakehv \
+	tests/linux/ioport.c tests/linux/mkinitrd.sh
+LINUX_RUN = python3 -m tests.linux.run --emu $(EMU) --smp $(SMP) \
+	$(if $(LINUX_NATIVE),--native,--hv $(B)/hv.elf) --cmdline "$(LINUX_ARGS)" \
+	$(if $(LINUX_KERNEL),--kernel $(LINUX_KERNEL))
+
+.PHONY: linux linux-ready test-linux test-linux-self bench-linux
+
+$(LINUX_BUILD)/initrd.gz: $(LINUX_INITRD_SRCS)
+	@tests/linux/mkinitrd.sh $@
+
+# Packages, the kernel (build/linux/vmlinuz), the initramfs, and the hypervisor
+# unless NATIVE=1.
+linux-ready:
+	@scripts/deps.sh sim system linux
+	@$(MAKE) -s $(LINUX_BUILD)/initrd.gz $(if $(LINUX_NATIVE),,$(B)/hv.elf)
+
+linux: linux-ready
+	@$(LINUX_RUN) --interactive
+
+test-linux: linux-ready
+	@$(LINUX_RUN)
+
+test-linux-self:
+	@scripts/deps.sh sim system linux
+	@$(MAKE) -s $(LINUX_BUILD)/initrd.gz
+	@python3 -m tests.linux.selftest
+
+bench-linux:
+	@scripts/deps.sh sim system linux
+	@$(MAKE) -s $(LINUX_BUILD)/initrd.gz $(B)/hv.elf
+	@python3 -m tests.linux.bench --smp $(SMP) --hv $(B)/hv.elf
