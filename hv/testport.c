@@ -115,12 +115,16 @@ static void run_owed(void)
 {
 	struct percpu *p = this_percpu();
 	struct vmx_cpu *v = &p->vmx;
-	unsigned a1 = v->testport[1], a2 = v->testport[2];
-	switch (v->testport[0]) {
-	case CMD_NMIS: set_result(v, send_paced(p->index, a1, a2)); break;
-	case CMD_FLOOD: set_result(v, send_flood(p->index, a1, a2)); break;
-	default: set_result(v, quiesce(p->index, a1, a2 != 0)); break;
+	unsigned cmd = v->testport[0], a1 = v->testport[1], a2 = v->testport[2];
+	uint32_t result;
+	switch (cmd) {
+	case CMD_NMIS: result = send_paced(p->index, a1, a2); break;
+	case CMD_FLOOD: result = send_flood(p->index, a1, a2); break;
+	default: result = quiesce(p->index, a1, a2 != 0); break;
 	}
+	set_result(v, result);
+	kprintf("testport: cpu %u: %s %u %u -> %u\n", p->index,
+		cmd == CMD_NMIS ? "NMIS" : cmd == CMD_FLOOD ? "FLOOD" : "QUIESCE", a1, a2, result);
 }
 
 static void run(struct vmx_cpu *v)

@@ -179,6 +179,11 @@ void vmx_skip(uint64_t len)
 			  intr & ~(uint64_t)GUEST_INTR_BLOCK_STI_MOVSS);
 }
 
+void vmx_owe(void (*fn)(void))
+{
+	this_percpu()->vmx.owed = fn;
+}
+
 void vmx_owe_quiesce_rounds(uint32_t count)
 {
 	this_percpu()->vmx.quiesce_owed = count;
@@ -229,4 +234,9 @@ void vmx_exit_handler(struct guest_regs *r)
 		guest_leave_idle(); /* another CPU ends the run: leave the guest for good */
 	nmi_unmask();
 	run_owed_rounds(v);
+	if (v->owed) {
+		void (*fn)(void) = v->owed;
+		v->owed = 0;
+		fn();
+	}
 }

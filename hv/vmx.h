@@ -327,6 +327,10 @@ struct vmx_cpu {
 		uint64_t writes, ipis_sent, inits_absorbed, deasserts_absorbed;
 		uint32_t icr_high;
 	} apic;
+	/* testport.c: this CPU's latch (command, arguments; then the result). */
+	uint8_t testport[4];
+	/* Work an exit handler left for after its nmi_unmask() (vmx_owe()). */
+	void (*owed)(void);
 };
 
 
@@ -398,6 +402,9 @@ void vmx_skip_instruction(void);
 /* The same for an instruction of `len` bytes that the hypervisor decoded itself
  * (exits whose instruction-length field is undefined, as EPT violations). */
 void vmx_skip(uint64_t len);
+/* Run `fn` on this CPU after this exit's nmi_unmask(), before the VM entry: for
+ * work that waits for other CPUs, which must be able to park this one meanwhile. */
+void vmx_owe(void (*fn)(void));
 /* HC_QUIESCE: run `count` stop-the-world rounds after this exit, unmasked, before
  * the VM entry. */
 void vmx_owe_quiesce_rounds(uint32_t count);
@@ -552,6 +559,9 @@ int lapic_guard_ept_violation(struct guest_regs *r, uint64_t gpa, uint64_t qual,
 			      const char **why);
 /* The run's totals, one line. */
 void lapic_guard_report(void);
+
+/* ---- testport.c: ports 0xCE0-0xCE3, the Linux guest's test commands --------------- */
+void testport_setup(void);
 
 /* ---- guest_console.c: the guest's COM1 output, each line prefixed "guest: " ------- */
 void guest_console_setup(void);

@@ -84,6 +84,7 @@ static const char *prepare(struct guest_image *g, uint64_t *eptp)
 	if ((why = lapic_guard_setup()))
 		return why;
 	guest_console_setup();
+	testport_setup();
 	if ((why = guest_run_check_expect()))
 		return why;
 	vmx_guest.smp = cmdline_u64("guest_smp", 0) != 0;

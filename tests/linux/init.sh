@@ -116,9 +116,9 @@ hvcmd=hvcmd
 hv=0
 ping=$($hvcmd 1 2>&1)
 case "$ping" in
-1447904334) hv=1 ;; # 0x564D484E
+1447905358) hv=1 ;; # 0x564D484E
 4294967295) ;;      # nothing there: the ports read 0xFF
-*) fail test-port "PING answered '$ping' (hypervisor: 1447904334, none: 4294967295)" ;;
+*) fail test-port "PING answered '$ping' (hypervisor: 1447905358, none: 4294967295)" ;;
 esac
 echo "LINUX: INFO hypervisor=$([ $hv = 1 ] && echo yes || echo no)$([ $hvcmd = fakehv ] && echo " (fakehv=$fakehv)") cpus=$(echo $cpus | tr ' ' ,)" \
 	"checks=$checks triggers=$triggers nmis=$nmis flood=$flood rounds=$rounds busy=$busy"
