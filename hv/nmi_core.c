@@ -2,7 +2,7 @@
 /*
  * nmi_core.c - the hypervisor's whole NMI path.
  *
- * The model is a UNIX signal handler (nmi-facts.md, section 3):
+ * The model is a UNIX signal handler (docs/nmi-semantics.md, "The design"):
  *
  *  - Code that edits per-CPU NMI state (guest_pending, the VMCS NMI-window control,
  *    the injection field) runs under a per-CPU SOFTWARE mask.  An NMI that lands

@@ -2,7 +2,7 @@
 /*
  * sched.c - schedules as text, and the exhaustive explorer.
  *
- * Scenario format (docs/scenarios.md), one step per line, '#' starts a comment:
+ * Scenario format (docs/simulator.md), one step per line, '#' starts a comment:
  *
  *     cpus 2                      number of CPUs (optional, before any step)
  *     mode fast                   nmi@N counts platform calls (default: precise)
