@@ -110,6 +110,9 @@ extern int books_failures;
 void books_check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b);
 void books_check_core(void);
 
+/* platform_hv.c: plat_tlb_flush() calls run on CPU `cpu` (the workload's check). */
+uint64_t plat_hv_tlb_flushes_run(unsigned cpu);
+
 /* cmdline.c: `key=value` words of the boot command line. */
 void cmdline_init(uint32_t magic, uint64_t info);
 const char *cmdline_raw(void);

@@ -54,11 +54,8 @@ void nmi_core_init(void)
 
 void nmi_cpu_init(struct nmi_cpu *c, unsigned id)
 {
-	void (*flush)(struct nmi_cpu *) = c->tlb_flush;
-
 	*c = (struct nmi_cpu){0};
 	c->id = id;
-	c->tlb_flush = flush; /* registered by the platform, survives a reset */
 }
 
 /* Spin until *p == want.  Bounded: a CPU that never checks in (its NMI lost, or a
@@ -68,7 +65,7 @@ static void spin_until(volatile uint32_t *p, uint32_t want, const char *what)
 	unsigned long n = 0;
 
 	while (__atomic_load_n(p, __ATOMIC_ACQUIRE) != want) {
-		if (++n > plat_spin_limit)
+		if (++n > plat_spin_limit())
 			plat_halt(__FILE__, __LINE__, what);
 		plat_relax();
 	}
@@ -124,8 +121,8 @@ static void park(struct nmi_cpu *c, uint32_t round)
 	c->quiesce_parks++;
 	__atomic_fetch_add(&q->checked_in, 1, __ATOMIC_SEQ_CST);
 	spin_until(&q->resume, 1, "parked CPU: resume never came");
-	if (q->flush && c->tlb_flush) {
-		c->tlb_flush(c);
+	if (q->flush) {
+		plat_tlb_flush();
 		c->tlb_flushes++;
 	}
 	__atomic_fetch_add(&q->resumed, 1, __ATOMIC_SEQ_CST);
@@ -251,7 +248,7 @@ void nmi_quiesce_begin(void)
 
 	NMI_ASSERT(!c->masked);
 	while (__atomic_exchange_n(&q->lock, 1, __ATOMIC_ACQUIRE)) {
-		if (++n > plat_spin_limit)
+		if (++n > plat_spin_limit())
 			plat_halt(__FILE__, __LINE__, "quiesce lock never released");
 		plat_relax();
 	}
@@ -289,8 +286,8 @@ void nmi_quiesce_end(int flush)
 	__atomic_store_n(&q->resume, 1, __ATOMIC_SEQ_CST);
 	spin_until(&q->resumed, plat_ncpus() - 1, "stop-the-world: a CPU never resumed");
 	__atomic_store_n(&q->resume, 0, __ATOMIC_SEQ_CST);
-	if (flush && c->tlb_flush) {
-		c->tlb_flush(c);
+	if (flush) {
+		plat_tlb_flush();
 		c->tlb_flushes++;
 	}
 	plat_world_unlock();

@@ -56,10 +56,6 @@ struct nmi_cpu {
 	uint32_t guest_sw_blocked;
 	/* [NMI] The stop-the-world round this CPU last parked for. */
 	volatile uint32_t quiesce_seen;
-	/* Optional: run by this CPU at the end of a stop-the-world round that asked
-	 * for a TLB flush (EPT invalidation on hardware): while parked, before it
-	 * resumes, or by the requester for itself. */
-	void (*tlb_flush)(struct nmi_cpu *self);
 
 	/* Accounting (monotonic).  Conservation, for a quiescent CPU:
 	 *   nmi_entries + exit_nmis      = handled_direct + handled_exit + deferred
@@ -80,7 +76,7 @@ struct nmi_cpu {
 	uint64_t guest_injected; /* NMIs injected at an NMI-window exit              */
 	uint64_t guest_reinjected; /* queued again after an exit interrupted delivery */
 	uint64_t host_consumed; /* guest-owned NMIs with no guest to take them      */
-	uint64_t tlb_flushes; /* flush callbacks run while parked                 */
+	uint64_t tlb_flushes; /* plat_tlb_flush() calls: parked or as requester   */
 	uint64_t quiesce_rounds; /* stop-the-world rounds this CPU requested         */
 };
 
@@ -90,7 +86,7 @@ struct nmi_quiesce {
 	volatile uint32_t active; /* a round is collecting CPUs                    */
 	volatile uint32_t resume; /* parked CPUs may leave                         */
 	volatile uint32_t round; /* round number, never 0 while active            */
-	volatile uint32_t flush; /* parked CPUs run their tlb_flush before leaving */
+	volatile uint32_t flush; /* parked CPUs run plat_tlb_flush before leaving  */
 	volatile uint32_t checked_in; /* CPUs parked in the current round              */
 	volatile uint32_t resumed; /* CPUs that left the current round              */
 	volatile uint32_t owner; /* requesting CPU id                             */
@@ -140,8 +136,8 @@ void nmi_guest_unblock(void);
 /* Park every other CPU in its NMI handler.  Returns masked, holding the quiesce
  * lock and the world locks. */
 void nmi_quiesce_begin(void);
-/* Release the parked CPUs (each runs its tlb_flush first when `flush`), then drop
- * the locks and the mask. */
+/* Release the parked CPUs (each runs plat_tlb_flush() first when `flush`, and so
+ * does the requester), then drop the locks and the mask. */
 void nmi_quiesce_end(int flush);
 
 #endif /* NMI_CORE_H */

@@ -7,22 +7,20 @@
  */
 #include "hv.h"
 #include "nmi_platform.h"
+#include "vmx.h"
 #include "x86.h"
 
 #define ICR_NMI 0x00004400u /* delivery mode NMI, physical destination, assert */
 
 /* Long enough for a stop-the-world round under Bochs; short enough to report a
  * hang within seconds under QEMU. */
-unsigned long plat_spin_limit = 200000000ul;
+#define SPIN_LIMIT 200000000ul
+
+static uint64_t tlb_flushes_run[MAX_CPUS];
 
 struct nmi_cpu *plat_this_cpu(void)
 {
 	return &this_percpu()->nmi;
-}
-
-struct nmi_cpu *plat_cpu(unsigned id)
-{
-	return &percpu[id].nmi;
 }
 
 unsigned plat_ncpus(void)
@@ -84,6 +82,11 @@ void plat_relax(void)
 	cpu_pause();
 }
 
+unsigned long plat_spin_limit(void)
+{
+	return SPIN_LIMIT;
+}
+
 /* The console lock is the only lock a parked CPU could hold. */
 void plat_world_lock(void)
 {
@@ -92,6 +95,19 @@ void plat_world_lock(void)
 void plat_world_unlock(void)
 {
 	console_unlock();
+}
+
+/* EPT translations are the only cached ones a round may have changed.  Without a
+ * guest's EPT (no VMX, or none built yet), ept_flush() does nothing. */
+void plat_tlb_flush(void)
+{
+	ept_flush();
+	tlb_flushes_run[this_percpu()->index]++;
+}
+
+uint64_t plat_hv_tlb_flushes_run(unsigned cpu)
+{
+	return tlb_flushes_run[cpu];
 }
 
 _Noreturn void plat_halt(const char *file, int line, const char *what)

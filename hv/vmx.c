@@ -855,12 +855,6 @@ void vmx_exit_handler(struct guest_regs *r)
 
 /* ---- Running the guest -------------------------------------------------------------- */
 
-static void flush_ept(struct nmi_cpu *c)
-{
-	(void)c;
-	ept_flush();
-}
-
 uint64_t vmx_build_ept(const char **why)
 {
 	hv_lo = (uint64_t)__load_start & ~0xFFFull;
@@ -872,7 +866,6 @@ uint64_t vmx_build_ept(const char **why)
 static _Noreturn void launch(uint64_t rax, uint64_t rbx)
 {
 	unsigned me = this_percpu()->index;
-	plat_this_cpu()->tlb_flush = flush_ept;
 	ept_flush();
 	/* From here the core reads and writes this VMCS (NMI window, injection). */
 	nmi_mask();
@@ -969,7 +962,6 @@ _Noreturn void vmx_helper_ap(void)
 {
 	if (cmdline_u64("guest_smp", 0))
 		run_guest_ap();
-	plat_this_cpu()->tlb_flush = flush_ept;
 	if (this_percpu()->index != 1)
 		for (;;)
 			cpu_pause(); /* idle, NMIs unmasked: parkable */

@@ -35,7 +35,6 @@ struct wl_cpu {
 	uint64_t ipis_sent;
 	uint64_t rounds_requested;
 	uint64_t flush_rounds_requested;
-	uint64_t flush_callbacks; /* tlb_flush callbacks seen by the platform */
 	volatile uint32_t done;
 	volatile uint64_t work[WORK_WORDS];
 } __attribute__((aligned(64)));
@@ -86,11 +85,6 @@ static unsigned section_length(struct wl_cpu *w)
 	w->rng ^= w->rng >> 7;
 	w->rng ^= w->rng << 17;
 	return cfg.work / 2 + (unsigned)(w->rng % (cfg.work + 1));
-}
-
-static void count_flush(struct nmi_cpu *c)
-{
-	wl[c->id].flush_callbacks++;
 }
 
 static void stop_the_world(unsigned me)
@@ -215,7 +209,6 @@ static _Noreturn void trace_main(int mask)
 void workload_ap(void)
 {
 	unsigned me = this_percpu()->index;
-	plat_this_cpu()->tlb_flush = count_flush;
 	while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE)) /* cfg is valid from here on */
 		cpu_pause();
 	if (streq(cfg.name, "guest"))
@@ -240,8 +233,9 @@ static void check_invariants(void)
 	books_check_core();
 	for (unsigned i = 0; i < ncpus; i++) {
 		const struct nmi_cpu *c = &percpu[i].nmi;
-		books_check(c->tlb_flushes == wl[i].flush_callbacks, "tlb_flushes == callbacks run",
-			    i, c->tlb_flushes, wl[i].flush_callbacks);
+		books_check(c->tlb_flushes == plat_hv_tlb_flushes_run(i),
+			    "tlb_flushes == flushes the platform ran", i, c->tlb_flushes,
+			    plat_hv_tlb_flushes_run(i));
 		books_check(c->quiesce_rounds == wl[i].rounds_requested,
 			    "quiesce_rounds == rounds requested", i, c->quiesce_rounds,
 			    wl[i].rounds_requested);
@@ -304,7 +298,6 @@ _Noreturn void workload_main(void)
 	cfg.aps_halt = streq(cmdline_str("aps", "work"), "halt");
 	cfg.seed = cmdline_u64("seed", 0);
 
-	plat_this_cpu()->tlb_flush = count_flush;
 	if (streq(cfg.name, "trace-nmi") || streq(cfg.name, "trace-mask"))
 		trace_main(streq(cfg.name, "trace-mask"));
 	if (streq(cfg.name, "crash-pf"))

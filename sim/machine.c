@@ -364,14 +364,8 @@ static void reset_machine(unsigned ncpus)
 		c->guest_in_nmi = 0;
 		c->stepping = 0;
 		c->vmcs = (struct sim_vmcs){.pin = PIN_NMI_EXITING | PIN_VIRTUAL_NMIS};
-		c->core.tlb_flush = NULL;
 		nmi_cpu_init(&c->core, i);
 	}
-}
-
-static void count_flush(struct nmi_cpu *c)
-{
-	(void)c;
 }
 
 static void service_all(void)
@@ -493,7 +487,7 @@ static void finish_all(void)
 		}
 		if (!any)
 			return;
-		if (turns > plat_spin_limit * 4) {
+		if (turns > plat_spin_limit() * 4) {
 			sim_fail("CPUs still spinning after %u rounds: livelock", turns);
 			return;
 		}
@@ -539,8 +533,6 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 	tl_enable((flags & SIM_TIMELINE) != 0);
 	tl_reset();
 	reset_machine(s->ncpus ? s->ncpus : 1);
-	for (unsigned i = 0; i < M.ncpus; i++)
-		M.cpu[i].core.tlb_flush = count_flush;
 
 	unsigned i;
 	for (i = 0; i < s->nsteps && !M.failed; i++) {
