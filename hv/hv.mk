@@ -3,7 +3,7 @@
 # HV_CFLAGS and the rule for $(B)/nmi_core.o (the core, .text renamed nmi_core_text).
 # Recipes stay one-liners: the logic lives in qemu/, scripts/ and tests/system/.
 
-HV_C_SRCS := main.c books.c console.c cpu.c time.c lapic.c acpi.c smp.c cmdline.c \
+HV_C_SRCS := main.c books.c nmi_books.c console.c cpu.c time.c lapic.c acpi.c smp.c cmdline.c \
 	platform_hv.c workload.c vmx.c ept.c guest_load.c vmx_exp.c
 HV_S_SRCS := boot.S trampoline.S entry.S vmx_entry.S vmx_exp_guest.S
 HV_OBJS := $(addprefix $(B)/hv/,$(HV_C_SRCS:.c=.o) $(HV_S_SRCS:.S=.o))

@@ -90,7 +90,8 @@ static void update_window(struct nmi_cpu *c)
  * holds one NMI in service plus one latched.  While the guest is virtual-NMI
  * blocked (inside its handler) or an injection is already queued, the one "in
  * service" exists, so only one more may wait.  A capped NMI is dropped exactly
- * where hardware would drop it; a spurious NMI is tolerable, a lost one is not. */
+ * where hardware would drop it: one more would reach the guest as a spurious NMI
+ * (an OS logs "NMI received for unknown reason"), one fewer would be lost. */
 static void guest_nmi(struct nmi_cpu *c)
 {
 	if (!c->guest_present) {
@@ -289,6 +290,7 @@ void nmi_quiesce_end(int flush)
 	if (flush) {
 		plat_tlb_flush();
 		c->tlb_flushes++;
+		c->quiesce_flush_rounds++;
 	}
 	plat_world_unlock();
 	__atomic_store_n(&q->lock, 0, __ATOMIC_RELEASE);

@@ -63,7 +63,9 @@ struct nmi_cpu {
 	 *   handled_direct + handled_exit + drained
 	 *                                = quiesce_parks + guest_accepted
 	 *                                  + guest_coalesced + host_consumed
-	 *   guest_accepted               = guest_injected + guest_pending          */
+	 *   guest_accepted               = guest_injected + guest_pending
+	 * These and the other laws every NMI obeys are checked in one place,
+	 * nmi_books.c, by every build (docs/nmi-semantics.md names them).          */
 	uint64_t nmi_entries; /* [NMI] vector-2 handler entries                  */
 	uint64_t exit_nmis; /* NMI VM exits                                     */
 	uint64_t handled_direct; /* [NMI] handled in the vector-2 handler            */
@@ -78,6 +80,7 @@ struct nmi_cpu {
 	uint64_t host_consumed; /* guest-owned NMIs with no guest to take them      */
 	uint64_t tlb_flushes; /* plat_tlb_flush() calls: parked or as requester   */
 	uint64_t quiesce_rounds; /* stop-the-world rounds this CPU requested         */
+	uint64_t quiesce_flush_rounds; /* ... of which asked for a TLB flush        */
 };
 
 /* Stop-the-world state, one per system. */

@@ -116,15 +116,7 @@ _Noreturn void plat_halt(const char *file, int line, const char *what)
 	panic_printf("\nNMI core assertion failed at %s:%d: %s\n", file, line, what);
 	panic_printf("  on cpu %u at t=%lu us; variant %s\n", this_percpu()->index, time_us(),
 		     nmi_variant_name);
-	panic_printf("  cpu masked visited guest_present guest_pending nmi_entries handled_direct "
-		     "deferred drained quiesce_parks host_consumed\n");
-	for (unsigned i = 0; i < ncpus; i++) {
-		const struct nmi_cpu *c = &percpu[i].nmi;
-		panic_printf("  %3u %6u %7u %13u %13u %11lu %14lu %8lu %7lu %13lu %13lu\n", i,
-			     c->masked, c->visited, c->guest_present, c->guest_pending,
-			     c->nmi_entries, c->handled_direct, c->deferred, c->drained,
-			     c->quiesce_parks, c->host_consumed);
-	}
+	books_panic_table();
 	const struct nmi_quiesce *q = &nmi_quiesce_state;
 	panic_printf("  quiesce: lock=%u active=%u resume=%u round=%u owner=%u checked_in=%u "
 		     "resumed=%u\n",

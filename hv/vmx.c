@@ -428,19 +428,9 @@ static void dump_guest(const struct guest_regs *r)
 			r->rax, r->rbx, r->rcx, r->rdx, r->rsi, r->rdi, r->rbp);
 }
 
-/* The NMI core's books, with the guest's columns (books.c checks them). */
+/* The NMI core's books and laws (books.c prints and checks them). */
 static void check_core(void)
 {
-	kprintf("%3s %11s %9s %12s %14s %14s %13s %15s %13s %13s %11s\n", "cpu", "nmi_entries",
-		"exit_nmis", "handled_exit", "guest_accepted", "guest_injected", "guest_pending",
-		"guest_coalesced", "quiesce_parks", "host_consumed", "tlb_flushes");
-	for (unsigned i = 0; i < ncpus; i++) {
-		const struct nmi_cpu *c = &percpu[i].nmi;
-		kprintf("%3u %11lu %9lu %12lu %14lu %14lu %13u %15lu %13lu %13lu %11lu\n", i,
-			c->nmi_entries, c->exit_nmis, c->handled_exit, c->guest_accepted,
-			c->guest_injected, c->guest_pending, c->guest_coalesced, c->quiesce_parks,
-			c->host_consumed, c->tlb_flushes);
-	}
 	books_check_core();
 }
 

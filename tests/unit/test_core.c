@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_core.c - table-driven unit tests of every nmi_core.c entry point, run on
- * the deterministic simulator against the shipped object (VARIANT=final).
+ * the deterministic simulator against the shipped object (VARIANT=final); then
+ * the laws themselves (test_books.c).
  *
  * Each case is a scenario and what must hold afterwards: the run's verdict (and a
  * piece of its message when it must fail) and counters of one CPU.  A counter
@@ -90,9 +91,12 @@ static const struct tcase cases[] = {
      "cpu0 mask\ncpu0 nmi\ncpu0 unmask nmi@9\n", 0, NULL, E(.deferred = 2, .drained = 2)},
 };
 
+void test_books(unsigned *passed, unsigned *failed);
+
 int main(void)
 {
 	unsigned passed = 0, failed = 0;
+	test_books(&passed, &failed);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		const struct tcase *t = &cases[i];
 		struct sim_schedule s;
