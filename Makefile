@@ -27,8 +27,9 @@ HV_CFLAGS := -std=c11 $(OPT) -g -ffreestanding -fno-pic -fno-pie -mno-red-zone \
 SIM_CC ?= gcc
 SIM_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -pthread
 SIM_LDFLAGS := -no-pie -pthread
-SIM_SRCS := sim/machine.c sim/platform_sim.c sim/timeline.c sim/sched.c sim/symbols.c sim/stress.c \
-	hv/nmi_books.c
+SIM_SRCS := sim/machine.c sim/mode.c sim/controller.c sim/ops.c sim/nmi_hw.c sim/vmx_hw.c \
+	sim/stepper.c sim/runaway.c sim/failure.c sim/oracle.c sim/platform_sim.c sim/timeline.c \
+	sim/sched.c sim/explore.c sim/symbols.c sim/stress.c hv/nmi_books.c
 SIM_OBJS := $(addprefix $(B)/sim/,$(notdir $(SIM_SRCS:.c=.o)))
 
 .PHONY: all deps sim test test-sim fuzz explore replay bench clean help format \

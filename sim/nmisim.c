@@ -33,15 +33,6 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int has_wildcard(const struct sim_schedule *s)
-{
-	for (unsigned i = 0; i < s->nsteps; i++)
-		for (unsigned k = 0; k < s->step[i].nat; k++)
-			if (s->step[i].at[k].kind == AT_EVERY)
-				return 1;
-	return 0;
-}
-
 static int cmd_run(int argc, char **argv)
 {
 	int timeline = 0, quiet = 0;
@@ -94,10 +85,8 @@ static int cmd_run(int argc, char **argv)
 		struct sim_schedule failing = s[i];
 		double t0 = now();
 		unsigned long runs = 1, failures = 0;
-		if (has_wildcard(&s[i]) && nmis) {
-			runs = sched_explore_upto(&s[i], nmis, &failures, &failing, &r);
-		} else if (has_wildcard(&s[i])) {
-			runs = sched_explore(&s[i], &failures, &failing, &r);
+		if (sched_has_wildcard(&s[i])) {
+			runs = sched_explore(&s[i], nmis, &failures, &failing, &r);
 		} else {
 			sim_run(&s[i], 0, &r);
 			failures = r.failed;

@@ -133,10 +133,10 @@ int main(void)
 				    {"guest_coalesced", e->coalesced, n->guest_coalesced},
 				    {"host_consumed", e->host, n->host_consumed},
 				    {"tlb_flushes", e->flushes, n->tlb_flushes},
-				    {"latch drops", e->dropped, c->dropped},
-				    {"guest NMIs taken", e->guest_nmis, c->guest_nmis},
+				    {"latch drops", e->dropped, c->nmi.dropped},
+				    {"guest NMIs taken", e->guest_nmis, c->vmx.guest.received},
 				    {"NMI-window control", e->window,
-				     (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0},
+				     (c->vmx.vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0},
 				};
 				for (size_t k = 0; k < sizeof checks / sizeof checks[0] && !why[0];
 				     k++)
