@@ -85,6 +85,8 @@ struct sim_vmx {
 	volatile int exit_pending; /* an NMI exit the handler captured              */
 	int fault_armed; /* the next NMI delivery exits midway (OP_FAULT)    */
 	uint32_t vectoring; /* IDT-vectoring information of the pending exit    */
+	int detached; /* the guest was detached for good (OP_DETACH)      */
+	struct nmi_cpu at_detach; /* the core's books at that moment             */
 	struct nmi_books_guest guest; /* what the guest took, what hardware would give */
 };
 
@@ -155,6 +157,7 @@ void vmx_hw_exits(struct sim_cpu *c);
 void vmx_hw_leave(struct sim_cpu *c);
 void vmx_hw_guest_iret(struct sim_cpu *c);
 void vmx_hw_arm_fault(struct sim_cpu *c);
+void vmx_hw_detached(struct sim_cpu *c);
 
 /* stepper.c */
 void stepper_install(void);

@@ -14,14 +14,19 @@ enum {
 	NEED_UNMASKED = 4, /* the software mask is not held     */
 	NEED_MASKED = 8, /* the software mask is held         */
 	NEED_ATTACHED = 16, /* a guest is attached to the core   */
+	NEED_ALIVE = 32, /* the guest was not detached        */
 };
 
 static const struct {
 	unsigned need;
 	const char *why;
 } needs[] = {
-    {NEED_HOST, "in guest mode"}, {NEED_GUEST, "not in guest mode"},    {NEED_UNMASKED, "masked"},
-    {NEED_MASKED, "not masked"},  {NEED_ATTACHED, "no guest attached"},
+    {NEED_HOST, "in guest mode"},
+    {NEED_GUEST, "not in guest mode"},
+    {NEED_UNMASKED, "masked"},
+    {NEED_MASKED, "not masked"},
+    {NEED_ATTACHED, "no guest attached"},
+    {NEED_ALIVE, "the guest was detached"},
 };
 
 /* Stands for an intercept handler's edits of per-CPU state under the mask. */
@@ -103,6 +108,17 @@ static void op_quiesce(struct sim_cpu *c, const struct sim_step *s)
 	CORE(nmi_quiesce_end(s->arg));
 }
 
+/* The guest is gone for good: leave guest mode, detach it under the mask. */
+static void op_detach(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)s;
+	vmx_hw_leave(c);
+	CORE(nmi_mask());
+	CORE(nmi_guest_detach());
+	vmx_hw_detached(c);
+	CORE(nmi_unmask());
+}
+
 static const struct {
 	unsigned need;
 	void (*run)(struct sim_cpu *c, const struct sim_step *s);
@@ -110,13 +126,14 @@ static const struct {
     [OP_MASK] = {NEED_HOST | NEED_UNMASKED, op_mask},
     [OP_UNMASK] = {NEED_MASKED, op_unmask},
     [OP_CRIT] = {NEED_HOST | NEED_UNMASKED, op_crit},
-    [OP_ENTER] = {NEED_HOST | NEED_UNMASKED, op_enter},
+    [OP_ENTER] = {NEED_HOST | NEED_UNMASKED | NEED_ALIVE, op_enter},
     [OP_EXIT] = {NEED_GUEST, op_exit},
     [OP_GIRET] = {NEED_GUEST, op_giret},
     [OP_BLOCK] = {NEED_HOST | NEED_UNMASKED | NEED_ATTACHED, op_block},
     [OP_UNBLOCK] = {NEED_HOST | NEED_UNMASKED | NEED_ATTACHED, op_block},
     [OP_QUIESCE] = {NEED_HOST | NEED_UNMASKED, op_quiesce},
     [OP_FAULT] = {0, op_fault},
+    [OP_DETACH] = {NEED_UNMASKED | NEED_ATTACHED, op_detach},
 };
 
 static unsigned unmet(const struct sim_cpu *c, unsigned need)
@@ -128,6 +145,7 @@ static unsigned unmet(const struct sim_cpu *c, unsigned need)
 	bad |= guest ? NEED_HOST : NEED_GUEST;
 	bad |= masked ? NEED_UNMASKED : NEED_MASKED;
 	bad |= c->core.guest_present ? 0 : NEED_ATTACHED;
+	bad |= c->vmx.detached ? NEED_ALIVE : 0;
 	return need & bad;
 }
 

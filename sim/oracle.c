@@ -41,7 +41,7 @@ static void views(struct views *v, const struct sim_cpu *only, int at_rest)
 		v->cpu[i] = (struct nmi_books_cpu){
 		    .core = &c->core,
 		    .guest = &v->guest[i],
-		    .detached = NULL,
+		    .detached = c->vmx.detached ? &c->vmx.at_detach : NULL,
 		    .busy = c->busy || c->halted || (only && c != only),
 		};
 	}

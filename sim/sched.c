@@ -15,6 +15,7 @@
  *     cpu1 quiesce flush          stop-the-world with TLB flush
  *     cpu1 run                    let a spinning CPU run on
  *     cpu0 fault                  the next NMI injection's delivery exits midway
+ *     cpu0 detach                 the guest is gone for good
  *
  * A malformed line is rejected with its number and nothing runs.
  */
@@ -32,6 +33,7 @@ static const char *const op_names[OP__COUNT] = {
     [OP_MASK] = "mask",       [OP_UNMASK] = "unmask",   [OP_CRIT] = "crit",   [OP_NMI] = "nmi",
     [OP_ENTER] = "enter",     [OP_EXIT] = "exit",       [OP_GIRET] = "giret", [OP_BLOCK] = "block",
     [OP_UNBLOCK] = "unblock", [OP_QUIESCE] = "quiesce", [OP_RUN] = "run",     [OP_FAULT] = "fault",
+    [OP_DETACH] = "detach",
 };
 
 const char *sched_op_name(unsigned op)

@@ -55,6 +55,7 @@ enum sim_op {
 	OP_RUN, /* let a CPU that is spinning run on                            */
 	OP_FAULT, /* the next NMI injection here is interrupted by a VM exit (an EPT
 		   * violation on the guest's IDT) and must be queued again     */
+	OP_DETACH, /* the guest is gone for good: VM exit, nmi_guest_detach()     */
 	OP__COUNT
 };
 

@@ -144,3 +144,13 @@ void vmx_hw_arm_fault(struct sim_cpu *c)
 	if (tl_enabled())
 		tl_event(c->id, 0, "armed: the next NMI delivery meets an EPT violation");
 }
+
+/* nmi_guest_detach() returned: the guest is gone for good.  From here on the books
+ * may not book anything to it (law `detached`). */
+void vmx_hw_detached(struct sim_cpu *c)
+{
+	c->vmx.detached = 1;
+	c->vmx.at_detach = c->core;
+	if (tl_enabled())
+		tl_event(c->id, 0, "guest detached for good");
+}

@@ -89,6 +89,14 @@ static const struct tcase cases[] = {
      0, NULL, E(.cpu = 1, .parks = 1)},
     {"an NMI inside the drain is counted and drained once",
      "cpu0 mask\ncpu0 nmi\ncpu0 unmask nmi@9\n", 0, NULL, E(.deferred = 2, .drained = 2)},
+    {"after the guest is detached, its NMIs are the host's",
+     "cpu0 enter\ncpu0 nmi\ncpu0 detach\ncpu0 nmi\ncpu0 nmi\n", 0, NULL,
+     E(.injected = 1, .guest_nmis = 1, .host = 2, .pending = 0)},
+    {"a detached guest is not entered again", "cpu0 enter\ncpu0 detach\ncpu0 enter\ncpu0 nmi\n", 0,
+     NULL, E(.exit_nmis = 0, .direct = 1, .host = 1, .injected = 0)},
+    {"a guest detached with an NMI pending keeps it booked, never injected",
+     "cpu0 enter\ncpu0 exit\ncpu0 block\ncpu0 enter\ncpu0 nmi\ncpu0 detach\ncpu0 nmi\n", 0, NULL,
+     E(.pending = 1, .injected = 0, .host = 1)},
 };
 
 void test_books(unsigned *passed, unsigned *failed);
