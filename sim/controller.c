@@ -39,6 +39,7 @@ void controller_wait_turn(struct sim_cpu *c)
 		;
 	if (c->th.cmd == CMD_ABORT)
 		siglongjmp(c->th.base, 1); /* the run is over: back to the idle loop */
+	runaway_turn_begins(c);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
@@ -91,6 +92,7 @@ static void *cpu_main(void *arg)
 	for (;;) {
 		while (sem_wait(&c->th.go) != 0 && errno == EINTR)
 			;
+		runaway_turn_begins(c);
 		switch (c->th.cmd) {
 		case CMD_QUIT: return NULL;
 		case CMD_FLUSH: nmi_hw_discard(); break;
@@ -227,6 +229,7 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 	if (sim_init() != 0)
 		return -1;
 	memset(r, 0, sizeof *r);
+	r->flags = flags;
 	tl_enable((flags & SIM_TIMELINE) != 0);
 	tl_reset();
 	new_run(s->ncpus ? s->ncpus : 1);

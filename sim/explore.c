@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * explore.c - every placement of the nmi@* wildcards of a schedule, one run each,
- * at instruction precision.
+ * at instruction precision.  A scenario stops being expanded at its first failing
+ * schedule (unless every failure is wanted): a runaway core fails each of them only
+ * after its turn's bound, and the first one already says what is wrong.
  */
 #include <string.h>
 
@@ -11,10 +13,16 @@ struct explore {
 	struct sim_schedule work;
 	unsigned slot_step[SIM_MAX_STEPS * SIM_MAX_AT];
 	unsigned nslots;
+	int all; /* go on after a failure */
 	unsigned long runs, failures;
 	struct sim_schedule *fail_out;
 	struct sim_result *fail_res;
 };
+
+static int done(const struct explore *e)
+{
+	return e->failures && !e->all;
+}
 
 static void failed(struct explore *e, const struct sim_result *r)
 {
@@ -46,8 +54,10 @@ static void explore_slot(struct explore *e, unsigned k, uint32_t from)
 	e->runs++;
 	if (r.failed)
 		failed(e, &r);
+	if (done(e))
+		return;
 	uint32_t n = r.step_insns[si];
-	for (uint32_t pos = from; pos <= n; pos++) {
+	for (uint32_t pos = from; pos <= n && !done(e); pos++) {
 		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = pos};
 		int same = k + 1 < e->nslots && e->slot_step[k + 1] == si;
 		explore_slot(e, k + 1, same ? pos : 1);
@@ -96,7 +106,7 @@ static void compose(struct explore *e, const struct sim_schedule *s, const unsig
 		explore_wildcards(e, &t);
 		return;
 	}
-	for (unsigned n = 0; n <= left; n++) {
+	for (unsigned n = 0; n <= left && !done(e); n++) {
 		share[at] = n;
 		compose(e, s, marked, m, at + 1, left - n, share);
 	}
@@ -111,14 +121,16 @@ int sched_has_wildcard(const struct sim_schedule *s)
 	return 0;
 }
 
-unsigned long sched_explore(const struct sim_schedule *s, unsigned k_max, unsigned long *failures,
-			    struct sim_schedule *fail_out, struct sim_result *fail_res)
+unsigned long sched_explore(const struct sim_schedule *s, unsigned k_max, int all,
+			    unsigned long *failures, struct sim_schedule *fail_out,
+			    struct sim_result *fail_res)
 {
 	static struct explore e;
 	static unsigned marked[SIM_MAX_STEPS], share[SIM_MAX_STEPS];
 	unsigned m = 0;
 
 	memset(&e, 0, sizeof e);
+	e.all = all;
 	e.fail_out = fail_out;
 	e.fail_res = fail_res;
 	for (unsigned i = 0; i < s->nsteps; i++)
@@ -129,7 +141,7 @@ unsigned long sched_explore(const struct sim_schedule *s, unsigned k_max, unsign
 			}
 	if (k_max == 0 || m == 0)
 		explore_wildcards(&e, s);
-	for (unsigned k = 1; k <= k_max && m; k++)
+	for (unsigned k = 1; k <= k_max && m && !done(&e); k++)
 		compose(&e, s, marked, m, 0, k, share);
 	*failures = e.failures;
 	return e.runs;

@@ -25,6 +25,7 @@ void machine_reset(unsigned ncpus, const struct sim_mode *mode)
 		c->spins = 0;
 		c->nmi = (struct sim_nmi_hw){0};
 		c->step = (struct sim_stepper){0};
+		c->budget = (struct sim_budget){0};
 		vmx_hw_reset(c);
 		nmi_cpu_init(&c->core, i);
 	}

@@ -12,7 +12,7 @@
  *   nmi_hw.c        the NMI line: latch, blocking, delivery
  *   vmx_hw.c        VMX non-root operation: the VMCS, VM entries and exits, the guest
  *   stepper.c       trap-flag stepping: NMIs land at chosen points inside the core
- *   runaway.c       a turn of a CPU that never ends
+ *   runaway.c       the bounds on one turn of a CPU
  *   failure.c       recording a violation, stopping a CPU
  *   oracle.c        the checks: nmi_books.c's laws, and the hardware model's own
  *   platform_sim.c  nmi_platform.h, delegating to the above
@@ -43,6 +43,7 @@ struct sim_mode {
 	unsigned long spin_limit; /* plat_spin_limit()                                */
 	int exact_latch; /* the latch model counts every NMI one by one           */
 	unsigned max_exits; /* VM exits in a row without guest progress (0: any)    */
+	unsigned max_turn_calls; /* platform calls in one turn of a CPU (0: any)      */
 	void (*send)(struct sim_cpu *t, unsigned burst); /* NMIs arrive at t         */
 	void (*delivered)(struct sim_cpu *c); /* the latch, as one NMI is taken      */
 	void (*relax)(struct sim_cpu *c); /* one iteration of a spin (plat_relax)     */
@@ -99,6 +100,12 @@ struct sim_stepper {
 	uintptr_t last_rip; /* the core instruction of the previous trap    */
 };
 
+/* runaway.c: what the current turn has used. */
+struct sim_budget {
+	uint32_t insns; /* core instructions stepped  */
+	uint32_t calls; /* calls into the platform    */
+};
+
 struct sim_cpu {
 	struct nmi_cpu core; /* the core's per-CPU state: what plat_this_cpu() returns */
 	unsigned id;
@@ -109,6 +116,7 @@ struct sim_cpu {
 	struct sim_nmi_hw nmi;
 	struct sim_vmx vmx;
 	struct sim_stepper step;
+	struct sim_budget budget;
 };
 
 struct sim_machine {
@@ -167,6 +175,9 @@ void stepper_platform_call(uintptr_t rip);
 
 /* runaway.c */
 void runaway_install(void);
+void runaway_turn_begins(struct sim_cpu *c);
+void runaway_count_call(struct sim_cpu *c, uintptr_t rip);
+void runaway_count_insn(struct sim_cpu *c, uintptr_t rip);
 void runaway_watch(struct sim_cpu *c, sem_t *back);
 
 /* failure.c */

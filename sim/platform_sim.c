@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * platform_sim.c - nmi_platform.h for userspace.  Each function is the core's door
- * into one piece of the simulated machine (machine.h); in fast mode every call is
- * also a point where an NMI may land (stepper.c).
+ * into one piece of the simulated machine (machine.h); every call is also counted
+ * against the turn's budget (runaway.c) and, in fast mode, is a point where an NMI
+ * may land (stepper.c).
  */
 #define _GNU_SOURCE
 #include <string.h>
@@ -13,6 +14,7 @@
 /* Every call from the core comes through here first, with its return address. */
 static void from_core(uintptr_t rip)
 {
+	runaway_count_call(self, rip);
 	stepper_platform_call(rip);
 }
 #define FROM_CORE() from_core((uintptr_t)__builtin_return_address(0))

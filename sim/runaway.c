@@ -4,10 +4,16 @@
  *
  * A turn is what a CPU thread runs between receiving the token and handing it back
  * (at the end of its step or at a spin).  A core that loops for ever inside one turn
- * (the seed's wrapped counter drains ~4 billion times) is stopped after
- * SIM_RUNAWAY_SECONDS of the thread's CPU time and reported as a violation, with
- * where it loops.  CPU time, not wall time, so a loaded host cannot cause a false
- * report.
+ * (the seed's wrapped counter drains ~4 billion times; a broken drain condition
+ * never leaves) is stopped and reported as a violation, with where it loops, by the
+ * first bound it crosses:
+ *   - SIM_MAX_TURN_CALLS calls into the platform (counted in every turn);
+ *   - SIM_MAX_TURN_INSNS core instructions (counted while the trap flag steps it);
+ *   - SIM_RUNAWAY_SECONDS of the thread's CPU time (a loop that makes no call and is
+ *     not stepped: nothing else can count it; ten times that while stepping, whose
+ *     instruction bound comes first).  CPU time, not wall time, so a loaded host
+ *     cannot cause a false report.
+ * The first two are exact, so the report is the same run after run.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,6 +22,37 @@
 #include <ucontext.h>
 
 #include "machine.h"
+
+void runaway_turn_begins(struct sim_cpu *c)
+{
+	c->budget = (struct sim_budget){0};
+}
+
+/* The turn has used more than `max` of something: stop the CPU where it is. */
+static void within(struct sim_cpu *c, uintptr_t rip, uint32_t used, unsigned max, const char *what)
+{
+	if (used > max)
+		failure_stop_cpu(
+		    c, rip,
+		    "cpu%u: runaway: more than %u %s in one turn, at %s (visited = %#x, "
+		    "drained %llu)",
+		    c->id, max, what, sym_describe(rip), c->core.visited,
+		    (unsigned long long)c->core.drained);
+}
+
+/* A call from the core into the platform (rip: its return address). */
+void runaway_count_call(struct sim_cpu *c, uintptr_t rip)
+{
+	if (M.mode->max_turn_calls)
+		within(c, rip, ++c->budget.calls, M.mode->max_turn_calls,
+		       "calls into the platform");
+}
+
+/* From the trap handler: one more core instruction stepped. */
+void runaway_count_insn(struct sim_cpu *c, uintptr_t rip)
+{
+	within(c, rip, ++c->budget.insns, SIM_MAX_TURN_INSNS, "core instructions");
+}
 
 static double thread_cpu_seconds(struct sim_cpu *c)
 {
@@ -42,8 +79,9 @@ void runaway_watch(struct sim_cpu *c, sem_t *back)
 		}
 		if (sem_timedwait(back, &dl) == 0)
 			return;
-		if (errno == ETIMEDOUT && !kicked &&
-		    thread_cpu_seconds(c) - start > SIM_RUNAWAY_SECONDS) {
+		/* A stepped turn is bounded by its instructions, exactly: give it time. */
+		double limit = SIM_RUNAWAY_SECONDS * (c->step.on ? 10 : 1);
+		if (errno == ETIMEDOUT && !kicked && thread_cpu_seconds(c) - start > limit) {
 			kicked = 1;
 			pthread_kill(c->th.thread, SIGRUNAWAY);
 		}

@@ -34,6 +34,8 @@
 /* Limits of the machinery: what a deterministic run takes for a runaway. */
 #define SIM_SPIN_LIMIT      1000 /* plat_spin_limit(): iterations of one spin          */
 #define SIM_STRESS_SPIN     400000000ul /* ... in free-running stress                 */
+#define SIM_MAX_TURN_CALLS  10000 /* platform calls in one turn of a CPU              */
+#define SIM_MAX_TURN_INSNS  5000 /* core instructions in one stepped turn            */
 #define SIM_RUNAWAY_SECONDS 0.1 /* CPU time of one turn, when nothing else counts it */
 #define SIM_MAX_EXITS       64 /* VM exits in a row without guest progress          */
 #define SIM_MAX_SERVICE     64 /* rounds of delivering latched NMIs after a step    */
@@ -93,6 +95,7 @@ struct sim_schedule {
 struct sim_result {
 	int failed;
 	char what[512]; /* first violation, one line                          */
+	unsigned flags; /* the run's SIM_* flags: a replay uses them too        */
 	uint32_t step_insns[SIM_MAX_STEPS]; /* core instructions of each step (SIM_STEP_ALL) */
 };
 
@@ -129,11 +132,12 @@ const char *sched_op_name(unsigned op);
 /* ---- Exploring nmi@* wildcards (explore.c) ------------------------------------- */
 /* Explore every placement of the AT_EVERY wildcards in s (at most SIM_MAX_AT), or
  * with k_max > 0 every placement of 1..k_max arrivals shared among the steps that
- * carry nmi@* (make explore's NMIS).  Returns the number of runs; counts failures;
- * copies the first failing schedule and its result to *fail_out and *fail_res
- * (when non-NULL). */
-unsigned long sched_explore(const struct sim_schedule *s, unsigned k_max, unsigned long *failures,
-			    struct sim_schedule *fail_out, struct sim_result *fail_res);
+ * carry nmi@* (make explore's NMIS).  Stops at the first failing schedule unless
+ * `all`.  Returns the number of runs; counts failures; copies the first failing
+ * schedule and its result to *fail_out and *fail_res (when non-NULL). */
+unsigned long sched_explore(const struct sim_schedule *s, unsigned k_max, int all,
+			    unsigned long *failures, struct sim_schedule *fail_out,
+			    struct sim_result *fail_res);
 int sched_has_wildcard(const struct sim_schedule *s);
 
 /* ---- Free-running stress ------------------------------------------------------ */

@@ -148,6 +148,7 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		return;
 	}
 	c->step.last_rip = rip;
+	runaway_count_insn(c, rip);
 	arrivals(c, rip);
 	/* Step lazily: once the last arrival is placed, stop unless counting. */
 	if (c->step.next >= c->step.nat && !(M.flags & SIM_STEP_ALL)) {
