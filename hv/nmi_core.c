@@ -86,12 +86,21 @@ static void update_window(struct nmi_cpu *c)
 		plat_vmcs_write(VMCS_PROC_BASED_CTLS, want);
 }
 
+/* IDT-vectoring information that says the exit interrupted an NMI's delivery. */
+static int delivering_nmi(uint64_t idt_vectoring_info)
+{
+	return (idt_vectoring_info & INTR_INFO_VALID) &&
+	       (idt_vectoring_info & INTR_INFO_TYPE_MASK) == INTR_INFO_TYPE_NMI;
+}
+
 /* A guest-owned NMI: make it pending, capped the way hardware caps NMIs: a CPU
- * holds one NMI in service plus one latched.  While the guest is virtual-NMI
- * blocked (inside its handler) or an injection is already queued, the one "in
- * service" exists, so only one more may wait.  A capped NMI is dropped exactly
- * where hardware would drop it: one more would reach the guest as a spurious NMI
- * (an OS logs "NMI received for unknown reason"), one fewer would be lost. */
+ * holds one NMI in service plus one latched.  One is in service while the guest
+ * is virtual-NMI blocked (inside its handler), while an injection is queued, and
+ * between an exit that interrupted an NMI's delivery and nmi_vmexit_vectoring()
+ * queueing it again (the exit's IDT-vectoring information still says so); then
+ * only one more may wait.  A capped NMI is dropped exactly where hardware would
+ * drop it: one more would reach the guest as a spurious NMI (an OS logs "NMI
+ * received for unknown reason"), one fewer would be lost. */
 static void guest_nmi(struct nmi_cpu *c)
 {
 	if (!c->guest_present) {
@@ -100,7 +109,8 @@ static void guest_nmi(struct nmi_cpu *c)
 	}
 	uint32_t cap = NMI_GUEST_PENDING_MAX;
 	if ((plat_vmcs_read(VMCS_GUEST_INTERRUPTIBILITY) & GUEST_INTR_BLOCK_NMI) ||
-	    (plat_vmcs_read(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID))
+	    (plat_vmcs_read(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID) ||
+	    delivering_nmi(plat_vmcs_read(VMCS_IDT_VECTORING_INFO)))
 		cap = NMI_GUEST_PENDING_MAX_BLOCKED;
 	if (c->guest_pending >= cap) {
 		c->guest_coalesced++;
@@ -193,8 +203,7 @@ int nmi_vmexit_vectoring(uint32_t idt_vectoring_info)
 	struct nmi_cpu *c = plat_this_cpu();
 
 	NMI_ASSERT(c->masked);
-	if (!(idt_vectoring_info & INTR_INFO_VALID) ||
-	    (idt_vectoring_info & INTR_INFO_TYPE_MASK) != INTR_INFO_TYPE_NMI)
+	if (!delivering_nmi(idt_vectoring_info))
 		return 0;
 	NMI_ASSERT(c->guest_present);
 	NMI_ASSERT(!(plat_vmcs_read(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID));

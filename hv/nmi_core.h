@@ -25,6 +25,7 @@
 #define VMCS_PROC_BASED_CTLS        0x4002u
 #define VMCS_ENTRY_INTR_INFO        0x4016u
 #define VMCS_GUEST_INTERRUPTIBILITY 0x4824u
+#define VMCS_IDT_VECTORING_INFO     0x4408u
 #define PIN_NMI_EXITING             (1u << 3)
 #define PIN_VIRTUAL_NMIS            (1u << 5)
 #define PROC_NMI_WINDOW_EXITING     (1u << 22)

@@ -79,13 +79,14 @@ struct sim_vmcs {
 	uint64_t proc; /* processor-based: NMI-window exiting                  */
 	uint64_t entry_intr; /* VM-entry interruption information                    */
 	uint64_t guest_intr; /* guest interruptibility state (bit 3: NMI blocking)   */
+	uint64_t idt_vectoring; /* IDT-vectoring information of the last VM exit    */
 };
 struct sim_vmx {
 	struct sim_vmcs vmcs;
 	volatile int in_guest; /* guest mode: an NMI is a VM exit                  */
 	volatile int exit_pending; /* an NMI exit the handler captured              */
 	int fault_armed; /* the next NMI delivery exits midway (OP_FAULT)    */
-	uint32_t vectoring; /* IDT-vectoring information of the pending exit    */
+	uint32_t vectoring; /* IDT-vectoring information of the pending exit   */
 	int detached; /* the guest was detached for good (OP_DETACH)      */
 	struct nmi_cpu at_detach; /* the core's books at that moment             */
 	struct nmi_books_guest guest; /* what the guest took, what hardware would give */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vmx_hw.c - VMX non-root operation as the core sees it: NMI exiting and virtual
- * NMIs on (E=1, V=1), the four VMCS fields the core uses, VM entries and exits,
+ * NMIs on (E=1, V=1), the five VMCS fields the core uses, VM entries and exits,
  * and a guest that executes no code of its own but takes injected NMIs and IRETs.
  *
  *  - An NMI that lands in guest mode is a VM exit (nmi_hw.c leaves the host
@@ -29,6 +29,7 @@ uint64_t *vmx_hw_field(struct sim_cpu *c, uint32_t field)
 	case VMCS_PROC_BASED_CTLS: return &c->vmx.vmcs.proc;
 	case VMCS_ENTRY_INTR_INFO: return &c->vmx.vmcs.entry_intr;
 	case VMCS_GUEST_INTERRUPTIBILITY: return &c->vmx.vmcs.guest_intr;
+	case VMCS_IDT_VECTORING_INFO: return &c->vmx.vmcs.idt_vectoring;
 	}
 	return NULL;
 }
@@ -81,9 +82,11 @@ void vmx_hw_entry(struct sim_cpu *c)
 	c->vmx.in_guest = 1;
 }
 
-/* One VM exit handled by the hypervisor under the mask, then the VM entry. */
-#define EXIT(c, handler)                                                                           \
+/* One VM exit (its IDT-vectoring information: `info`), handled by the hypervisor
+ * under the mask, then the VM entry. */
+#define EXIT(c, info, handler)                                                                     \
 	do {                                                                                       \
+		(c)->vmx.vmcs.idt_vectoring = (info);                                              \
 		(c)->vmx.in_guest = 0;                                                             \
 		CORE(nmi_mask());                                                                  \
 		CORE(handler);                                                                     \
@@ -105,15 +108,15 @@ void vmx_hw_exits(struct sim_cpu *c)
 		if (c->vmx.vectoring) {
 			uint32_t info = c->vmx.vectoring;
 			c->vmx.vectoring = 0;
-			EXIT(c, nmi_vmexit_vectoring(info));
+			EXIT(c, info, nmi_vmexit_vectoring(info));
 		} else if (c->vmx.exit_pending) {
 			c->vmx.exit_pending = 0;
-			EXIT(c, nmi_vmexit_nmi());
+			EXIT(c, 0, nmi_vmexit_nmi());
 		} else if ((c->vmx.vmcs.proc & PROC_NMI_WINDOW_EXITING) &&
 			   !(c->vmx.vmcs.guest_intr & GUEST_INTR_BLOCK_NMI)) {
 			if (tl_enabled())
 				tl_event(c->id, 0, "VM exit: NMI window open");
-			EXIT(c, nmi_vmexit_nmi_window());
+			EXIT(c, 0, nmi_vmexit_nmi_window());
 		} else {
 			return;
 		}
@@ -124,6 +127,7 @@ void vmx_hw_exits(struct sim_cpu *c)
  * the guest again. */
 void vmx_hw_leave(struct sim_cpu *c)
 {
+	c->vmx.vmcs.idt_vectoring = 0;
 	c->vmx.in_guest = 0;
 }
 

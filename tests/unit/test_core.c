@@ -71,6 +71,12 @@ static const struct tcase cases[] = {
     {"an exit during NMI delivery: the NMI is queued again and taken once",
      "cpu0 enter\ncpu0 fault\ncpu0 nmi\n", 0, NULL,
      E(.injected = 1, .guest_nmis = 1, .pending = 0, .window = 0)},
+    /* nmi@63 is the first instruction of nmi_mask() in the exit that follows the
+     * faulted delivery: direct = 2 says both NMIs landed before the mask, while the
+     * interrupted NMI was in service but not yet queued again. */
+    {"NMIs before an interrupted NMI delivery is queued again: one waits, one is dropped",
+     "cpu0 enter\ncpu0 nmi\ncpu0 nmi\ncpu0 fault\ncpu0 giret nmi@63 nmi@63\n", 0, NULL,
+     E(.direct = 2, .pending = 1, .coalesced = 1, .injected = 2, .guest_nmis = 2)},
     {"stop-the-world parks the other CPU once",
      "cpus 2\ncpu0 quiesce\ncpu1 run\ncpu0 run\ncpu1 run\n", 0, NULL,
      E(.cpu = 1, .parks = 1, .direct = 1, .host = 0)},
