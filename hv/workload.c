@@ -239,6 +239,9 @@ static void check_invariants(void)
 		books_check(c->quiesce_rounds == wl[i].rounds_requested,
 			    "quiesce_rounds == rounds requested", i, c->quiesce_rounds,
 			    wl[i].rounds_requested);
+		books_check(c->quiesce_flush_rounds == wl[i].flush_rounds_requested,
+			    "quiesce_flush_rounds == flush rounds requested", i,
+			    c->quiesce_flush_rounds, wl[i].flush_rounds_requested);
 	}
 }
 
