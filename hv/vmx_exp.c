@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vmx_exp.c - workload=vmx-exp: measure how the CPU (or emulator) under us treats
- * the VMX NMI corner cases the hypervisor's design depends on (nmi-facts.md,
- * section 5; the numbers below are that catalogue's).  All with NMI exiting and
+ * the VMX NMI corner cases the hypervisor's design depends on
+ * (docs/nmi-semantics.md, "The VMX experiments"; the numbers below are that
+ * catalogue's).  All with NMI exiting and
  * virtual NMIs on (E1V1), the configuration vmx_guest.c runs guests in.
  *
  * Each experiment sets up the guest state, enters a tiny guest (vmx_exp_guest.S) and
