@@ -106,6 +106,10 @@ $(B)/fuzz_ops: scripts/fuzz_ops.c fuzz/decode.c fuzz/decode.h $(B)/libnmisim.a
 $(B)/test_core: tests/unit/test_core.c tests/unit/test_books.c $(B)/libnmisim.a sim/machine.h
 	$(SIM_CC) $(SIM_CFLAGS) $(SIM_LDFLAGS) $(filter %.c,$^) $(B)/libnmisim.a -o $@
 
+# The hypervisor's instruction decoder (hv/insn_decode.c: pure C) on the host.
+$(B)/test_decode: tests/unit/test_decode.c hv/insn_decode.c hv/insn_decode.h
+	$(SIM_CC) $(SIM_CFLAGS) $(filter %.c,$^) -o $@
+
 # ---- The main job and the other user-facing targets ------------------------------
 FUZZ_SECONDS ?= 60
 MODE ?= precise

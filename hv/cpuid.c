@@ -16,7 +16,13 @@
  *   - leaf 0xD sub-leaf 1 EAX XSAVES (bit 3) hidden unless "enable
  *     XSAVES/XRSTORS" is on (else #UD, 25.3);
  *   - leaf 0x80000001 EDX RDTSCP (bit 27) hidden unless "enable RDTSCP" is on
- *     (else #UD, 25.3).
+ *     (else #UD, 25.3);
+ *   - leaves 0x15 and 0x16 (TSC/crystal ratio, base frequency) report the TSC
+ *     rate the hypervisor measured against the PIT when the CPU's own claim is
+ *     off by more than a quarter.  No real CPU is: Bochs 2.7 reports a 3.5 GHz
+ *     Skylake-X while its TSC counts emulated instructions (about 50 MHz with the
+ *     project's `ips=50000000`), so a kernel that believes CPUID waits 70 times
+ *     too long for each timer (docs/emulator-deviations.md).
  */
 #include "hv.h"
 #include "hypercall.h"
@@ -29,6 +35,22 @@
 #define CPUIDD1_EAX_XSAVES (1u << 3)
 #define EXT1_EDX_RDTSCP    (1u << 27)
 #define CR4_PKE            (1ull << 22)
+
+#define LEAF_TSC_RATIO 0x15u /* EAX denominator, EBX numerator, ECX crystal Hz */
+#define LEAF_FREQ      0x16u /* EAX base MHz, EBX maximum MHz */
+
+/* The measured TSC rate in MHz when CPUID's base frequency is more than 25% off
+ * from it, else 0: leave CPUID alone. */
+static uint32_t tsc_mhz_override(void)
+{
+	uint32_t a, b, c, d, max;
+	cpuid_sub(0, 0, &max, &b, &c, &d);
+	if (max < LEAF_FREQ)
+		return 0;
+	cpuid_sub(LEAF_FREQ, 0, &a, &b, &c, &d);
+	uint64_t measured = time_tsc_per_us(), claimed = a & 0xFFFFu;
+	return claimed * 4 > measured * 5 || claimed * 5 < measured * 4 ? (uint32_t)measured : 0;
+}
 
 static void set_bit(uint32_t *reg, uint32_t bit, int on)
 {
@@ -65,6 +87,16 @@ void exit_cpuid(struct vmexit *x)
 		} else if (leaf == 0x80000001u) {
 			if (!(proc2 & PROC2_RDTSCP))
 				d &= ~EXT1_EDX_RDTSCP;
+		} else if ((leaf == LEAF_TSC_RATIO || leaf == LEAF_FREQ) && tsc_mhz_override()) {
+			uint32_t mhz = tsc_mhz_override();
+			if (leaf == LEAF_TSC_RATIO) { /* TSC = crystal * EBX / EAX */
+				a = 1;
+				b = 1;
+				c = mhz * 1000000u;
+			} else {
+				a = mhz;
+				b = mhz;
+			}
 		}
 	}
 	r->rax = a;

@@ -29,9 +29,9 @@
 #define MB2_TAG_MODULE   3u
 #define MB2_TAG_MMAP     6u
 
-#define GUEST_MBI_PA  0x5000u /* one page: info, map, command line */
-#define MAX_MAP       32
-#define MAX_MODULES   8
+#define GUEST_MBI_PA 0x5000u /* one page: info, map, command line */
+#define MAX_MAP      32
+#define MAX_MODULES  8
 
 extern uint32_t boot_magic, boot_info; /* boot.S: what the loader passed */
 

@@ -91,6 +91,7 @@ void idt_silence_nmis(void);
 /* time.c: TSC calibrated against the PIT. */
 void time_init(void);
 uint64_t time_us(void);
+uint64_t time_tsc_per_us(void);
 void udelay(uint64_t us);
 
 /* lapic.c: xAPIC. */

@@ -29,17 +29,17 @@
 #include "insn_decode.h"
 #include "x86.h"
 
-#define APIC_PAGE     0xFEE00000ull
-#define REG_ICR_LO    0x300u
-#define REG_ICR_HI    0x310u
-#define ICR_MODE(v)   (((v) >> 8) & 7u)
-#define ICR_LOGICAL   (1u << 11)
-#define ICR_ASSERT    (1u << 14)
-#define ICR_LEVEL     (1u << 15)
+#define APIC_PAGE        0xFEE00000ull
+#define REG_ICR_LO       0x300u
+#define REG_ICR_HI       0x310u
+#define ICR_MODE(v)      (((v) >> 8) & 7u)
+#define ICR_LOGICAL      (1u << 11)
+#define ICR_ASSERT       (1u << 14)
+#define ICR_LEVEL        (1u << 15)
 #define ICR_SHORTHAND(v) (((v) >> 18) & 3u)
-#define MODE_INIT     5u
-#define CS_AR_L       (1u << 13) /* the code segment is 64-bit */
-#define INSN_MAX      15u
+#define MODE_INIT        5u
+#define CS_AR_L          (1u << 13) /* the code segment is 64-bit */
+#define INSN_MAX         15u
 
 const char *lapic_guard_setup(void)
 {
@@ -113,8 +113,7 @@ static unsigned fetch(uint8_t *buf)
 	return n;
 }
 
-int lapic_guard_ept_violation(struct guest_regs *r, uint64_t gpa, uint64_t qual,
-			      const char **why)
+int lapic_guard_ept_violation(struct guest_regs *r, uint64_t gpa, uint64_t qual, const char **why)
 {
 	if ((gpa & ~0xFFFull) != APIC_PAGE)
 		return 0;

@@ -36,29 +36,29 @@
 
 /* struct boot_params / struct setup_header offsets (boot.rst, "The real-mode
  * kernel header", and the zero-page layout). */
-#define BP_E820_ENTRIES  0x1E8u
-#define BP_SETUP_SECTS   0x1F1u
-#define BP_HEADER        0x202u /* "HdrS" */
-#define BP_VERSION       0x206u
-#define BP_JUMP          0x200u /* the header ends at 0x202 + the byte at 0x201 */
+#define BP_E820_ENTRIES   0x1E8u
+#define BP_SETUP_SECTS    0x1F1u
+#define BP_HEADER         0x202u /* "HdrS" */
+#define BP_VERSION        0x206u
+#define BP_JUMP           0x200u /* the header ends at 0x202 + the byte at 0x201 */
 #define BP_TYPE_OF_LOADER 0x210u
-#define BP_LOADFLAGS     0x211u
-#define BP_CODE32_START  0x214u
-#define BP_RAMDISK_IMAGE 0x218u
-#define BP_RAMDISK_SIZE  0x21Cu
-#define BP_CMD_LINE_PTR  0x228u
-#define BP_INITRD_MAX    0x22Cu
-#define BP_KERNEL_ALIGN  0x230u
-#define BP_RELOCATABLE   0x234u
-#define BP_CMDLINE_SIZE  0x238u
-#define BP_PREF_ADDRESS  0x258u
-#define BP_INIT_SIZE     0x260u
-#define BP_E820_TABLE    0x2D0u
-#define E820_MAX         128u
-#define HDRS_MAGIC       0x53726448u /* "HdrS" */
-#define MIN_VERSION      0x020Au /* 2.10: pref_address, init_size */
-#define LOADED_HIGH      0x01u
-#define LOADER_UNDEFINED 0xFFu
+#define BP_LOADFLAGS      0x211u
+#define BP_CODE32_START   0x214u
+#define BP_RAMDISK_IMAGE  0x218u
+#define BP_RAMDISK_SIZE   0x21Cu
+#define BP_CMD_LINE_PTR   0x228u
+#define BP_INITRD_MAX     0x22Cu
+#define BP_KERNEL_ALIGN   0x230u
+#define BP_RELOCATABLE    0x234u
+#define BP_CMDLINE_SIZE   0x238u
+#define BP_PREF_ADDRESS   0x258u
+#define BP_INIT_SIZE      0x260u
+#define BP_E820_TABLE     0x2D0u
+#define E820_MAX          128u
+#define HDRS_MAGIC        0x53726448u /* "HdrS" */
+#define MIN_VERSION       0x020Au /* 2.10: pref_address, init_size */
+#define LOADED_HIGH       0x01u
+#define LOADER_UNDEFINED  0xFFu
 
 struct e820_entry {
 	uint64_t addr, size;

@@ -17,13 +17,14 @@
 #include "nmi_platform.h"
 #include "x86.h"
 
-#define TESTPORT      0xCE0u
-#define TESTPORT_GO   0xA5u
-#define PING_MAGIC    0x564D484Eu /* "NHMV" */
-#define ALL_OTHERS    0xFFu
-#define WAIT_US       1000000u /* one NMI's way to the guest, at most */
-#define FLOOD_SETTLE_US 100000u
-#define NO_PARKING    2u
+#define TESTPORT        0xCE0u
+#define TESTPORT_GO     0xA5u
+#define PING_MAGIC      0x564D484Eu /* "NHMV" */
+#define ALL_OTHERS      0xFFu
+#define WAIT_US         1000000u /* one NMI's way to the guest, at most */
+#define FLOOD_SETTLE_US 200000u
+#define FLOOD_QUIET_US  5000u
+#define NO_PARKING      2u
 
 enum {
 	CMD_PING = 1,
@@ -78,10 +79,22 @@ static uint32_t send_flood(unsigned me, unsigned target, unsigned count)
 	uint64_t before = __atomic_load_n(&c->guest_accepted, __ATOMIC_ACQUIRE);
 	for (unsigned k = 0; k < count; k++)
 		plat_send_nmi(target);
-	/* Until what was accepted is injected (or the guest stays blocked). */
-	uint64_t deadline = time_us() + FLOOD_SETTLE_US;
-	while (__atomic_load_n(&c->guest_pending, __ATOMIC_ACQUIRE) && time_us() < deadline)
+	/* Hardware drops what it cannot latch, so the sender cannot count what
+	 * arrived: wait until the target has taken no NMI for a while and has nothing
+	 * pending for its guest (or the guest stays NMI-blocked past the deadline). */
+	uint64_t deadline = time_us() + FLOOD_SETTLE_US, quiet_since = time_us(), seen = 0;
+	while (time_us() < deadline) {
+		uint64_t taken = __atomic_load_n(&c->nmi_entries, __ATOMIC_ACQUIRE) +
+				 __atomic_load_n(&c->exit_nmis, __ATOMIC_ACQUIRE);
+		if (taken != seen) {
+			seen = taken;
+			quiet_since = time_us();
+		} else if (time_us() - quiet_since > FLOOD_QUIET_US &&
+			   !__atomic_load_n(&c->guest_pending, __ATOMIC_ACQUIRE)) {
+			break;
+		}
 		cpu_pause();
+	}
 	return (uint32_t)(__atomic_load_n(&c->guest_accepted, __ATOMIC_ACQUIRE) - before);
 }
 
@@ -124,7 +137,10 @@ static void run_owed(void)
 	}
 	set_result(v, result);
 	kprintf("testport: cpu %u: %s %u %u -> %u\n", p->index,
-		cmd == CMD_NMIS ? "NMIS" : cmd == CMD_FLOOD ? "FLOOD" : "QUIESCE", a1, a2, result);
+		cmd == CMD_NMIS    ? "NMIS"
+		: cmd == CMD_FLOOD ? "FLOOD"
+				   : "QUIESCE",
+		a1, a2, result);
 }
 
 static void run(struct vmx_cpu *v)

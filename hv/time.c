@@ -29,6 +29,11 @@ void time_init(void)
 	tsc_base = rdtsc();
 }
 
+uint64_t time_tsc_per_us(void)
+{
+	return tsc_per_us;
+}
+
 uint64_t time_us(void)
 {
 	return (rdtsc() - tsc_base) / tsc_per_us;

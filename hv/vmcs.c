@@ -18,14 +18,14 @@
 /* Guest segments of a multiboot v1 hand-over (the guest's own GDT is not loaded
  * yet: these are the hidden parts only).  Access rights: SDM vol. 3C, 24.4.1 "Guest
  * Register State". */
-#define AR_CODE32      0xC09B /* present, execute/read, accessed, D=1, G=1 */
-#define AR_DATA32      0xC093 /* present, read/write, accessed, D/B=1, G=1 */
-#define AR_UNUSABLE    0x10000
-#define AR_TSS32_BUSY  0x8B
-#define RFLAGS_FIXED   0x2 /* bit 1 is always 1 */
-#define DR7_INIT       0x400
-#define MSR_PAT        0x277u
-#define PAT_POWER_ON   0x0007040600070406ull /* SDM vol. 3A, 11.12.4 */
+#define AR_CODE32     0xC09B /* present, execute/read, accessed, D=1, G=1 */
+#define AR_DATA32     0xC093 /* present, read/write, accessed, D/B=1, G=1 */
+#define AR_UNUSABLE   0x10000
+#define AR_TSS32_BUSY 0x8B
+#define RFLAGS_FIXED  0x2 /* bit 1 is always 1 */
+#define DR7_INIT      0x400
+#define MSR_PAT       0x277u
+#define PAT_POWER_ON  0x0007040600070406ull /* SDM vol. 3A, 11.12.4 */
 
 extern char vmx_exit_entry[];
 
@@ -60,7 +60,8 @@ static void setup_controls(uint64_t eptp)
 {
 	const struct vmx_caps *c = &vmx_caps;
 	/* The NMI-window bit is the core's: it starts clear. */
-	vmx_write(VMCS_PIN_BASED_CTLS, c->pin);
+	vmx_write(VMCS_PIN_BASED_CTLS, c->pin | watchdog_pin_control());
+	watchdog_setup_vmcs();
 	vmx_write(VMCS_PROC_BASED_CTLS, c->proc & ~PROC_NMI_WINDOW_EXITING);
 	vmx_write(VMCS_PROC_BASED_CTLS2, c->proc2);
 	vmx_write(VMCS_EXIT_CTLS, c->exit);
@@ -118,8 +119,9 @@ static void setup_host(struct percpu *p)
 }
 
 /* Guest state: the loader's hand-over (guest_image.h: multiboot v1 or Linux's
- * 32-bit boot protocol).  Flat 32-bit segments, protected mode without paging (allowed by unrestricted guest, SDM vol. 3C, 26.3.1.1 "Checks on Guest
- * Control Registers, Debug Registers, and MSRs"). */
+ * 32-bit boot protocol).  Flat 32-bit segments, protected mode without paging (allowed by
+ * unrestricted guest, SDM vol. 3C, 26.3.1.1 "Checks on Guest Control Registers, Debug Registers,
+ * and MSRs"). */
 static void setup_guest(const struct guest_image *g)
 {
 	cr_setup_vmcs(CR0_PE | CR0_ET | CR0_NE, 0); /* cr.c: masks, shadows, fixed bits */

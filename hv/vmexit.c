@@ -161,6 +161,7 @@ static vmexit_handler *const handlers[EXIT_REASONS] = {
     [EXIT_INVVPID] = exit_ud,
     [EXIT_WBINVD] = exit_wbinvd,
     [EXIT_XSETBV] = exit_xsetbv,
+    [EXIT_PREEMPTION_TIMER] = exit_preemption_timer,
     [EXIT_VMFUNC] = exit_ud,
 };
 

@@ -111,6 +111,7 @@
 #define VMCS_GUEST_ACTIVITY    0x4826
 #define VMCS_GUEST_SMBASE      0x4828
 #define VMCS_GUEST_SYSENTER_CS 0x482A
+#define VMCS_PREEMPTION_TIMER  0x482E
 /* 32-bit host-state field (B.3.4). */
 #define VMCS_HOST_SYSENTER_CS 0x4C00
 
@@ -198,6 +199,7 @@
 
 /* ---- Control bits (SDM vol. 3C, 24.6 "VM-Execution Control Fields", 24.7, 24.8) ----- */
 /* Pin-based: PIN_NMI_EXITING, PIN_VIRTUAL_NMIS (nmi_core.h). */
+#define PIN_PREEMPTION_TIMER (1u << 6)
 /* Primary processor-based (24.6.2, table 24-6); PROC_NMI_WINDOW_EXITING in nmi_core.h. */
 #define PROC_HLT_EXITING       (1u << 7)
 #define PROC_CR3_LOAD_EXITING  (1u << 15)
@@ -283,6 +285,7 @@
 #define EXIT_INVVPID           53
 #define EXIT_WBINVD            54
 #define EXIT_XSETBV            55
+#define EXIT_PREEMPTION_TIMER  52
 #define EXIT_VMFUNC            59
 #define EXIT_REASONS           66 /* the exit handlers' table: basic reasons 0..65 */
 #define EXIT_REASON_ENTRY_FAIL (1u << 31)
@@ -332,12 +335,12 @@ struct vmx_cpu {
 	void (*owed)(void);
 };
 
-
 /* ---- vmx_root.c: VMX root operation and the CPU's capabilities ----------------------- */
 /* The control words and capabilities the BSP settled on (read-only afterwards). */
 struct vmx_caps {
 	uint32_t revision; /* VMCS revision identifier */
 	uint32_t pin, proc, proc2, exit, entry; /* the control words every VMCS gets */
+	uint32_t pin_may; /* pin-based controls allowed to be 1 (watchdog.c) */
 	uint64_t ept_cap, misc; /* IA32_VMX_EPT_VPID_CAP, IA32_VMX_MISC */
 };
 extern struct vmx_caps vmx_caps;
@@ -554,10 +557,14 @@ void ept_flush(void);
 const char *lapic_guard_setup(void);
 /* An EPT violation at `gpa`: 1 when it was the guest's APIC page (the write was
  * emulated, or *why says why it could not be), else 0. */
-int lapic_guard_ept_violation(struct guest_regs *r, uint64_t gpa, uint64_t qual,
-			      const char **why);
+int lapic_guard_ept_violation(struct guest_regs *r, uint64_t gpa, uint64_t qual, const char **why);
 /* The run's totals, one line. */
 void lapic_guard_report(void);
+
+/* ---- watchdog.c: `watchdog_ms=N`, a state line per guest CPU every N ms --------- */
+uint32_t watchdog_pin_control(void);
+void watchdog_setup_vmcs(void);
+vmexit_handler exit_preemption_timer;
 
 /* ---- testport.c: ports 0xCE0-0xCE3, the Linux guest's test commands --------------- */
 void testport_setup(void);

@@ -51,6 +51,7 @@ static const char *check_capabilities(void)
 	c->revision = (uint32_t)basic & 0x7FFFFFFFu;
 	if (((basic >> 32) & 0x1FFF) > 4096)
 		return "VMCS region larger than 4 KiB";
+	c->pin_may = (uint32_t)(rdmsr(MSR_VMX_PINBASED + true_off) >> 32);
 	if ((why = control(MSR_VMX_PINBASED + true_off, PIN_NMI_EXITING | PIN_VIRTUAL_NMIS, 0,
 			   &c->pin, "pin-based controls lack NMI exiting or virtual NMIs")))
 		return why;

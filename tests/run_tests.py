@@ -12,6 +12,8 @@ Suites (all by default):
   stress      free-running threads + NMI sources on final: 0 lost, 0 violations
   system      the system tests of tests/system/tests.cfg under QEMU and Bochs
               (make test-qemu, make test-bochs: python3 -m tests.system.run)
+  linux       an unmodified Linux kernel as the hypervisor's guest on 2 CPUs (Bochs),
+              its own NMI users as checks (make test-linux; docs/linux-guest.md)
   scripts     the Python tooling on sample text: books parser, manifest, judges
               (python3 -m tests.unit.test_scripts)
   style       every C file is formatted by the root .clang-format
@@ -71,6 +73,11 @@ def suite_unit():
     rc, out = run(["build/final/test_core"])
     if relay(out) == 0 or (rc != 0 and "FAIL" not in out):
         verdict("FAIL", "unit", f"test_core exited {rc}: {out[-300:]}")
+    if not build("final", "test_decode"):
+        return
+    rc, out = run(["build/final/test_decode"])
+    if relay(out) == 0 or (rc != 0 and "FAIL" not in out):
+        verdict("FAIL", "unit", f"test_decode exited {rc}: {out[-300:]}")
 
 
 def suite_identity():
@@ -221,6 +228,17 @@ def suite_system():
             verdict("FAIL", f"system: make {target}", f"exit {rc}: {out.strip()[-400:]}")
 
 
+def suite_linux():
+    """The Linux guest (tests/linux/, docs/linux-guest.md): the checks' own tests
+    (QEMU TCG), then Linux 6.1 under the hypervisor in Bochs on 2 CPUs, then under
+    KVM with nested VMX (skipped, with the reason, where there is none)."""
+    for args in (["test-linux-self"], ["test-linux", "SMP=2"], ["test-linux", "EMU=qemu"]):
+        rc, out = run(["make", "-s"] + args, timeout=1500)
+        seen = relay(out)
+        if seen == 0 or (rc != 0 and "FAIL" not in out):
+            verdict("FAIL", f"linux: make {' '.join(args)}", f"exit {rc}: {out.strip()[-400:]}")
+
+
 def suite_scripts():
     rc, out = run([sys.executable, "-m", "tests.unit.test_scripts"])
     if relay(out) == 0 or (rc != 0 and "FAIL" not in out):
@@ -245,8 +263,8 @@ def suite_style():
         verdict("FAIL", "style", f"not formatted (make format): {' '.join(bad)}")
 
 
-SUITES = ["unit", "identity", "scenarios", "corpus", "input", "stress", "system", "scripts",
-          "style"]
+SUITES = ["unit", "identity", "scenarios", "corpus", "input", "stress", "system", "linux",
+          "scripts", "style"]
 
 
 def main():

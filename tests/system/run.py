@@ -28,8 +28,8 @@ from .manifest import ManifestError, load
 MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests.cfg")
 VMX_UNAVAILABLE_RE = re.compile(
     r"^VMX unavailable: (.*?)(?:: running the host-side selftest instead)?$", re.M)
-GUEST_DONE_RE = re.compile(r"^GUEST: DONE passed=(\d+) failed=(\d+)", re.M)
-GUEST_RE = re.compile(r"^GUEST: (PASS|FAIL|SKIP) (\S+?):? (.*)$", re.M)
+GUEST_DONE_RE = re.compile(r"^(?:guest: )?GUEST: DONE passed=(\d+) failed=(\d+)", re.M)
+GUEST_RE = re.compile(r"^(?:guest: )?GUEST: (PASS|FAIL|SKIP) (\S+?):? (.*)$", re.M)
 HOST_NMIS_RE = re.compile(r"^HOST-NMIS: received=(\d+) expected=(\d+)", re.M)
 EXP_RE = re.compile(r"^EXP (\S+) (.*): (as expected|DEVIATES)$", re.M)
 EXP_RAN_RE = re.compile(r"\b(\d+) experiments ran\b")
@@ -117,7 +117,7 @@ def verdict_of(t, output):
         m = GUEST_DONE_RE.search(output)
         if not m:
             return None
-        fails = re.findall(r"^GUEST: FAIL .*$", output, re.M)
+        fails = re.findall(r"^(?:guest: )?GUEST: FAIL .*$", output, re.M)
         ok = not fails and m.group(2) == "0"
         return f"{'PASS' if ok else 'FAIL'} {m.group(1)} guest checks passed, " \
             f"{m.group(2)} failed" + "".join(f"; {f}" for f in fails)
