@@ -112,6 +112,7 @@
 #define VMCS_GUEST_ACTIVITY    0x4826
 #define VMCS_GUEST_SMBASE      0x4828
 #define VMCS_GUEST_SYSENTER_CS 0x482A
+#define VMCS_PREEMPT_TIMER     0x482E /* VMX-preemption timer value */
 /* 32-bit host-state field (B.3.4). */
 #define VMCS_HOST_SYSENTER_CS 0x4C00
 
@@ -199,6 +200,8 @@
 
 /* ---- Control bits (SDM vol. 3C, 24.6 "VM-Execution Control Fields", 24.7, 24.8) ----- */
 /* Pin-based: PIN_NMI_EXITING, PIN_VIRTUAL_NMIS (nmi_core.h). */
+/* Pin-based (24.6.1, table 24-5). */
+#define PIN_PREEMPT_TIMER (1u << 6) /* activate VMX-preemption timer */
 /* Primary processor-based (24.6.2, table 24-6); PROC_NMI_WINDOW_EXITING in nmi_core.h. */
 #define PROC_HLT_EXITING       (1u << 7)
 #define PROC_CR3_LOAD_EXITING  (1u << 15)
@@ -281,6 +284,7 @@
 #define EXIT_EPT_VIOLATION     48
 #define EXIT_EPT_MISCONFIG     49
 #define EXIT_INVEPT            50
+#define EXIT_PREEMPT_TIMER     52
 #define EXIT_INVVPID           53
 #define EXIT_WBINVD            54
 #define EXIT_XSETBV            55
