@@ -20,9 +20,11 @@ SMP ?= 2
 # the guest kernel passed as the boot module and its command line (docs/vmx.md).
 GUEST ?=
 GUEST_ARGS ?=
-# Region for `make trace`: nmi (one NMI's journey), mask-nmi-unmask, or guest-nmi
-# (one guest NMI under VMX: exit, core, window exit, injection, guest handler).
+# Region for `make trace`: nmi (one NMI's journey), mask-nmi-unmask, guest-nmi
+# (one guest NMI under VMX: exit, core, window exit, injection, guest handler), or
+# vmx-exp (experiment EXP of the VMX NMI catalogue, docs/emulator-deviations.md).
 TRACE ?= nmi
+EXP ?=
 
 $(B)/hv/%.o: hv/%.c
 	@mkdir -p $(@D)
@@ -72,7 +74,7 @@ test-bochs: $(B)/hv.elf $(B)/guest.elf
 
 trace: $(B)/hv.elf $(B)/hv.sym $(B)/guest.elf
 	python3 -m scripts.bochs_trace --kernel $< --symbols $(B)/hv.sym --region $(TRACE) \
-		--guest $(B)/guest.elf --workdir $(B)/trace
+		--guest $(B)/guest.elf --workdir $(B)/trace $(if $(EXP),--exp $(EXP))
 
 # The seed's experiment: how long the racy-counter core survives an NMI flood
 # (QEMU: QMP inject-nmi on 1 CPU; Bochs: an IPI storm on 2).
