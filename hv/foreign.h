@@ -12,6 +12,15 @@
  * Once, before the guest starts (io_setup_vmcs()). */
 void debug_exit_setup(void);
 
+/* apic_base.c: IA32_APIC_BASE (MSR 0x1B) as the guest sees it: a global disable
+ * and re-enable of its xAPIC virtualized (msr.c registers these). */
+int apic_base_read(uint32_t msr, uint64_t *val);
+int apic_base_write(uint32_t msr, uint64_t val);
+/* This CPU's guest has its APIC globally disabled (CPUID.1:EDX.APIC reads 0). */
+int apic_base_guest_disabled(void);
+/* One line for the run's report, when the guest disabled or re-enabled its APIC. */
+void apic_base_report(void);
+
 /* guest_run.c: the guest ended through the debug-exit port with `code`. */
 void guest_run_exit_code(uint32_t code);
 

@@ -173,6 +173,7 @@ static uint64_t report_exits(void)
 		nmis_requeued, redelivered, jobs.lazy_restored);
 	kprintf("vmx: helper jobs: nmis_sent=%lu nmis_lost=%lu quiesce_rounds=%lu\n",
 		jobs.nmis_sent, jobs.nmis_lost, jobs.rounds);
+	apic_base_report();
 	return total;
 }
 
