@@ -21,6 +21,8 @@ SMP ?= 2
 # the guest kernel passed as the boot module and its command line (docs/vmx.md).
 GUEST ?=
 GUEST_ARGS ?=
+# More boot modules after the guest (its environment: MODULES=tests/guest2/guest2.env).
+MODULES ?=
 # Region for `make trace`: nmi (one NMI's journey), mask-nmi-unmask, guest-nmi
 # (one guest NMI under VMX: exit, core, window exit, injection, guest handler), or
 # vmx-exp (experiment EXP of the VMX NMI catalogue, docs/emulator-deviations.md).
@@ -63,15 +65,16 @@ qemu: $(B)/hv.elf
 	python3 -m qemu.run --kernel $< --cmdline "$(CMDLINE)" --smp $(SMP) --interactive \
 		$(if $(GDB),--gdb)
 
-test-qemu: $(B)/hv.elf $(B)/guest.elf
-	python3 -m tests.system.run --emulator qemu --kernel $< --guest $(B)/guest.elf --workdir $(B)/qemu-test
+test-qemu: $(B)/hv.elf $(B)/guest.elf $(B)/guest2.elf
+	python3 -m tests.system.run --emulator qemu --kernel $< --guest $(B)/guest.elf --guest2 $(B)/guest2.elf --workdir $(B)/qemu-test
 
-bochs: $(B)/hv.elf $(B)/guest.elf
+bochs: $(B)/hv.elf $(B)/guest.elf $(B)/guest2.elf
 	python3 -m scripts.bochs --kernel $< --cmdline "$(CMDLINE)" --cpus $(SMP) \
-		--workdir $(B)/bochs $(if $(GUEST),--module $(GUEST) --module-args "$(GUEST_ARGS)")
+		--workdir $(B)/bochs $(if $(GUEST),--module $(GUEST) --module-args "$(GUEST_ARGS)") \
+		$(if $(MODULES),--more-modules $(MODULES))
 
-test-bochs: $(B)/hv.elf $(B)/guest.elf
-	python3 -m tests.system.run --emulator bochs --kernel $< --guest $(B)/guest.elf --workdir $(B)/bochs-test
+test-bochs: $(B)/hv.elf $(B)/guest.elf $(B)/guest2.elf
+	python3 -m tests.system.run --emulator bochs --kernel $< --guest $(B)/guest.elf --guest2 $(B)/guest2.elf --workdir $(B)/bochs-test
 
 trace: $(B)/hv.elf $(B)/hv.sym $(B)/guest.elf
 	python3 -m scripts.bochs_trace --kernel $< --symbols $(B)/hv.sym --region $(TRACE) \
@@ -86,3 +89,4 @@ bench-hv:
 	python3 -m scripts.seed_experiment --kernel $(HV_RACY) --emulator qemu
 	python3 -m scripts.seed_experiment --kernel $(HV_RACY) --emulator bochs --runs 5
 include tests/guest/guest.mk
+include tests/guest2/guest2.mk
