@@ -27,8 +27,10 @@ HV_CFLAGS := -std=c11 $(OPT) -g -ffreestanding -fno-pic -fno-pie -mno-red-zone \
 SIM_CC ?= gcc
 SIM_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -pthread
 SIM_LDFLAGS := -no-pie -pthread
-SIM_SRCS := sim/machine.c sim/platform_sim.c sim/timeline.c sim/sched.c sim/symbols.c sim/stress.c
-SIM_OBJS := $(patsubst sim/%.c,$(B)/sim/%.o,$(SIM_SRCS))
+SIM_SRCS := sim/machine.c sim/mode.c sim/controller.c sim/ops.c sim/nmi_hw.c sim/vmx_hw.c \
+	sim/stepper.c sim/runaway.c sim/failure.c sim/oracle.c sim/platform_sim.c sim/timeline.c \
+	sim/sched.c sim/explore.c sim/symbols.c sim/stress.c hv/nmi_books.c
+SIM_OBJS := $(addprefix $(B)/sim/,$(notdir $(SIM_SRCS:.c=.o)))
 
 .PHONY: all deps sim test test-sim fuzz explore replay bench clean help format \
 	check-format
@@ -58,7 +60,11 @@ $(B)/nmi_core.o: hv/nmi_core.c hv/nmi_core.h hv/nmi_platform.h Makefile
 	objcopy --rename-section .text=nmi_core_text,alloc,load,readonly,code,contents $@.tmp $@
 	@rm -f $@.tmp
 
-$(B)/sim/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h Makefile
+$(B)/sim/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h hv/nmi_books.h Makefile
+	@mkdir -p $(@D)
+	$(SIM_CC) $(SIM_CFLAGS) -c $< -o $@
+
+$(B)/sim/%.o: hv/%.c hv/nmi_books.h hv/nmi_core.h Makefile
 	@mkdir -p $(@D)
 	$(SIM_CC) $(SIM_CFLAGS) -c $< -o $@
 
@@ -75,9 +81,13 @@ sim: $(B)/nmisim
 FUZZ_CC ?= clang-14
 FUZZ_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -Ifuzz -pthread \
 	-fsanitize=fuzzer-no-link
-FUZZ_OBJS := $(patsubst sim/%.c,$(B)/fuzz/%.o,$(SIM_SRCS)) $(B)/fuzz/decode.o
+FUZZ_OBJS := $(addprefix $(B)/fuzz/,$(notdir $(SIM_SRCS:.c=.o))) $(B)/fuzz/decode.o
 
-$(B)/fuzz/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h Makefile
+$(B)/fuzz/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h hv/nmi_books.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(B)/fuzz/%.o: hv/%.c hv/nmi_books.h hv/nmi_core.h Makefile
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
@@ -93,8 +103,8 @@ $(B)/fuzz_ops: scripts/fuzz_ops.c fuzz/decode.c fuzz/decode.h $(B)/libnmisim.a
 	$(SIM_CC) $(SIM_CFLAGS) -Ifuzz $(SIM_LDFLAGS) scripts/fuzz_ops.c fuzz/decode.c \
 		$(B)/libnmisim.a -o $@
 
-$(B)/test_core: tests/unit/test_core.c $(B)/libnmisim.a sim/machine.h
-	$(SIM_CC) $(SIM_CFLAGS) $(SIM_LDFLAGS) $< $(B)/libnmisim.a -o $@
+$(B)/test_core: tests/unit/test_core.c tests/unit/test_books.c $(B)/libnmisim.a sim/machine.h
+	$(SIM_CC) $(SIM_CFLAGS) $(SIM_LDFLAGS) $(filter %.c,$^) $(B)/libnmisim.a -o $@
 
 # ---- The main job and the other user-facing targets ------------------------------
 FUZZ_SECONDS ?= 60

@@ -17,8 +17,8 @@
 
 /* Weights: the operations that make NMI races (masking, NMIs) come up most. */
 static const uint8_t op_table[16] = {
-    OP_MASK, OP_UNMASK, OP_CRIT,  OP_CRIT,  OP_NMI,     OP_NMI,     OP_NMI, OP_ENTER,
-    OP_EXIT, OP_GIRET,  OP_GIRET, OP_BLOCK, OP_UNBLOCK, OP_QUIESCE, OP_RUN, OP_FAULT,
+    OP_MASK, OP_UNMASK, OP_CRIT,  OP_DETACH, OP_NMI,     OP_NMI,     OP_NMI, OP_ENTER,
+    OP_EXIT, OP_GIRET,  OP_GIRET, OP_BLOCK,  OP_UNBLOCK, OP_QUIESCE, OP_RUN, OP_FAULT,
 };
 
 void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)

@@ -30,8 +30,7 @@ static int fast = -1, recheck;
 
 static void on_nmi(uintptr_t rip, const struct nmi_cpu *c, int in_guest)
 {
-	uintptr_t lo = (uintptr_t)__start_nmi_core_text, hi = (uintptr_t)__stop_nmi_core_text;
-	uint32_t where = rip >= lo && rip < hi ? (uint32_t)(rip - lo) + 1 : 0;
+	uint32_t where = sim_in_core(rip) ? (uint32_t)sim_core_offset(rip) + 1 : 0;
 	uint32_t state = (c->masked ? 1u : 0) | (c->visited ? 2u : 0) | (c->visited > 1 ? 4u : 0) |
 			 (c->guest_pending ? 8u : 0) | (in_guest ? 16u : 0) |
 			 (c->guest_sw_blocked ? 32u : 0);

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * books.c - the end-of-run checks every hypervisor run shares: the NMI core's
- * conservation laws (struct nmi_cpu in nmi_core.h) on every CPU, and "each
- * stop-the-world round parks every other CPU exactly once".  A failed check is
- * printed and counted; the run's verdict reads books_failures.
+ * books.c - the hypervisor's side of nmi_books.c: the laws checked on every CPU's
+ * books at the end of a run and printed on the console in the books' one format,
+ * and the run's own checks ("check FAILED: ...").  The run's verdict reads
+ * books_failures.
  */
 #include "hv.h"
+#include "nmi_books.h"
 
 int books_failures;
 
@@ -17,32 +18,44 @@ void books_check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b)
 	kprintf("check FAILED: %s (cpu %u: %lu vs %lu)\n", what, cpu, a, b);
 }
 
+/* The hypervisor cannot see inside its guest: the core's books are all it has. */
+static void views(struct nmi_books *b, struct nmi_books_cpu *cpus, int at_rest)
+{
+	for (unsigned i = 0; i < ncpus; i++) {
+		cpus[i].core = &percpu[i].nmi;
+		cpus[i].guest = NULL;
+		cpus[i].detached = NULL;
+		cpus[i].busy = 0;
+	}
+	b->ncpus = ncpus;
+	b->cpu = cpus;
+	b->at_rest = at_rest;
+}
+
+static void console_line(void *ctx, const char *line)
+{
+	(void)ctx;
+	kprintf("%s\n", line);
+}
+
+static void panic_line(void *ctx, const char *line)
+{
+	(void)ctx;
+	panic_printf("%s\n", line);
+}
+
 void books_check_core(void)
 {
-	uint64_t parks = 0, rounds = 0;
-	for (unsigned i = 0; i < ncpus; i++) {
-		const struct nmi_cpu *c = &percpu[i].nmi;
-		uint64_t taken = c->nmi_entries + c->exit_nmis;
-		uint64_t handled = c->handled_direct + c->handled_exit + c->drained;
-		uint64_t owned =
-		    c->quiesce_parks + c->guest_accepted + c->guest_coalesced + c->host_consumed;
-		books_check(taken == c->handled_direct + c->handled_exit + c->deferred,
-			    "nmi_entries + exit_nmis == handled_direct + handled_exit + deferred",
-			    i, taken, c->handled_direct + c->handled_exit + c->deferred);
-		books_check(c->deferred == c->drained + c->visited, "deferred == drained + visited",
-			    i, c->deferred, c->drained + c->visited);
-		books_check(handled == owned,
-			    "handled == quiesce_parks + guest_accepted + guest_coalesced + "
-			    "host_consumed",
-			    i, handled, owned);
-		books_check(c->guest_accepted == c->guest_injected + c->guest_pending,
-			    "guest_accepted == guest_injected + guest_pending", i,
-			    c->guest_accepted, c->guest_injected + c->guest_pending);
-		books_check(c->masked == 0 && c->visited == 0,
-			    "idle CPU is unmasked with nothing owed", i, c->masked, c->visited);
-		parks += c->quiesce_parks;
-		rounds += c->quiesce_rounds;
-	}
-	books_check(parks == rounds * (ncpus - 1), "sum quiesce_parks == rounds * (ncpus - 1)", 0,
-		    parks, rounds * (ncpus - 1));
+	struct nmi_books_cpu cpus[MAX_CPUS];
+	struct nmi_books b;
+	views(&b, cpus, 1);
+	books_failures += (int)nmi_books_report(&b, console_line, NULL);
+}
+
+void books_panic_table(void)
+{
+	struct nmi_books_cpu cpus[MAX_CPUS];
+	struct nmi_books b;
+	views(&b, cpus, 0);
+	nmi_books_table(&b, panic_line, NULL);
 }

@@ -106,25 +106,9 @@ const char *guest_run_check_expect(void)
 	return find_judge() ? 0 : "unknown guest_expect= (done, ept)";
 }
 
-/* The NMI core's books, with the guest's columns (books.c checks them). */
-static void check_core(void)
-{
-	kprintf("%3s %11s %9s %12s %14s %14s %13s %15s %13s %13s %11s\n", "cpu", "nmi_entries",
-		"exit_nmis", "handled_exit", "guest_accepted", "guest_injected", "guest_pending",
-		"guest_coalesced", "quiesce_parks", "host_consumed", "tlb_flushes");
-	for (unsigned i = 0; i < ncpus; i++) {
-		const struct nmi_cpu *c = &percpu[i].nmi;
-		kprintf("%3u %11lu %9lu %12lu %14lu %14lu %13u %15lu %13lu %13lu %11lu\n", i,
-			c->nmi_entries, c->exit_nmis, c->handled_exit, c->guest_accepted,
-			c->guest_injected, c->guest_pending, c->guest_coalesced, c->quiesce_parks,
-			c->host_consumed, c->tlb_flushes);
-	}
-	books_check_core();
-}
-
 /* guest_smp=1: make every other CPU that runs the guest leave it (an NMI forces
  * an exit; its handler sees `stopping`, detaches and idles unmasked), so the
- * books are still when check_core() reads them.  A CPU in wait-for-SIPI cannot
+ * books are still when books_check_core() reads them.  A CPU in wait-for-SIPI cannot
  * be forced out (NMIs blocked), but it makes no exits either: its books are still. */
 static void stop_other_guest_cpus(unsigned me)
 {
@@ -195,7 +179,7 @@ _Noreturn void guest_run_finish(const char *why)
 	}
 	udelay(SETTLE_US);
 	uint64_t exits = report_exits();
-	check_core();
+	books_check_core(); /* the NMI core's books and laws */
 	struct guest_jobs_stats jobs = guest_jobs_stats();
 	books_check(jobs.nmis_lost == 0, "helper NMIs all injected", 1, jobs.nmis_lost, 0);
 

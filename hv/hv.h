@@ -103,10 +103,14 @@ unsigned acpi_find_cpus(uint32_t *apic_ids, unsigned max);
 /* smp.c */
 void smp_boot(void);
 
-/* books.c: end-of-run checks of the NMI core's conservation laws. */
+/* books.c: end-of-run checks; the NMI laws and table come from nmi_books.c. */
 extern int books_failures;
 void books_check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b);
-void books_check_core(void);
+void books_check_core(void); /* every CPU's books and the laws' verdict, on the console */
+void books_panic_table(void); /* the books only, on the panic console (plat_halt) */
+
+/* platform_hv.c: plat_tlb_flush() calls run on CPU `cpu` (the workload's check). */
+uint64_t plat_hv_tlb_flushes_run(unsigned cpu);
 
 /* cmdline.c: `key=value` words of the boot command line. */
 void cmdline_init(uint32_t magic, uint64_t info);

@@ -3,7 +3,7 @@
 # HV_CFLAGS and the rule for $(B)/nmi_core.o (the core, .text renamed nmi_core_text).
 # Recipes stay one-liners: the logic lives in qemu/, scripts/ and tests/system/.
 
-HV_C_SRCS := main.c books.c console.c cpu.c time.c lapic.c acpi.c smp.c cmdline.c \
+HV_C_SRCS := main.c books.c nmi_books.c console.c cpu.c time.c lapic.c acpi.c smp.c cmdline.c \
 	platform_hv.c workload.c vmx_root.c vmcs.c vmexit.c inject.c cpuid.c msr.c cr.c io.c \
 	insn_exits.c guest_mem.c hypercall.c guest_stop.c \
 	vmx_guest.c guest_run.c guest_jobs.c ept.c guest_load.c vmx_exp.c \

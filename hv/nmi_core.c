@@ -2,7 +2,7 @@
 /*
  * nmi_core.c - the hypervisor's whole NMI path.
  *
- * The model is a UNIX signal handler (nmi-facts.md, section 3):
+ * The model is a UNIX signal handler (docs/nmi-semantics.md, "The design"):
  *
  *  - Code that edits per-CPU NMI state (guest_pending, the VMCS NMI-window control,
  *    the injection field) runs under a per-CPU SOFTWARE mask.  An NMI that lands
@@ -54,11 +54,8 @@ void nmi_core_init(void)
 
 void nmi_cpu_init(struct nmi_cpu *c, unsigned id)
 {
-	void (*flush)(struct nmi_cpu *) = c->tlb_flush;
-
 	*c = (struct nmi_cpu){0};
 	c->id = id;
-	c->tlb_flush = flush; /* registered by the platform, survives a reset */
 }
 
 /* Spin until *p == want.  Bounded: a CPU that never checks in (its NMI lost, or a
@@ -68,7 +65,7 @@ static void spin_until(volatile uint32_t *p, uint32_t want, const char *what)
 	unsigned long n = 0;
 
 	while (__atomic_load_n(p, __ATOMIC_ACQUIRE) != want) {
-		if (++n > plat_spin_limit)
+		if (++n > plat_spin_limit())
 			plat_halt(__FILE__, __LINE__, what);
 		plat_relax();
 	}
@@ -89,11 +86,21 @@ static void update_window(struct nmi_cpu *c)
 		plat_vmcs_write(VMCS_PROC_BASED_CTLS, want);
 }
 
+/* IDT-vectoring information that says the exit interrupted an NMI's delivery. */
+static int delivering_nmi(uint64_t idt_vectoring_info)
+{
+	return (idt_vectoring_info & INTR_INFO_VALID) &&
+	       (idt_vectoring_info & INTR_INFO_TYPE_MASK) == INTR_INFO_TYPE_NMI;
+}
+
 /* A guest-owned NMI: make it pending, capped the way hardware caps NMIs: a CPU
- * holds one NMI in service plus one latched.  While the guest is virtual-NMI
- * blocked (inside its handler) or an injection is already queued, the one "in
- * service" exists, so only one more may wait.  A capped NMI is dropped exactly
- * where hardware would drop it; a spurious NMI is tolerable, a lost one is not. */
+ * holds one NMI in service plus one latched.  One is in service while the guest
+ * is virtual-NMI blocked (inside its handler), while an injection is queued, and
+ * between an exit that interrupted an NMI's delivery and nmi_vmexit_vectoring()
+ * queueing it again (the exit's IDT-vectoring information still says so); then
+ * only one more may wait.  A capped NMI is dropped exactly where hardware would
+ * drop it: one more would reach the guest as a spurious NMI (an OS logs "NMI
+ * received for unknown reason"), one fewer would be lost. */
 static void guest_nmi(struct nmi_cpu *c)
 {
 	if (!c->guest_present) {
@@ -102,7 +109,8 @@ static void guest_nmi(struct nmi_cpu *c)
 	}
 	uint32_t cap = NMI_GUEST_PENDING_MAX;
 	if ((plat_vmcs_read(VMCS_GUEST_INTERRUPTIBILITY) & GUEST_INTR_BLOCK_NMI) ||
-	    (plat_vmcs_read(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID))
+	    (plat_vmcs_read(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID) ||
+	    delivering_nmi(plat_vmcs_read(VMCS_IDT_VECTORING_INFO)))
 		cap = NMI_GUEST_PENDING_MAX_BLOCKED;
 	if (c->guest_pending >= cap) {
 		c->guest_coalesced++;
@@ -124,8 +132,8 @@ static void park(struct nmi_cpu *c, uint32_t round)
 	c->quiesce_parks++;
 	__atomic_fetch_add(&q->checked_in, 1, __ATOMIC_SEQ_CST);
 	spin_until(&q->resume, 1, "parked CPU: resume never came");
-	if (q->flush && c->tlb_flush) {
-		c->tlb_flush(c);
+	if (q->flush) {
+		plat_tlb_flush();
 		c->tlb_flushes++;
 	}
 	__atomic_fetch_add(&q->resumed, 1, __ATOMIC_SEQ_CST);
@@ -195,8 +203,7 @@ int nmi_vmexit_vectoring(uint32_t idt_vectoring_info)
 	struct nmi_cpu *c = plat_this_cpu();
 
 	NMI_ASSERT(c->masked);
-	if (!(idt_vectoring_info & INTR_INFO_VALID) ||
-	    (idt_vectoring_info & INTR_INFO_TYPE_MASK) != INTR_INFO_TYPE_NMI)
+	if (!delivering_nmi(idt_vectoring_info))
 		return 0;
 	NMI_ASSERT(c->guest_present);
 	NMI_ASSERT(!(plat_vmcs_read(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID));
@@ -251,7 +258,7 @@ void nmi_quiesce_begin(void)
 
 	NMI_ASSERT(!c->masked);
 	while (__atomic_exchange_n(&q->lock, 1, __ATOMIC_ACQUIRE)) {
-		if (++n > plat_spin_limit)
+		if (++n > plat_spin_limit())
 			plat_halt(__FILE__, __LINE__, "quiesce lock never released");
 		plat_relax();
 	}
@@ -289,9 +296,10 @@ void nmi_quiesce_end(int flush)
 	__atomic_store_n(&q->resume, 1, __ATOMIC_SEQ_CST);
 	spin_until(&q->resumed, plat_ncpus() - 1, "stop-the-world: a CPU never resumed");
 	__atomic_store_n(&q->resume, 0, __ATOMIC_SEQ_CST);
-	if (flush && c->tlb_flush) {
-		c->tlb_flush(c);
+	if (flush) {
+		plat_tlb_flush();
 		c->tlb_flushes++;
+		c->quiesce_flush_rounds++;
 	}
 	plat_world_unlock();
 	__atomic_store_n(&q->lock, 0, __ATOMIC_RELEASE);

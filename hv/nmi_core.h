@@ -25,6 +25,7 @@
 #define VMCS_PROC_BASED_CTLS        0x4002u
 #define VMCS_ENTRY_INTR_INFO        0x4016u
 #define VMCS_GUEST_INTERRUPTIBILITY 0x4824u
+#define VMCS_IDT_VECTORING_INFO     0x4408u
 #define PIN_NMI_EXITING             (1u << 3)
 #define PIN_VIRTUAL_NMIS            (1u << 5)
 #define PROC_NMI_WINDOW_EXITING     (1u << 22)
@@ -56,10 +57,6 @@ struct nmi_cpu {
 	uint32_t guest_sw_blocked;
 	/* [NMI] The stop-the-world round this CPU last parked for. */
 	volatile uint32_t quiesce_seen;
-	/* Optional: run by this CPU at the end of a stop-the-world round that asked
-	 * for a TLB flush (EPT invalidation on hardware): while parked, before it
-	 * resumes, or by the requester for itself. */
-	void (*tlb_flush)(struct nmi_cpu *self);
 
 	/* Accounting (monotonic).  Conservation, for a quiescent CPU:
 	 *   nmi_entries + exit_nmis      = handled_direct + handled_exit + deferred
@@ -67,7 +64,9 @@ struct nmi_cpu {
 	 *   handled_direct + handled_exit + drained
 	 *                                = quiesce_parks + guest_accepted
 	 *                                  + guest_coalesced + host_consumed
-	 *   guest_accepted               = guest_injected + guest_pending          */
+	 *   guest_accepted               = guest_injected + guest_pending
+	 * These and the other laws every NMI obeys are checked in one place,
+	 * nmi_books.c, by every build (docs/nmi-semantics.md names them).          */
 	uint64_t nmi_entries; /* [NMI] vector-2 handler entries                  */
 	uint64_t exit_nmis; /* NMI VM exits                                     */
 	uint64_t handled_direct; /* [NMI] handled in the vector-2 handler            */
@@ -80,8 +79,9 @@ struct nmi_cpu {
 	uint64_t guest_injected; /* NMIs injected at an NMI-window exit              */
 	uint64_t guest_reinjected; /* queued again after an exit interrupted delivery */
 	uint64_t host_consumed; /* guest-owned NMIs with no guest to take them      */
-	uint64_t tlb_flushes; /* flush callbacks run while parked                 */
+	uint64_t tlb_flushes; /* plat_tlb_flush() calls: parked or as requester   */
 	uint64_t quiesce_rounds; /* stop-the-world rounds this CPU requested         */
+	uint64_t quiesce_flush_rounds; /* ... of which asked for a TLB flush        */
 };
 
 /* Stop-the-world state, one per system. */
@@ -90,7 +90,7 @@ struct nmi_quiesce {
 	volatile uint32_t active; /* a round is collecting CPUs                    */
 	volatile uint32_t resume; /* parked CPUs may leave                         */
 	volatile uint32_t round; /* round number, never 0 while active            */
-	volatile uint32_t flush; /* parked CPUs run their tlb_flush before leaving */
+	volatile uint32_t flush; /* parked CPUs run plat_tlb_flush before leaving  */
 	volatile uint32_t checked_in; /* CPUs parked in the current round              */
 	volatile uint32_t resumed; /* CPUs that left the current round              */
 	volatile uint32_t owner; /* requesting CPU id                             */
@@ -140,8 +140,8 @@ void nmi_guest_unblock(void);
 /* Park every other CPU in its NMI handler.  Returns masked, holding the quiesce
  * lock and the world locks. */
 void nmi_quiesce_begin(void);
-/* Release the parked CPUs (each runs its tlb_flush first when `flush`), then drop
- * the locks and the mask. */
+/* Release the parked CPUs (each runs plat_tlb_flush() first when `flush`, and so
+ * does the requester), then drop the locks and the mask. */
 void nmi_quiesce_end(int flush);
 
 #endif /* NMI_CORE_H */

@@ -23,8 +23,6 @@ struct nmi_cpu;
 
 /* The calling CPU's state.  Valid in any context, including the NMI handler. */
 struct nmi_cpu *plat_this_cpu(void);
-/* State of CPU `id` (0 <= id < plat_ncpus()). */
-struct nmi_cpu *plat_cpu(unsigned id);
 /* Number of CPUs taking part in stop-the-world (all online CPUs). */
 unsigned plat_ncpus(void);
 
@@ -50,8 +48,8 @@ void plat_nmi_iret(void);
  * deterministic simulator). */
 void plat_relax(void);
 /* Iterations after which a spin-wait is declared stuck and reported through
- * plat_halt() instead of hanging.  A variable so the simulator can tune it. */
-extern unsigned long plat_spin_limit;
+ * plat_halt() instead of hanging.  Constant for the life of a run. */
+unsigned long plat_spin_limit(void);
 
 /* ---- Stop-the-world ----------------------------------------------------------- */
 
@@ -60,6 +58,10 @@ extern unsigned long plat_spin_limit;
  * holds the quiesce lock: lock order is quiesce lock -> world locks. */
 void plat_world_lock(void);
 void plat_world_unlock(void);
+/* Drop this CPU's cached guest-physical translations (INVEPT on hardware).  Run by
+ * every CPU at the end of a stop-the-world round that asked for a flush: by each
+ * parked CPU before it resumes, and by the requester for itself. */
+void plat_tlb_flush(void);
 
 /* ---- Failure ------------------------------------------------------------------ */
 

@@ -7,6 +7,7 @@
  */
 #include "hv.h"
 #include "nmi_platform.h"
+#include "vmx.h"
 #include "vmx_insn.h"
 #include "x86.h"
 
@@ -14,16 +15,13 @@
 
 /* Long enough for a stop-the-world round under Bochs; short enough to report a
  * hang within seconds under QEMU. */
-unsigned long plat_spin_limit = 200000000ul;
+#define SPIN_LIMIT 200000000ul
+
+static uint64_t tlb_flushes_run[MAX_CPUS];
 
 struct nmi_cpu *plat_this_cpu(void)
 {
 	return &this_percpu()->nmi;
-}
-
-struct nmi_cpu *plat_cpu(unsigned id)
-{
-	return &percpu[id].nmi;
 }
 
 unsigned plat_ncpus(void)
@@ -75,6 +73,11 @@ void plat_relax(void)
 	cpu_pause();
 }
 
+unsigned long plat_spin_limit(void)
+{
+	return SPIN_LIMIT;
+}
+
 /* The console lock is the only lock a parked CPU could hold. */
 void plat_world_lock(void)
 {
@@ -85,21 +88,26 @@ void plat_world_unlock(void)
 	console_unlock();
 }
 
+/* EPT translations are the only cached ones a round may have changed.  Without a
+ * guest's EPT (no VMX, or none built yet), ept_flush() does nothing. */
+void plat_tlb_flush(void)
+{
+	ept_flush();
+	tlb_flushes_run[this_percpu()->index]++;
+}
+
+uint64_t plat_hv_tlb_flushes_run(unsigned cpu)
+{
+	return tlb_flushes_run[cpu];
+}
+
 _Noreturn void plat_halt(const char *file, int line, const char *what)
 {
 	panic_begin();
 	panic_printf("\nNMI core assertion failed at %s:%d: %s\n", file, line, what);
 	panic_printf("  on cpu %u at t=%lu us; variant %s\n", this_percpu()->index, time_us(),
 		     nmi_variant_name);
-	panic_printf("  cpu masked visited guest_present guest_pending nmi_entries handled_direct "
-		     "deferred drained quiesce_parks host_consumed\n");
-	for (unsigned i = 0; i < ncpus; i++) {
-		const struct nmi_cpu *c = &percpu[i].nmi;
-		panic_printf("  %3u %6u %7u %13u %13u %11lu %14lu %8lu %7lu %13lu %13lu\n", i,
-			     c->masked, c->visited, c->guest_present, c->guest_pending,
-			     c->nmi_entries, c->handled_direct, c->deferred, c->drained,
-			     c->quiesce_parks, c->host_consumed);
-	}
+	books_panic_table();
 	const struct nmi_quiesce *q = &nmi_quiesce_state;
 	panic_printf("  quiesce: lock=%u active=%u resume=%u round=%u owner=%u checked_in=%u "
 		     "resumed=%u\n",

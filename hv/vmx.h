@@ -82,14 +82,13 @@
 #define VMCS_TPR_THRESHOLD        0x401C
 #define VMCS_PROC_BASED_CTLS2     0x401E
 /* 32-bit read-only data fields (B.3.2). */
-#define VMCS_INSTR_ERROR        0x4400
-#define VMCS_EXIT_REASON        0x4402
-#define VMCS_EXIT_INTR_INFO     0x4404
-#define VMCS_EXIT_INTR_ERRCODE  0x4406
-#define VMCS_IDT_VECTORING_INFO 0x4408
-#define VMCS_IDT_VECTORING_ERR  0x440A
-#define VMCS_EXIT_INSTR_LEN     0x440C
-#define VMCS_EXIT_INSTR_INFO    0x440E
+#define VMCS_INSTR_ERROR       0x4400
+#define VMCS_EXIT_REASON       0x4402
+#define VMCS_EXIT_INTR_INFO    0x4404
+#define VMCS_EXIT_INTR_ERRCODE 0x4406
+#define VMCS_IDT_VECTORING_ERR 0x440A
+#define VMCS_EXIT_INSTR_LEN    0x440C
+#define VMCS_EXIT_INSTR_INFO   0x440E
 /* 32-bit guest-state fields (B.3.3); VMCS_GUEST_INTERRUPTIBILITY is in nmi_core.h. */
 #define VMCS_GUEST_ES_LIMIT    0x4800 /* ES..TR: +2 each, as the selectors */
 #define VMCS_GUEST_CS_LIMIT    0x4802

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vmx_exp.c - workload=vmx-exp: the catalogue of VMX NMI experiments (nmi-facts.md,
- * section 5; the numbers below are that catalogue's), each in the configuration it
- * names, measured on the CPU (or emulator) under us:
+ * vmx_exp.c - workload=vmx-exp: the catalogue of VMX NMI experiments
+ * (docs/nmi-semantics.md, "The VMX experiments"; the numbers below are that
+ * catalogue's), each in the configuration it names, measured on the CPU (or
+ * emulator) under us:
  *
  *   E0V0  neither NMI exiting nor virtual NMIs: NMIs go straight to the guest's IDT;
  *   E1V0  NMI exiting without virtual NMIs: interruptibility bit 3 is real NMI

@@ -23,12 +23,6 @@ uint64_t vmx_launch(uint64_t rax, uint64_t rbx); /* vmx_entry.S */
 
 struct vmx_guest vmx_guest;
 
-static void flush_ept(struct nmi_cpu *c)
-{
-	(void)c;
-	ept_flush();
-}
-
 uint64_t vmx_build_ept(const char **why)
 {
 	vmx_guest.hv_lo = (uint64_t)__load_start & ~0xFFFull;
@@ -56,7 +50,6 @@ int vmx_other_guest_cpu_started(void)
 static _Noreturn void launch(uint64_t rax, uint64_t rbx)
 {
 	struct percpu *p = this_percpu();
-	plat_this_cpu()->tlb_flush = flush_ept;
 	ept_flush();
 	/* From here the core reads and writes this VMCS (NMI window, injection). */
 	nmi_mask();
@@ -140,7 +133,6 @@ _Noreturn void vmx_helper_ap(void)
 	/* The command line, not vmx_guest.smp: the BSP may not have parsed it yet. */
 	if (cmdline_u64("guest_smp", 0))
 		run_guest_ap();
-	plat_this_cpu()->tlb_flush = flush_ept;
 	if (this_percpu()->index == 1)
 		guest_jobs_helper();
 	for (;;)

@@ -36,7 +36,6 @@ struct wl_cpu {
 	uint64_t ipis_sent;
 	uint64_t rounds_requested;
 	uint64_t flush_rounds_requested;
-	uint64_t flush_callbacks; /* tlb_flush callbacks seen by the platform */
 	volatile uint32_t done;
 	volatile uint64_t work[WORK_WORDS];
 } __attribute__((aligned(64)));
@@ -91,11 +90,6 @@ static unsigned section_length(struct wl_cpu *w)
 	w->rng ^= w->rng >> 7;
 	w->rng ^= w->rng << 17;
 	return cfg.work / 2 + (unsigned)(w->rng % (cfg.work + 1));
-}
-
-static void count_flush(struct nmi_cpu *c)
-{
-	wl[c->id].flush_callbacks++;
 }
 
 static void stop_the_world(unsigned me)
@@ -238,38 +232,30 @@ static void loop_ap(void)
 	worker(me, 0);
 }
 
-/* The core's books (books.c), then what this workload itself counted. */
+/* The core's books and laws (books.c prints them), then what this workload itself
+ * counted. */
 static void check_invariants(void)
 {
-	uint64_t flushes = 0, flush_rounds = 0;
 	books_check_core();
 	for (unsigned i = 0; i < ncpus; i++) {
 		const struct nmi_cpu *c = &percpu[i].nmi;
-		books_check(c->tlb_flushes == wl[i].flush_callbacks, "tlb_flushes == callbacks run",
-			    i, c->tlb_flushes, wl[i].flush_callbacks);
+		books_check(c->tlb_flushes == plat_hv_tlb_flushes_run(i),
+			    "tlb_flushes == flushes the platform ran", i, c->tlb_flushes,
+			    plat_hv_tlb_flushes_run(i));
 		books_check(c->quiesce_rounds == wl[i].rounds_requested,
 			    "quiesce_rounds == rounds requested", i, c->quiesce_rounds,
 			    wl[i].rounds_requested);
-		flushes += c->tlb_flushes;
-		flush_rounds += wl[i].flush_rounds_requested;
+		books_check(c->quiesce_flush_rounds == wl[i].flush_rounds_requested,
+			    "quiesce_flush_rounds == flush rounds requested", i,
+			    c->quiesce_flush_rounds, wl[i].flush_rounds_requested);
 	}
-	/* A flush round flushes every CPU: the parked ones and the requester. */
-	books_check(flushes == flush_rounds * ncpus, "sum tlb_flushes == flush rounds * ncpus", 0,
-		    flushes, flush_rounds * ncpus);
 }
 
 static void report(void)
 {
-	kprintf("%3s %11s %14s %8s %7s %13s %13s %11s %14s %9s %9s\n", "cpu", "nmi_entries",
-		"handled_direct", "deferred", "drained", "quiesce_parks", "host_consumed",
-		"tlb_flushes", "quiesce_rounds", "iters", "ipis_sent");
-	for (unsigned i = 0; i < ncpus; i++) {
-		const struct nmi_cpu *c = &percpu[i].nmi;
-		kprintf("%3u %11lu %14lu %8lu %7lu %13lu %13lu %11lu %14lu %9lu %9lu\n", i,
-			c->nmi_entries, c->handled_direct, c->deferred, c->drained,
-			c->quiesce_parks, c->host_consumed, c->tlb_flushes, c->quiesce_rounds,
-			wl[i].iters, wl[i].ipis_sent);
-	}
+	for (unsigned i = 0; i < ncpus; i++)
+		kprintf("workload cpu=%u iters=%lu ipis_sent=%lu\n", i, wl[i].iters,
+			wl[i].ipis_sent);
 }
 
 /* The NMI-loop workloads on CPU 0: run, then report and judge. */
@@ -386,7 +372,6 @@ static const struct workload *find_workload(const char *name)
 
 void workload_ap(void)
 {
-	plat_this_cpu()->tlb_flush = count_flush;
 	while (!__atomic_load_n(&go, __ATOMIC_ACQUIRE)) /* cfg is valid from here on */
 		cpu_pause();
 	cfg.w->ap();
@@ -421,7 +406,6 @@ _Noreturn void workload_main(void)
 	cfg.aps_halt = streq(cmdline_str("aps", "work"), "halt");
 	cfg.seed = cmdline_u64("seed", 0);
 	cfg.iret_first = w->iret_first;
-	plat_this_cpu()->tlb_flush = count_flush;
 	w->bsp();
 	hv_fail(cfg.name, "the workload returned");
 }

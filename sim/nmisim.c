@@ -2,7 +2,8 @@
 /*
  * nmisim - run nmi_core.c in userspace.
  *
- *   nmisim run FILE...        replay scenario files (exploring nmi@* wildcards)
+ *   nmisim run FILE...        replay scenario files (exploring nmi@* wildcards until
+ *                             a schedule fails, or every placement with --all)
  *   nmisim stress [options]   free-running threads + NMI-source threads
  *   nmisim info               the variant and the core's code range
  *
@@ -20,7 +21,8 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: nmisim run [--timeline] [--svg FILE] [--quiet] [--nmis K] SCENARIO...\n"
+	fprintf(f, "usage: nmisim run [--timeline] [--svg FILE] [--quiet] [--nmis K] [--all] "
+		   "SCENARIO...\n"
 		   "       nmisim stress [--cpus N] [--sources M] [--seconds T] [--nmis K] [--seed "
 		   "S] [--quiet]\n"
 		   "       nmisim info\n");
@@ -33,27 +35,17 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static int has_wildcard(const struct sim_schedule *s)
-{
-	for (unsigned i = 0; i < s->nsteps; i++)
-		for (unsigned k = 0; k < s->step[i].nat; k++)
-			if (s->step[i].at[k].kind == AT_EVERY)
-				return 1;
-	return 0;
-}
-
 static int cmd_run(int argc, char **argv)
 {
-	int timeline = 0, quiet = 0;
+	int timeline = 0, quiet = 0, all = 0;
 	unsigned nmis = 0; /* 0: each nmi@* is one arrival */
 	const char *svg = NULL;
-	static const struct option opts[] = {{"timeline", no_argument, 0, 't'},
-					     {"svg", required_argument, 0, 's'},
-					     {"quiet", no_argument, 0, 'q'},
-					     {"nmis", required_argument, 0, 'n'},
-					     {0, 0, 0, 0}};
+	static const struct option opts[] = {
+	    {"timeline", no_argument, 0, 't'}, {"svg", required_argument, 0, 's'},
+	    {"quiet", no_argument, 0, 'q'},    {"nmis", required_argument, 0, 'n'},
+	    {"all", no_argument, 0, 'a'},      {0, 0, 0, 0}};
 	int o;
-	while ((o = getopt_long(argc, argv, "ts:qn:", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "ts:qn:a", opts, NULL)) != -1) {
 		switch (o) {
 		case 'n':
 			nmis = (unsigned)atoi(optarg);
@@ -65,6 +57,7 @@ static int cmd_run(int argc, char **argv)
 		case 't': timeline = 1; break;
 		case 's': svg = optarg; break;
 		case 'q': quiet = 1; break;
+		case 'a': all = 1; break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -94,10 +87,8 @@ static int cmd_run(int argc, char **argv)
 		struct sim_schedule failing = s[i];
 		double t0 = now();
 		unsigned long runs = 1, failures = 0;
-		if (has_wildcard(&s[i]) && nmis) {
-			runs = sched_explore_upto(&s[i], nmis, &failures, &failing, &r);
-		} else if (has_wildcard(&s[i])) {
-			runs = sched_explore(&s[i], &failures, &failing, &r);
+		if (sched_has_wildcard(&s[i])) {
+			runs = sched_explore(&s[i], nmis, all, &failures, &failing, &r);
 		} else {
 			sim_run(&s[i], 0, &r);
 			failures = r.failed;
@@ -107,12 +98,17 @@ static int cmd_run(int argc, char **argv)
 		total_failures += failures;
 		failing_files += failures != 0;
 		if (failures) {
-			/* Replay the (first) failing schedule with the timeline on. */
-			sim_run(&failing, SIM_TIMELINE, &r);
+			/* Replay the (first) failing schedule with the timeline on, as it
+			 * ran (stepped throughout when it was counting instructions). */
+			sim_run(&failing, r.flags | SIM_TIMELINE, &r);
 			printf("FAIL %s [%s]: %s\n", name, nmi_variant_name, r.what);
-			if (runs > 1)
+			if (runs > 1 && all)
 				printf("  %lu of %lu schedules fail; the first one:\n", failures,
 				       runs);
+			else if (runs > 1)
+				printf("  schedule %lu fails (%.3f s); the rest of nmi@* is not "
+				       "explored:\n",
+				       runs, el);
 			if (!quiet) {
 				printf("\n");
 				sched_print(stdout, &failing);

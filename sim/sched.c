@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sched.c - schedules as text, and the exhaustive explorer.
+ * sched.c - schedules as text: parsing scenario files, printing a schedule back.
  *
- * Scenario format (docs/scenarios.md), one step per line, '#' starts a comment:
+ * Scenario format (docs/simulator.md), one step per line, '#' starts a comment:
  *
  *     cpus 2                      number of CPUs (optional, before any step)
  *     mode fast                   nmi@N counts platform calls (default: precise)
@@ -15,12 +15,14 @@
  *     cpu1 quiesce flush          stop-the-world with TLB flush
  *     cpu1 run                    let a spinning CPU run on
  *     cpu0 fault                  the next NMI injection's delivery exits midway
+ *     cpu0 detach                 the guest is gone for good
  *
  * A malformed line is rejected with its number and nothing runs.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,7 @@ static const char *const op_names[OP__COUNT] = {
     [OP_MASK] = "mask",       [OP_UNMASK] = "unmask",   [OP_CRIT] = "crit",   [OP_NMI] = "nmi",
     [OP_ENTER] = "enter",     [OP_EXIT] = "exit",       [OP_GIRET] = "giret", [OP_BLOCK] = "block",
     [OP_UNBLOCK] = "unblock", [OP_QUIESCE] = "quiesce", [OP_RUN] = "run",     [OP_FAULT] = "fault",
+    [OP_DETACH] = "detach",
 };
 
 const char *sched_op_name(unsigned op)
@@ -38,12 +41,27 @@ const char *sched_op_name(unsigned op)
 	return op < OP__COUNT ? op_names[op] : "?";
 }
 
-static int fail(char *err, size_t len, int line, const char *fmt, const char *arg)
+static int fail(char *err, size_t len, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t len, int line, const char *fmt, ...)
 {
 	char msg[256];
-	snprintf(msg, sizeof msg, fmt, arg);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
 	snprintf(err, len, "line %d: %s", line, msg);
 	return -1;
+}
+
+/* "mask unmask crit ...": every operation's name, for the error message. */
+static const char *op_list(void)
+{
+	static char list[256];
+	size_t off = 0;
+	for (unsigned op = 0; op < OP__COUNT && off < sizeof list; op++)
+		off += snprintf(list + off, sizeof list - off, "%s%s", op ? " " : "", op_names[op]);
+	return list;
 }
 
 static int parse_at(const char *w, struct sim_at *a)
@@ -57,7 +75,7 @@ static int parse_at(const char *w, struct sim_at *a)
 	if (isdigit((unsigned char)*p)) {
 		errno = 0;
 		unsigned long v = strtoul(p, &end, 10);
-		if (*end || errno || v == 0 || v > 1000000)
+		if (*end || errno || v == 0 || v > SIM_MAX_AT_INDEX)
 			return -1;
 		a->kind = AT_INDEX;
 		a->index = (uint32_t)v;
@@ -98,7 +116,7 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 		char line[512];
 		lineno++;
 		if (len >= sizeof line)
-			return fail(err, errlen, lineno, "line too long%s", "");
+			return fail(err, errlen, lineno, "line too long");
 		memcpy(line, p, len);
 		line[len] = 0;
 		p += len + (nl ? 1 : 0);
@@ -112,7 +130,7 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 		for (char *w = strtok_r(line, " \t\r", &save); w;
 		     w = strtok_r(NULL, " \t\r", &save)) {
 			if (nw == 12)
-				return fail(err, errlen, lineno, "too many words%s", "");
+				return fail(err, errlen, lineno, "too many words");
 			words[nw++] = w;
 		}
 		if (nw == 0)
@@ -122,18 +140,18 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 			char *end;
 			unsigned long n = nw == 2 ? strtoul(words[1], &end, 10) : 0;
 			if (nw != 2 || *end || n < 1 || n > SIM_MAX_CPUS)
-				return fail(err, errlen, lineno, "'cpus N' wants N from 1 to 8%s",
-					    "");
+				return fail(err, errlen, lineno, "'cpus N' wants N from 1 to %d",
+					    SIM_MAX_CPUS);
 			if (s->nsteps)
 				return fail(err, errlen, lineno,
-					    "'cpus' must come before the first step%s", "");
+					    "'cpus' must come before the first step");
 			declared = (unsigned)n;
 			continue;
 		}
 		if (strcmp(words[0], "mode") == 0) {
 			if (nw != 2 || (strcmp(words[1], "fast") && strcmp(words[1], "precise")))
 				return fail(err, errlen, lineno,
-					    "'mode' wants 'fast' or 'precise'%s", "");
+					    "'mode' wants 'fast' or 'precise'");
 			s->fast = strcmp(words[1], "fast") == 0;
 			continue;
 		}
@@ -145,11 +163,12 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 		if (declared && cpu >= declared)
 			return fail(err, errlen, lineno, "%s is beyond the 'cpus' line", words[0]);
 		if (cpu >= SIM_MAX_CPUS)
-			return fail(err, errlen, lineno, "%s: at most 8 CPUs", words[0]);
+			return fail(err, errlen, lineno, "%s: at most %d CPUs", words[0],
+				    SIM_MAX_CPUS);
 		if (nw < 2)
 			return fail(err, errlen, lineno, "%s: missing operation", words[0]);
 		if (s->nsteps == SIM_MAX_STEPS)
-			return fail(err, errlen, lineno, "more than 256 steps%s", "");
+			return fail(err, errlen, lineno, "more than %d steps", SIM_MAX_STEPS);
 
 		struct sim_step *st = &s->step[s->nsteps];
 		memset(st, 0, sizeof *st);
@@ -160,26 +179,25 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 			if (strcmp(words[1], op_names[op]) == 0)
 				break;
 		if (op == OP__COUNT)
-			return fail(err, errlen, lineno,
-				    "unknown operation '%s' (mask unmask crit nmi "
-				    "enter exit giret block unblock quiesce run fault)",
-				    words[1]);
+			return fail(err, errlen, lineno, "unknown operation '%s' (%s)", words[1],
+				    op_list());
 		st->op = (uint8_t)op;
 		for (unsigned i = 2; i < nw; i++) {
 			const char *w = words[i];
 			if (op == OP_NMI && w[0] == 'x' && i == 2) {
 				char *end;
 				unsigned long n = strtoul(w + 1, &end, 10);
-				if (*end || n < 1 || n > 16)
+				if (*end || n < 1 || n > SIM_MAX_BURST)
 					return fail(err, errlen, lineno,
-						    "burst '%s': want x1 to x16", w);
+						    "burst '%s': want x1 to x%d", w, SIM_MAX_BURST);
 				st->arg = (uint8_t)n;
 			} else if (op == OP_QUIESCE && strcmp(w, "flush") == 0 && i == 2) {
 				st->arg = 1;
 			} else if (strncmp(w, "nmi@", 4) == 0 && op != OP_NMI && op != OP_RUN) {
 				if (st->nat == SIM_MAX_AT)
 					return fail(err, errlen, lineno,
-						    "at most 4 nmi@ arrivals per step%s", "");
+						    "at most %d nmi@ arrivals per step",
+						    SIM_MAX_AT);
 				int rc = parse_at(w, &st->at[st->nat]);
 				if (rc == -2)
 					return fail(err, errlen, lineno, "'%s': no such function",
@@ -255,131 +273,4 @@ void sched_print(FILE *f, const struct sim_schedule *s)
 		}
 		fprintf(f, "\n");
 	}
-}
-
-/* ---- Exhaustive placement of wildcard arrivals -------------------------------------- */
-
-struct explore {
-	struct sim_schedule work;
-	unsigned slot_step[SIM_MAX_STEPS * SIM_MAX_AT];
-	unsigned nslots;
-	unsigned long runs, failures;
-	struct sim_schedule *fail_out;
-	struct sim_result *fail_res;
-};
-
-static void explore_slot(struct explore *e, unsigned k, uint32_t from)
-{
-	struct sim_result r;
-	if (k == e->nslots) {
-		sim_run(&e->work, 0, &r);
-		e->runs++;
-		if (r.failed) {
-			if (e->failures++ == 0) {
-				if (e->fail_out)
-					*e->fail_out = e->work;
-				if (e->fail_res)
-					*e->fail_res = r;
-			}
-		}
-		return;
-	}
-	/* How many core instructions does this slot's step execute with the arrivals
-	 * placed so far?  Every boundary up to there is a placement. */
-	unsigned si = e->slot_step[k];
-	struct sim_step *st = &e->work.step[si];
-	sim_run(&e->work, SIM_STEP_ALL, &r);
-	e->runs++;
-	uint32_t n = r.step_insns[si];
-	for (uint32_t pos = from; pos <= n; pos++) {
-		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = pos};
-		int same = k + 1 < e->nslots && e->slot_step[k + 1] == si;
-		explore_slot(e, k + 1, same ? pos : 1);
-		st->nat--;
-	}
-}
-
-unsigned long sched_explore(const struct sim_schedule *s, unsigned long *failures,
-			    struct sim_schedule *fail_out, struct sim_result *fail_res)
-{
-	static struct explore e;
-	memset(&e, 0, sizeof e);
-	e.work = *s;
-	e.fail_out = fail_out;
-	e.fail_res = fail_res;
-	/* Wildcards become slots; concrete arrivals stay where they are. */
-	for (unsigned i = 0; i < s->nsteps; i++) {
-		struct sim_step *st = &e.work.step[i];
-		unsigned keep = 0;
-		for (unsigned k = 0; k < st->nat; k++) {
-			if (st->at[k].kind == AT_EVERY)
-				e.slot_step[e.nslots++] = i;
-			else
-				st->at[keep++] = st->at[k];
-		}
-		st->nat = (uint8_t)keep;
-	}
-	explore_slot(&e, 0, 1);
-	*failures = e.failures;
-	return e.runs;
-}
-
-/* Every placement of 1..k_max arrivals spread over the steps marked nmi@*: each
- * way of sharing k arrivals among the m marked steps is one sched_explore(). */
-static void compose(const struct sim_schedule *s, const unsigned *marked, unsigned m, unsigned k,
-		    unsigned at, unsigned left, unsigned *share, unsigned long *runs,
-		    unsigned long *failures, struct sim_schedule *fail_out,
-		    struct sim_result *fail_res)
-{
-	if (at == m - 1) {
-		share[at] = left;
-		struct sim_schedule t = *s;
-		for (unsigned i = 0; i < m; i++) {
-			struct sim_step *st = &t.step[marked[i]];
-			unsigned keep = 0;
-			for (unsigned a = 0; a < st->nat; a++)
-				if (st->at[a].kind != AT_EVERY)
-					st->at[keep++] = st->at[a];
-			for (unsigned n = 0; n < share[i] && keep < SIM_MAX_AT; n++)
-				st->at[keep++] = (struct sim_at){.kind = AT_EVERY};
-			st->nat = (uint8_t)keep;
-		}
-		unsigned long f = 0;
-		struct sim_schedule fo;
-		struct sim_result fr;
-		*runs += sched_explore(&t, &f, &fo, &fr);
-		if (f && *failures == 0) {
-			if (fail_out)
-				*fail_out = fo;
-			if (fail_res)
-				*fail_res = fr;
-		}
-		*failures += f;
-		return;
-	}
-	for (unsigned n = 0; n <= left; n++) {
-		share[at] = n;
-		compose(s, marked, m, k, at + 1, left - n, share, runs, failures, fail_out,
-			fail_res);
-	}
-}
-
-unsigned long sched_explore_upto(const struct sim_schedule *s, unsigned k_max,
-				 unsigned long *failures, struct sim_schedule *fail_out,
-				 struct sim_result *fail_res)
-{
-	unsigned marked[SIM_MAX_STEPS], m = 0, share[SIM_MAX_STEPS];
-	unsigned long runs = 0;
-	*failures = 0;
-	for (unsigned i = 0; i < s->nsteps; i++)
-		for (unsigned a = 0; a < s->step[i].nat; a++)
-			if (s->step[i].at[a].kind == AT_EVERY) {
-				marked[m++] = i;
-				break;
-			}
-	if (m == 0)
-		return sched_explore(s, failures, fail_out, fail_res);
-	for (unsigned k = 1; k <= k_max; k++)
-		compose(s, marked, m, k, 0, k, share, &runs, failures, fail_out, fail_res);
-	return runs;
 }

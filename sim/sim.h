@@ -23,9 +23,23 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define SIM_MAX_CPUS  8
-#define SIM_MAX_STEPS 256
-#define SIM_MAX_AT    4
+/* Limits of what a schedule can ask for. */
+#define SIM_MAX_CPUS     8 /* CPUs of one machine                            */
+#define SIM_MAX_STEPS    256 /* steps of one schedule                         */
+#define SIM_MAX_AT       4 /* nmi@ arrivals in one step                         */
+#define SIM_MAX_AT_INDEX 1000000 /* the largest N of nmi@N                      */
+#define SIM_MAX_BURST    16 /* NMIs of one `nmi xN` step                        */
+#define SIM_MAX_SOURCES  16 /* NMI-source threads of a stress run               */
+
+/* Limits of the machinery: what a deterministic run takes for a runaway. */
+#define SIM_SPIN_LIMIT      1000 /* plat_spin_limit(): iterations of one spin          */
+#define SIM_STRESS_SPIN     400000000ul /* ... in free-running stress                 */
+#define SIM_MAX_TURN_CALLS  10000 /* platform calls in one turn of a CPU              */
+#define SIM_MAX_TURN_INSNS  5000 /* core instructions in one stepped turn            */
+#define SIM_RUNAWAY_SECONDS 0.1 /* CPU time of one turn, when nothing else counts it */
+#define SIM_MAX_EXITS       64 /* VM exits in a row without guest progress          */
+#define SIM_MAX_SERVICE     64 /* rounds of delivering latched NMIs after a step    */
+#define SIM_MAX_FINISH      (4 * SIM_SPIN_LIMIT) /* rounds of letting spinning CPUs end */
 
 /* Operations a step can ask of a CPU.  Every op is total: one that makes no sense
  * in the CPU's current mode is recorded as ignored, never an error at run time. */
@@ -43,6 +57,7 @@ enum sim_op {
 	OP_RUN, /* let a CPU that is spinning run on                            */
 	OP_FAULT, /* the next NMI injection here is interrupted by a VM exit (an EPT
 		   * violation on the guest's IDT) and must be queued again     */
+	OP_DETACH, /* the guest is gone for good: VM exit, nmi_guest_detach()     */
 	OP__COUNT
 };
 
@@ -80,16 +95,15 @@ struct sim_schedule {
 struct sim_result {
 	int failed;
 	char what[512]; /* first violation, one line                          */
-	unsigned step; /* step index where it was found (nsteps: at the end)   */
-	uint64_t core_insns; /* core instructions stepped, summed over stepped steps */
-	uint32_t step_insns[SIM_MAX_STEPS]; /* core instructions of each step        */
+	unsigned flags; /* the run's SIM_* flags: a replay uses them too        */
+	uint32_t step_insns[SIM_MAX_STEPS]; /* core instructions of each step (SIM_STEP_ALL) */
 };
 
 /* Flags for sim_run(). */
 #define SIM_TIMELINE 1u /* record a timeline (sim_timeline_*)                      */
 #define SIM_STEP_ALL 2u /* single-step every step, to count instructions          */
 #define SIM_RAW                                                                                    \
-	4u /* mask/unmask reach the core even when they make no sense:                             \
+	4u /* steps reach the core whatever the software mask (`mask` twice):                      \
 	    * for tests of the core's own assertions                   */
 
 /* One simulated machine: threads are created once and reused across runs. */
@@ -105,6 +119,8 @@ extern void (*sim_nmi_hook)(uintptr_t rip, const struct nmi_cpu *state, int in_g
 /* ---- Timeline of the last sim_run(SIM_TIMELINE) ------------------------------- */
 void sim_timeline_print(FILE *f);
 int sim_timeline_svg(const char *path);
+/* The books (nmi_books.c's format) of every CPU of the last run. */
+void sim_books_table(FILE *f);
 
 /* ---- Schedules as text (scenario files) --------------------------------------- */
 /* Parse a scenario.  On error returns -1 with "line N: message" in err; nothing runs. */
@@ -112,17 +128,17 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 int sched_parse_file(const char *path, struct sim_schedule *s, char *err, size_t errlen);
 void sched_print(FILE *f, const struct sim_schedule *s);
 const char *sched_op_name(unsigned op);
-/* Explore every placement of the AT_EVERY wildcards in s (at most SIM_MAX_AT).
- * Returns the number of runs; counts failures; on the first failure, copies the
- * concrete failing schedule to *fail_out (when non-NULL). */
-unsigned long sched_explore(const struct sim_schedule *s, unsigned long *failures,
-			    struct sim_schedule *fail_out, struct sim_result *fail_res);
 
-/* The same over every placement of 1..k_max arrivals shared among the steps
- * that carry nmi@* (make explore's NMIS). */
-unsigned long sched_explore_upto(const struct sim_schedule *s, unsigned k_max,
-				 unsigned long *failures, struct sim_schedule *fail_out,
-				 struct sim_result *fail_res);
+/* ---- Exploring nmi@* wildcards (explore.c) ------------------------------------- */
+/* Explore every placement of the AT_EVERY wildcards in s (at most SIM_MAX_AT), or
+ * with k_max > 0 every placement of 1..k_max arrivals shared among the steps that
+ * carry nmi@* (make explore's NMIS).  Stops at the first failing schedule unless
+ * `all`.  Returns the number of runs; counts failures; copies the first failing
+ * schedule and its result to *fail_out and *fail_res (when non-NULL). */
+unsigned long sched_explore(const struct sim_schedule *s, unsigned k_max, int all,
+			    unsigned long *failures, struct sim_schedule *fail_out,
+			    struct sim_result *fail_res);
+int sched_has_wildcard(const struct sim_schedule *s);
 
 /* ---- Free-running stress ------------------------------------------------------ */
 struct stress_config {
@@ -147,11 +163,17 @@ uintptr_t sym_lookup(const char *name);
 /* "nmi_core.c:123" via addr2line (static buffer, "?" when unknown). */
 const char *sym_source_line(uintptr_t addr);
 
-/* Bounds of the core's code (the nmi_core_text section). */
+/* The core's code: the nmi_core_text section, bracketed by the linker.  The one
+ * definition of "inside the core" (stepping, timelines, fuzzer coverage). */
 extern const char __start_nmi_core_text[], __stop_nmi_core_text[];
 static inline int sim_in_core(uintptr_t a)
 {
 	return a >= (uintptr_t)__start_nmi_core_text && a < (uintptr_t)__stop_nmi_core_text;
+}
+/* Offset of a core address from the start of the core's code. */
+static inline uintptr_t sim_core_offset(uintptr_t a)
+{
+	return a - (uintptr_t)__start_nmi_core_text;
 }
 
 #endif /* SIM_H */

@@ -14,7 +14,7 @@
 #include "machine.h"
 
 #define TL_MAX_ROWS 4096
-#define TL_TEXT     160
+#define TL_TEXT     256
 
 enum row_kind { ROW_STEP, ROW_EVENT, ROW_STATE };
 
@@ -104,19 +104,48 @@ void tl_snapshot(void)
 		    .masked = c->core.masked != 0,
 		    .visited = c->core.visited,
 		    .pending = c->core.guest_pending,
-		    .blocked = (c->vmcs.guest_intr & GUEST_INTR_BLOCK_NMI) != 0,
-		    .window = (c->vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0,
-		    .guest = c->in_guest != 0,
-		    .mode = c->busy       ? 's'
-			    : c->halted   ? 'X'
-			    : c->in_guest ? 'g'
-					  : 'h',
+		    .blocked = (c->vmx.vmcs.guest_intr & GUEST_INTR_BLOCK_NMI) != 0,
+		    .window = (c->vmx.vmcs.proc & PROC_NMI_WINDOW_EXITING) != 0,
+		    .guest = c->vmx.in_guest != 0,
+		    .mode = c->busy           ? 's'
+			    : c->halted       ? 'X'
+			    : c->vmx.in_guest ? 'g'
+					      : 'h',
 		};
 	}
 }
 
+/* A step of the schedule as its row: "unmask nmi@9", "run (resumes its spin)". */
+void tl_schedule_step(unsigned idx, const struct sim_step *s, int resume)
+{
+	if (!enabled)
+		return;
+	char at[160] = "";
+	size_t off = 0;
+	for (unsigned i = 0; i < s->nat; i++) {
+		const struct sim_at *a = &s->at[i];
+		if (a->kind == AT_INDEX)
+			off += snprintf(at + off, sizeof at - off, " nmi@%u", a->index);
+		else if (a->kind == AT_ADDR)
+			off +=
+			    snprintf(at + off, sizeof at - off, " nmi@%s", sym_describe(a->addr));
+		if (off >= sizeof at)
+			break;
+	}
+	if (resume)
+		tl_step(idx + 1, s->cpu, "run (resumes its spin)");
+	else if (s->op == OP_NMI && s->arg > 1)
+		tl_step(idx + 1, s->cpu, "nmi x%u (external)", s->arg);
+	else if (s->op == OP_NMI)
+		tl_step(idx + 1, s->cpu, "nmi (external)");
+	else if (s->op == OP_QUIESCE && s->arg)
+		tl_step(idx + 1, s->cpu, "quiesce flush%s", at);
+	else
+		tl_step(idx + 1, s->cpu, "%s%s", sched_op_name(s->op), at);
+}
+
 /* "deferred (visited 0->1), handled directly, ..." from two copies of the state. */
-void sim_describe_delta(const struct nmi_cpu *a, const struct nmi_cpu *b, char *buf, size_t len)
+void tl_describe_delta(const struct nmi_cpu *a, const struct nmi_cpu *b, char *buf, size_t len)
 {
 	size_t off = 0;
 #define SAY(...)                                                                                   \
@@ -311,23 +340,4 @@ int sim_timeline_svg(const char *path)
 	}
 	fprintf(f, "</svg>\n");
 	return fclose(f);
-}
-
-/* Every CPU's NMI state: for plat_halt() and stress failures. */
-void sim_dump_state(FILE *f)
-{
-	fprintf(f, "cpu masked visited pending swblk nmi_entries exit_nmis direct deferred drained "
-		   "parks accepted coalesced injected\n");
-	for (unsigned i = 0; i < M.ncpus; i++) {
-		struct nmi_cpu *n = &M.cpu[i].core;
-		fprintf(
-		    f,
-		    "%3u %6u %7u %7u %5u %11llu %9llu %6llu %8llu %7llu %5llu %8llu %9llu %8llu\n",
-		    i, n->masked, n->visited, n->guest_pending, n->guest_sw_blocked,
-		    (unsigned long long)n->nmi_entries, (unsigned long long)n->exit_nmis,
-		    (unsigned long long)n->handled_direct, (unsigned long long)n->deferred,
-		    (unsigned long long)n->drained, (unsigned long long)n->quiesce_parks,
-		    (unsigned long long)n->guest_accepted, (unsigned long long)n->guest_coalesced,
-		    (unsigned long long)n->guest_injected);
-	}
 }

@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * controller.c - the deterministic run: CPU threads that run one at a time, and
+ * sim_run(), which replays a schedule on them.
+ *
+ * Token passing: the controller (the caller of sim_run) hands the token to one CPU
+ * thread with a command and waits until that thread hands it back: at the end of
+ * its step, or at a spin (plat_relax), where it stays "busy" until a later step
+ * resumes it.  A CPU thread that waits for the token has SIGNMI blocked, so NMIs
+ * sent to it are held (latched) until it runs again; a CPU that is not blocked
+ * takes them at once because the controller "services" it right after the step
+ * that sent them.  Nothing depends on the host's thread scheduling.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "machine.h"
+
+static sem_t ctl; /* the token comes back here */
+static int started; /* the CPU threads exist    */
+
+void controller_hand_back(void)
+{
+	sem_post(&ctl);
+}
+
+/* Wait for the token inside a step (from a spin or a stopped CPU).  The NMI mask
+ * the CPU had at the yield point comes back with the token, and a latched NMI is
+ * taken right there. */
+void controller_wait_turn(struct sim_cpu *c)
+{
+	sigset_t old;
+	nmi_hw_block(&old);
+	while (sem_wait(&c->th.go) != 0 && errno == EINTR)
+		;
+	if (c->th.cmd == CMD_ABORT)
+		siglongjmp(c->th.base, 1); /* the run is over: back to the idle loop */
+	runaway_turn_begins(c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* A spin in a deterministic run is a scheduling point: the schedule decides who
+ * runs next. */
+void controller_relax(struct sim_cpu *c)
+{
+	c->busy = 1;
+	controller_hand_back();
+	controller_wait_turn(c);
+}
+
+/* Give CPU c the token and wait for it back (runaway.c bounds the wait). */
+static void turn(struct sim_cpu *c, int cmd)
+{
+	c->th.cmd = cmd;
+	sem_post(&c->th.go);
+	runaway_watch(c, &ctl);
+}
+
+/* ---- A step, run on the CPU's own thread ----------------------------------------- */
+
+static void step_on_cpu(struct sim_cpu *c, const struct sim_step *s)
+{
+	stepper_begin(c, s);
+	if (c->vmx.in_guest)
+		vmx_hw_exits(c); /* an NMI taken when the token came */
+	ops_run(c, s);
+	if (c->vmx.in_guest)
+		vmx_hw_exits(c);
+	stepper_end(c);
+}
+
+static void *cpu_main(void *arg)
+{
+	struct sim_cpu *c = arg;
+	sigset_t unblocked;
+
+	self = c;
+	c->th.tid = gettid();
+	nmi_hw_block(&unblocked);
+	sigdelset(&unblocked, SIGNMI);
+	controller_hand_back(); /* started: NMIs can be sent to this thread from now on */
+	if (sigsetjmp(c->th.base, 1)) {
+		/* Back from an aborted step (halt or end of run): acknowledge. */
+		tf_off();
+		stepper_end(c);
+		controller_hand_back();
+	}
+	for (;;) {
+		while (sem_wait(&c->th.go) != 0 && errno == EINTR)
+			;
+		runaway_turn_begins(c);
+		switch (c->th.cmd) {
+		case CMD_QUIT: return NULL;
+		case CMD_FLUSH: nmi_hw_discard(); break;
+		case CMD_OP:
+		case CMD_SERVICE:
+			/* Take the hardware mask the CPU has now: latched NMIs land here. */
+			if (!nmi_hw_blocked(c))
+				pthread_sigmask(SIG_SETMASK, &unblocked, NULL);
+			if (c->th.cmd == CMD_OP)
+				step_on_cpu(c, c->th.step);
+			else if (c->vmx.in_guest)
+				vmx_hw_exits(c);
+			nmi_hw_block(NULL);
+			break;
+		default: break;
+		}
+		c->busy = 0;
+		controller_hand_back();
+	}
+}
+
+/* ---- The controller ---------------------------------------------------------------- */
+
+int sim_init(void)
+{
+	if (started)
+		return 0;
+	sym_load();
+	nmi_hw_install();
+	stepper_install();
+	runaway_install();
+	sem_init(&ctl, 0, 0);
+	/* Only one thread of a deterministic run is ever runnable: keep them all on one
+	 * host core, so a hand-off is a same-core context switch, not a cross-core
+	 * wake-up that waits for the other core's scheduler. */
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu() < 0 ? 0 : sched_getcpu(), &one);
+	pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+	machine_reset(1, &sim_deterministic);
+	for (unsigned i = 0; i < SIM_MAX_CPUS; i++) {
+		struct sim_cpu *c = &M.cpu[i];
+		sem_init(&c->th.go, 0, 0);
+		if (pthread_create(&c->th.thread, NULL, cpu_main, c) != 0) {
+			perror("pthread_create");
+			return -1;
+		}
+		while (sem_wait(&ctl) != 0 && errno == EINTR)
+			;
+	}
+	started = 1;
+	return 0;
+}
+
+void sim_fini(void)
+{
+	if (!started)
+		return;
+	for (unsigned i = 0; i < SIM_MAX_CPUS; i++) {
+		turn(&M.cpu[i], CMD_ABORT);
+		M.cpu[i].th.cmd = CMD_QUIT;
+		sem_post(&M.cpu[i].th.go);
+		pthread_join(M.cpu[i].th.thread, NULL);
+	}
+	started = 0;
+}
+
+/* What the last run left behind goes: spinning or stopped CPUs back to their idle
+ * loop, NMIs still pending discarded.  Then the one reset. */
+static void new_run(unsigned ncpus)
+{
+	for (unsigned i = 0; i < SIM_MAX_CPUS; i++) {
+		struct sim_cpu *c = &M.cpu[i];
+		if (c->busy || c->halted)
+			turn(c, CMD_ABORT);
+		if (c->nmi.latched)
+			turn(c, CMD_FLUSH);
+	}
+	machine_reset(ncpus, &sim_deterministic);
+}
+
+/* CPUs that are not blocked take their latched NMIs now. */
+static void service_all(void)
+{
+	for (unsigned round = 0; round < SIM_MAX_SERVICE && !M.failed; round++) {
+		int progress = 0;
+		for (unsigned i = 0; i < M.ncpus && !M.failed; i++) {
+			struct sim_cpu *c = &M.cpu[i];
+			if (!c->busy && !c->halted && (c->nmi.latched || c->nmi.burst) &&
+			    !nmi_hw_blocked(c)) {
+				turn(c, CMD_SERVICE);
+				progress = 1;
+			}
+		}
+		if (!progress)
+			return;
+	}
+}
+
+/* The end of a schedule: every critical section ends and every spin finishes.  A
+ * CPU left holding the mask by a `mask` step releases it (critical sections are
+ * bounded), spinning CPUs run on, round-robin, until the machine is quiet. */
+static void finish_all(void)
+{
+	static const struct sim_step unmask = {.op = OP_UNMASK};
+	for (unsigned rounds = 0; !M.failed; rounds++) {
+		int any = 0;
+		for (unsigned i = 0; i < M.ncpus && !M.failed; i++) {
+			struct sim_cpu *c = &M.cpu[i];
+			if (c->halted)
+				continue;
+			if (c->busy) {
+				turn(c, CMD_RESUME);
+			} else if (c->core.masked) {
+				c->th.step = &unmask;
+				turn(c, CMD_OP);
+			} else {
+				continue;
+			}
+			any = 1;
+			service_all();
+		}
+		if (!any)
+			return;
+		if (rounds > SIM_MAX_FINISH) {
+			sim_fail("CPUs still spinning after %u rounds: livelock", rounds);
+			return;
+		}
+	}
+}
+
+int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
+{
+	if (sim_init() != 0)
+		return -1;
+	memset(r, 0, sizeof *r);
+	r->flags = flags;
+	tl_enable((flags & SIM_TIMELINE) != 0);
+	tl_reset();
+	new_run(s->ncpus ? s->ncpus : 1);
+	M.flags = flags;
+	M.fast = s->fast;
+
+	for (unsigned i = 0; i < s->nsteps && !M.failed; i++) {
+		const struct sim_step *st = &s->step[i];
+		struct sim_cpu *c = &M.cpu[st->cpu % M.ncpus];
+		M.cur_step = i;
+		if (c->halted)
+			continue;
+		tl_schedule_step(i, st, c->busy);
+		if (c->busy) {
+			turn(c, CMD_RESUME);
+		} else if (st->op == OP_NMI) {
+			sim_send_nmi(c, st->arg ? st->arg : 1);
+		} else if (st->op != OP_RUN) {
+			c->th.step = st;
+			turn(c, CMD_OP);
+			r->step_insns[i] = c->step.count;
+		}
+		service_all();
+		oracle_step();
+		tl_snapshot();
+	}
+	/* The end of the schedule: spinning CPUs run on, masks left held are released,
+	 * then the books must balance. */
+	M.cur_step = s->nsteps;
+	if (tl_enabled())
+		tl_step(0, 0, "(end of schedule: spinning CPUs run on, masks are released)");
+	finish_all();
+	oracle_end();
+	tl_snapshot();
+	r->failed = M.failed;
+	snprintf(r->what, sizeof r->what, "%s", M.what);
+	return 0;
+}

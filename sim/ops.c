@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops.c - what each operation of a step does on its CPU (run on the CPU's own
+ * thread).  Every operation is total: one that makes no sense in the CPU's current
+ * mode is recorded as ignored, never an error.  `nmi` and `run` never get here:
+ * they are the controller's (an external NMI, a spinning CPU resumed).
+ */
+#include "machine.h"
+
+/* What an operation needs of its CPU; the first unmet need is why it is ignored. */
+enum {
+	NEED_HOST = 1, /* host mode, not guest mode        */
+	NEED_GUEST = 2, /* guest mode                       */
+	NEED_UNMASKED = 4, /* the software mask is not held     */
+	NEED_MASKED = 8, /* the software mask is held         */
+	NEED_ATTACHED = 16, /* a guest is attached to the core   */
+	NEED_ALIVE = 32, /* the guest was not detached        */
+};
+
+static const struct {
+	unsigned need;
+	const char *why;
+} needs[] = {
+    {NEED_HOST, "in guest mode"},
+    {NEED_GUEST, "not in guest mode"},
+    {NEED_UNMASKED, "masked"},
+    {NEED_MASKED, "not masked"},
+    {NEED_ATTACHED, "no guest attached"},
+    {NEED_ALIVE, "the guest was detached"},
+};
+
+/* Stands for an intercept handler's edits of per-CPU state under the mask. */
+static void critical_work(void)
+{
+	for (volatile int i = 0; i < 4; i++)
+		;
+}
+
+static void op_mask(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)c, (void)s;
+	CORE(nmi_mask());
+}
+
+static void op_unmask(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)c, (void)s;
+	CORE(nmi_unmask());
+}
+
+static void op_crit(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)c, (void)s;
+	CORE(nmi_mask());
+	critical_work();
+	CORE(nmi_unmask());
+}
+
+/* VM entry; the first one attaches the guest (its VMCS is loaded from now on). */
+static void op_enter(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)s;
+	if (!c->core.guest_present) {
+		CORE(nmi_mask());
+		CORE(nmi_guest_attach());
+		CORE(nmi_unmask());
+	}
+	vmx_hw_entry(c);
+}
+
+/* A VM exit for another reason (CPUID...), handled under the mask. */
+static void op_exit(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)s;
+	vmx_hw_leave(c);
+	CORE(nmi_mask());
+	critical_work();
+	CORE(nmi_unmask());
+}
+
+static void op_giret(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)s;
+	vmx_hw_guest_iret(c);
+}
+
+static void op_block(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)c;
+	CORE(nmi_mask());
+	if (s->op == OP_BLOCK)
+		CORE(nmi_guest_block());
+	else
+		CORE(nmi_guest_unblock());
+	CORE(nmi_unmask());
+}
+
+static void op_fault(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)s;
+	vmx_hw_arm_fault(c);
+}
+
+static void op_quiesce(struct sim_cpu *c, const struct sim_step *s)
+{
+	CORE(nmi_quiesce_begin());
+	oracle_world_stopped(c);
+	CORE(nmi_quiesce_end(s->arg));
+}
+
+/* The guest is gone for good: leave guest mode, detach it under the mask. */
+static void op_detach(struct sim_cpu *c, const struct sim_step *s)
+{
+	(void)s;
+	vmx_hw_leave(c);
+	CORE(nmi_mask());
+	CORE(nmi_guest_detach());
+	vmx_hw_detached(c);
+	CORE(nmi_unmask());
+}
+
+static const struct {
+	unsigned need;
+	void (*run)(struct sim_cpu *c, const struct sim_step *s);
+} ops[OP__COUNT] = {
+    [OP_MASK] = {NEED_HOST | NEED_UNMASKED, op_mask},
+    [OP_UNMASK] = {NEED_MASKED, op_unmask},
+    [OP_CRIT] = {NEED_HOST | NEED_UNMASKED, op_crit},
+    [OP_ENTER] = {NEED_HOST | NEED_UNMASKED | NEED_ALIVE, op_enter},
+    [OP_EXIT] = {NEED_GUEST, op_exit},
+    [OP_GIRET] = {NEED_GUEST, op_giret},
+    [OP_BLOCK] = {NEED_HOST | NEED_UNMASKED | NEED_ATTACHED, op_block},
+    [OP_UNBLOCK] = {NEED_HOST | NEED_UNMASKED | NEED_ATTACHED, op_block},
+    [OP_QUIESCE] = {NEED_HOST | NEED_UNMASKED, op_quiesce},
+    [OP_FAULT] = {0, op_fault},
+    [OP_DETACH] = {NEED_UNMASKED | NEED_ATTACHED, op_detach},
+};
+
+static unsigned unmet(const struct sim_cpu *c, unsigned need)
+{
+	int guest = c->vmx.in_guest != 0, masked = c->core.masked != 0;
+	unsigned bad = 0;
+	if (M.flags & SIM_RAW) /* tests of the core's own assertions: mask/unmask always run */
+		guest = 0, masked = need & NEED_UNMASKED ? 0 : 1;
+	bad |= guest ? NEED_HOST : NEED_GUEST;
+	bad |= masked ? NEED_UNMASKED : NEED_MASKED;
+	bad |= c->core.guest_present ? 0 : NEED_ATTACHED;
+	bad |= c->vmx.detached ? NEED_ALIVE : 0;
+	return need & bad;
+}
+
+void ops_run(struct sim_cpu *c, const struct sim_step *s)
+{
+	if (s->op >= OP__COUNT || !ops[s->op].run)
+		return;
+	unsigned bad = unmet(c, ops[s->op].need);
+	for (unsigned i = 0; bad && i < sizeof needs / sizeof needs[0]; i++)
+		if (bad & needs[i].need) {
+			if (tl_enabled())
+				tl_event(c->id, 0, "(ignored: %s)", needs[i].why);
+			return;
+		}
+	ops[s->op].run(c, s);
+}

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vmx_hw.c - VMX non-root operation as the core sees it: NMI exiting and virtual
+ * NMIs on (E=1, V=1), the five VMCS fields the core uses, VM entries and exits,
+ * and a guest that executes no code of its own but takes injected NMIs and IRETs.
+ *
+ *  - An NMI that lands in guest mode is a VM exit (nmi_hw.c leaves the host
+ *    NMI-blocked until plat_nmi_iret()).
+ *  - Virtual-NMI blocking is set by an injected NMI and cleared by the guest's IRET;
+ *    an NMI-window exit happens as soon as the control is set and the guest is not
+ *    blocked; the injected event has priority over the window exit.
+ *  - A VM entry that injects an NMI while the guest is blocked fails.
+ *  - After OP_FAULT, the next injected NMI's delivery exits midway: IDT-vectoring
+ *    information = NMI, virtual-NMI blocking still clear.
+ * Not modelled: MOV-SS/STI blocking, the activity state (HLT), injection of other
+ * event types, interrupt-window exits.
+ */
+#include "machine.h"
+
+void vmx_hw_reset(struct sim_cpu *c)
+{
+	c->vmx = (struct sim_vmx){.vmcs = {.pin = PIN_NMI_EXITING | PIN_VIRTUAL_NMIS}};
+}
+
+uint64_t *vmx_hw_field(struct sim_cpu *c, uint32_t field)
+{
+	switch (field) {
+	case VMCS_PIN_BASED_CTLS: return &c->vmx.vmcs.pin;
+	case VMCS_PROC_BASED_CTLS: return &c->vmx.vmcs.proc;
+	case VMCS_ENTRY_INTR_INFO: return &c->vmx.vmcs.entry_intr;
+	case VMCS_GUEST_INTERRUPTIBILITY: return &c->vmx.vmcs.guest_intr;
+	case VMCS_IDT_VECTORING_INFO: return &c->vmx.vmcs.idt_vectoring;
+	}
+	return NULL;
+}
+
+/* An NMI arrives (nmi_hw.c's handler): in guest mode it is a VM exit.  Returns
+ * nonzero when it was. */
+int vmx_hw_nmi_exit(struct sim_cpu *c)
+{
+	if (!c->vmx.in_guest)
+		return 0;
+	c->vmx.exit_pending = 1;
+	if (tl_enabled())
+		tl_event(c->id, 0, "NMI in guest mode: VM exit (NMI), host now NMI-blocked");
+	return 1;
+}
+
+/* VM entry: deliver a queued injection, then take an NMI-window exit if one is due.
+ * Priority as in the SDM: the injected event first, then the NMI-window exit. */
+void vmx_hw_entry(struct sim_cpu *c)
+{
+	struct sim_vmcs *v = &c->vmx.vmcs;
+	if (v->entry_intr & INTR_INFO_VALID) {
+		if (v->guest_intr & GUEST_INTR_BLOCK_NMI) {
+			oracle_entry_failed(c); /* the entry fails; the books say why */
+			v->entry_intr = 0;
+			return;
+		}
+		v->entry_intr &= ~(uint64_t)INTR_INFO_VALID; /* consumed by the entry */
+		if (c->vmx.fault_armed) {
+			/* Delivery starts and faults (EPT violation on the guest's IDT): a
+			 * VM exit with the NMI in the IDT-vectoring information, and no
+			 * virtual-NMI blocking, since nothing was delivered. */
+			c->vmx.fault_armed = 0;
+			c->vmx.vectoring = INTR_INFO_NMI;
+			c->vmx.in_guest = 1;
+			if (tl_enabled())
+				tl_event(c->id, 0,
+					 "VM entry injects NMI: its delivery faults, VM "
+					 "exit (EPT violation), IDT-vectoring = NMI");
+			return;
+		}
+		v->guest_intr |= GUEST_INTR_BLOCK_NMI;
+		c->vmx.guest.received++;
+		if (tl_enabled())
+			tl_event(c->id, 0,
+				 "VM entry injects NMI: guest NMI handler runs (guest "
+				 "NMI #%llu), virtual-NMI blocked",
+				 (unsigned long long)c->vmx.guest.received);
+	}
+	c->vmx.in_guest = 1;
+}
+
+/* One VM exit (its IDT-vectoring information: `info`), handled by the hypervisor
+ * under the mask, then the VM entry. */
+#define EXIT(c, info, handler)                                                                     \
+	do {                                                                                       \
+		(c)->vmx.vmcs.idt_vectoring = (info);                                              \
+		(c)->vmx.in_guest = 0;                                                             \
+		CORE(nmi_mask());                                                                  \
+		CORE(handler);                                                                     \
+		CORE(nmi_unmask());                                                                \
+		vmx_hw_entry(c);                                                                   \
+	} while (0)
+
+/* Run the hypervisor's exit handlers for every exit that is due, re-entering the
+ * guest after each, until the guest runs undisturbed.  Bounded where the mode
+ * bounds it: an exit storm is a finding, not a hang. */
+void vmx_hw_exits(struct sim_cpu *c)
+{
+	for (unsigned n = 0; c->vmx.in_guest && !M.failed; n++) {
+		if (M.mode->max_exits && n > M.mode->max_exits) {
+			sim_fail("cpu%u: VM exit storm (%u exits without guest progress)", c->id,
+				 M.mode->max_exits);
+			return;
+		}
+		if (c->vmx.vectoring) {
+			uint32_t info = c->vmx.vectoring;
+			c->vmx.vectoring = 0;
+			EXIT(c, info, nmi_vmexit_vectoring(info));
+		} else if (c->vmx.exit_pending) {
+			c->vmx.exit_pending = 0;
+			EXIT(c, 0, nmi_vmexit_nmi());
+		} else if ((c->vmx.vmcs.proc & PROC_NMI_WINDOW_EXITING) &&
+			   !(c->vmx.vmcs.guest_intr & GUEST_INTR_BLOCK_NMI)) {
+			if (tl_enabled())
+				tl_event(c->id, 0, "VM exit: NMI window open");
+			EXIT(c, 0, nmi_vmexit_nmi_window());
+		} else {
+			return;
+		}
+	}
+}
+
+/* A VM exit for another reason: the hypervisor runs in host mode until it enters
+ * the guest again. */
+void vmx_hw_leave(struct sim_cpu *c)
+{
+	c->vmx.vmcs.idt_vectoring = 0;
+	c->vmx.in_guest = 0;
+}
+
+/* The guest executes IRET: it ends its NMI handler if it is in one. */
+void vmx_hw_guest_iret(struct sim_cpu *c)
+{
+	if (!(c->vmx.vmcs.guest_intr & GUEST_INTR_BLOCK_NMI))
+		return;
+	nmi_books_guest_iret(&c->vmx.guest, &c->core);
+	c->vmx.vmcs.guest_intr &= ~(uint64_t)GUEST_INTR_BLOCK_NMI;
+	if (tl_enabled())
+		tl_event(c->id, 0, "guest IRET: virtual-NMI blocking cleared");
+}
+
+void vmx_hw_arm_fault(struct sim_cpu *c)
+{
+	c->vmx.fault_armed = 1;
+	if (tl_enabled())
+		tl_event(c->id, 0, "armed: the next NMI delivery meets an EPT violation");
+}
+
+/* nmi_guest_detach() returned: the guest is gone for good.  From here on the books
+ * may not book anything to it (law `detached`). */
+void vmx_hw_detached(struct sim_cpu *c)
+{
+	c->vmx.detached = 1;
+	c->vmx.at_detach = c->core;
+	if (tl_enabled())
+		tl_event(c->id, 0, "guest detached for good");
+}
