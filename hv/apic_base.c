@@ -45,19 +45,19 @@
 #define LAPIC_MMIO         0xFEE00000ul
 
 /* xAPIC register offsets (10.4.1, table 10-1); x2APIC MSR = 0x800 + offset / 16. */
-#define REG_TPR     0x080
-#define REG_LDR     0x0D0
-#define REG_DFR     0x0E0
-#define REG_SVR     0x0F0
-#define REG_LVT_TMR 0x320
-#define REG_LVT_THM 0x330
-#define REG_LVT_PMC 0x340
+#define REG_TPR       0x080
+#define REG_LDR       0x0D0
+#define REG_DFR       0x0E0
+#define REG_SVR       0x0F0
+#define REG_LVT_TMR   0x320
+#define REG_LVT_THM   0x330
+#define REG_LVT_PMC   0x340
 #define REG_LVT_LINT0 0x350
 #define REG_LVT_LINT1 0x360
-#define REG_LVT_ERR 0x370
-#define REG_TMR_ICR 0x380
-#define REG_TMR_DCR 0x3E0
-#define LVT_MASKED  (1u << 16)
+#define REG_LVT_ERR   0x370
+#define REG_TMR_ICR   0x380
+#define REG_TMR_DCR   0x3E0
+#define LVT_MASKED    (1u << 16)
 
 /* Per CPU: the guest disabled its APIC (EN = 0 as it sees it). */
 static volatile uint8_t guest_disabled[MAX_CPUS];
@@ -92,8 +92,8 @@ static void reset_guest_lapic(void)
 int apic_base_read(uint32_t msr, uint64_t *val)
 {
 	uint64_t real = rdmsr(msr);
-	*val = guest_disabled[this_percpu()->index] ? real & ~(APIC_BASE_EN | APIC_BASE_EXTD)
-						    : real;
+	*val =
+	    guest_disabled[this_percpu()->index] ? real & ~(APIC_BASE_EN | APIC_BASE_EXTD) : real;
 	return 0;
 }
 

@@ -66,7 +66,8 @@ void debug_exit_setup(void)
 		return;
 	if (how[0] == 'a') { /* auto */
 		if (machine_is_qemu()) {
-			kprintf("vmx: QEMU's own isa-debug-exit serves the guest (debug_exit=auto)\n");
+			kprintf(
+			    "vmx: QEMU's own isa-debug-exit serves the guest (debug_exit=auto)\n");
 			return;
 		}
 	} else {

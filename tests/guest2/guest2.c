@@ -213,7 +213,7 @@ static uint32_t number(const char *v, uint32_t def)
 		v += 2;
 	}
 	for (;; v++) {
-		uint32_t d = (*v >= '0' && *v <= '9')	? (uint32_t)(*v - '0')
+		uint32_t d = (*v >= '0' && *v <= '9')   ? (uint32_t)(*v - '0')
 			     : (*v >= 'a' && *v <= 'f') ? (uint32_t)(*v - 'a' + 10)
 							: 99;
 		if (d >= base)
@@ -260,8 +260,7 @@ static void check_env(const struct mb_info *mi)
 	for (unsigned i = 0; i + 12 <= len; i++)
 		if ((i == 0 || env[i - 1] == '\n') && str_eq_n(env + i, "GUEST2_ENV=1", 12))
 			found = 1;
-	say("GUEST: env module \"%s\", %u bytes\n", m->string ? (const char *)m->string : "",
-	    len);
+	say("GUEST: env module \"%s\", %u bytes\n", m->string ? (const char *)m->string : "", len);
 	check("env", found, "GUEST2_ENV=1 not in the first module");
 }
 
