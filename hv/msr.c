@@ -178,6 +178,8 @@ static int x2apic_icr_write(uint32_t msr, uint64_t val)
 	(void)msr;
 	if (!(rdmsr(MSR_APIC_BASE) & APIC_BASE_EXTD))
 		return -1;
+	if (guest_init_emulate((uint32_t)val, (uint32_t)(val >> 32)))
+		return 0; /* an INIT to running guest CPUs, emulated (guest_init.c) */
 	return apic_icr_write(val);
 }
 

@@ -15,6 +15,7 @@
  * entry: the core re-queues its own NMI injections, vmx_redeliver() the rest
  * (inject.c).
  */
+#include "foreign.h"
 #include "hv.h"
 #include "nmi_platform.h"
 #include "x86.h"
@@ -212,6 +213,7 @@ void vmx_exit_handler(struct guest_regs *r)
 	if (!h)
 		exit_unhandled(&x);
 	h(&x);
+	guest_init_take(); /* an INIT another CPU emulated for this one (guest_init.c) */
 	if (guest_run_stopping())
 		guest_leave_idle(); /* another CPU ends the run: leave the guest for good */
 	nmi_unmask();
