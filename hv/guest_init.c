@@ -14,7 +14,7 @@
  * an INIT to CPUs that run, the way a guest restarts a CPU it had started.
  *
  * Workaround `guest_init_emulated` (docs/emulator-deviations.md): the CPU that
- * wrote the ICR marks each target and owes one stop-the-world round, run after
+ * wrote the ICR marks each target and owes stop-the-world rounds, run after
  * its own exit (vmx_owe_quiesce_rounds()); the round's NMI makes every target
  * exit (the NMI is the round's, never the guest's: nmi_core.c decides ownership
  * by the round in progress), and each target, on its way back from that exit,
@@ -69,7 +69,10 @@ int guest_init_emulate(uint32_t icr_lo, uint32_t dest_apic_id)
 	for (unsigned i = 0; i < ncpus; i++)
 		if (targets & (1u << i))
 			__atomic_store_n(&init_requested[i], 1, __ATOMIC_RELEASE);
-	vmx_owe_quiesce_rounds(1); /* after this exit: every target exits, and takes it */
+	/* After this exit: every target exits, and takes it on the way back.  Two
+	 * rounds: a target busy in root operation during the first may have passed
+	 * guest_init_take() already; the second's NMI finds it in its guest. */
+	vmx_owe_quiesce_rounds(2);
 	return 1;
 }
 
