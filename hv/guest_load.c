@@ -179,6 +179,96 @@ static unsigned guest_map(struct mb1_mmap *out, uint64_t hv_lo, uint64_t hv_hi, 
 	return n;
 }
 
+/* ---- What a loader gives a kernel written for QEMU (issue 11) -------------------- */
+#define MAX_GUEST_MODS 8
+#define MOD_STRING_MAX 127u
+
+struct mb1_mod {
+	uint32_t start, end, string, reserved;
+};
+
+/* The boot modules after the guest's own (its environment, an initrd), in
+ * order: the multiboot information lists them for the guest (flag bit 3). */
+static unsigned following_modules(uint64_t *lo, uint64_t *hi, const char **str, unsigned max)
+{
+	unsigned n = 0, seen = 0;
+	if (boot_magic == MB1_BOOT_MAGIC) {
+		const struct mb1_info *mi = phys_ptr(boot_info);
+		if (mi->flags & MB1_INFO_MODS)
+			for (uint32_t k = 1; k < mi->mods_count && n < max; k++, n++) {
+				const uint32_t *mod = phys_ptr(mi->mods_addr + 16 * k);
+				lo[n] = mod[0];
+				hi[n] = mod[1];
+				str[n] = mod[2] ? phys_ptr(mod[2]) : "";
+			}
+	} else if (boot_magic == MB2_BOOT_MAGIC) {
+		const uint8_t *p = (const uint8_t *)phys_ptr(boot_info) + 8;
+		const uint8_t *end = p + *(const uint32_t *)phys_ptr(boot_info) - 8;
+		for (; p < end && *(const uint32_t *)p; p += (((const uint32_t *)p)[1] + 7) & ~7u) {
+			const uint32_t *tag = (const uint32_t *)p;
+			if (tag[0] != MB2_TAG_MODULE || seen++ == 0 || n == max)
+				continue;
+			lo[n] = tag[2];
+			hi[n] = tag[3];
+			str[n++] = (const char *)&tag[4];
+		}
+	}
+	return n;
+}
+
+/* mem_upper as a loader reports it (multiboot spec, 3.3 "Boot information
+ * format": KiB of upper memory from 1 MiB to the first hole): from the firmware's
+ * map, where the RAM at 1 MiB ends.  The hypervisor's image inside it is reserved
+ * in the guest's map and out of its EPT, as a loader's own memory and modules
+ * are, not a hole: a kernel whose allocator runs from its own end to mem_upper
+ * (one linked at 4 MiB, above the hypervisor) finds the memory it expects. */
+static uint32_t firmware_upper_kb(void)
+{
+	for (unsigned i = 0; i < host_map_n; i++) {
+		const struct region *r = &host_map[i];
+		if (r->type == E820_RAM && r->base <= 0x100000 && r->base + r->len > 0x100000) {
+			uint64_t kb = (r->base + r->len - 0x100000) >> 10;
+			return kb > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)kb;
+		}
+	}
+	return 0;
+}
+
+/* Append the following modules' list and strings at `at` (in the information's
+ * page, below `limit`); returns how many, 0 when none or no room. */
+static uint32_t list_modules(char *at, const char *limit, uint32_t *mods_addr, uint64_t img_lo,
+			     uint64_t img_hi, const char **why)
+{
+	uint64_t lo[MAX_GUEST_MODS], hi[MAX_GUEST_MODS];
+	const char *str[MAX_GUEST_MODS];
+	unsigned n = following_modules(lo, hi, str, MAX_GUEST_MODS);
+	at = (char *)(((uintptr_t)at + 15) & ~(uintptr_t)15);
+	struct mb1_mod *mods = (struct mb1_mod *)at;
+	char *s = (char *)(mods + n);
+	*why = NULL;
+	for (unsigned k = 0; k < n; k++) {
+		if (overlaps(img_lo, img_hi, lo[k], hi[k]) || hi[k] > 0xFFFFFFFFull) {
+			*why = "a boot module overlaps the guest's image or lies above 4 GiB";
+			return 0;
+		}
+		if (s + MOD_STRING_MAX + 1 > limit) {
+			*why = "too many boot modules for the multiboot information page";
+			return 0;
+		}
+		mods[k] =
+		    (struct mb1_mod){(uint32_t)lo[k], (uint32_t)hi[k], (uint32_t)(uintptr_t)s, 0};
+		unsigned i = 0;
+		for (; str[k][i] && i < MOD_STRING_MAX; i++)
+			s[i] = str[k][i];
+		s[i] = 0;
+		s += i + 1;
+		kprintf("vmx: guest module %u \"%s\" [0x%lx, 0x%lx)\n", k + 1, str[k], lo[k],
+			hi[k]);
+	}
+	*mods_addr = (uint32_t)(uintptr_t)mods;
+	return n;
+}
+
 const char *guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 {
 	uint64_t mod_lo, mod_hi;
@@ -232,19 +322,28 @@ const char *guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 	for (; name[i] && i < 255; i++)
 		cmd[i] = name[i];
 	cmd[i] = 0;
+	uint32_t mods_addr = 0;
+	uint32_t mods = list_modules(cmd + i + 1, (const char *)mi + 4096, &mods_addr, g->load_lo,
+				     g->load_hi, &why);
+	if (why)
+		return why;
+	(void)upper_kb; /* the guest map's own figure stops at the hypervisor's image */
 	*mi = (struct mb1_info){
-	    .flags = MB1_INFO_MEM | MB1_INFO_CMDLINE | (n ? MB1_INFO_MMAP : 0),
+	    .flags = MB1_INFO_MEM | MB1_INFO_CMDLINE | (n ? MB1_INFO_MMAP : 0) |
+		     (mods ? MB1_INFO_MODS : 0),
 	    .mem_lower = 639,
-	    .mem_upper = upper_kb,
+	    .mem_upper = firmware_upper_kb(),
 	    .cmdline = (uint32_t)(uintptr_t)cmd,
+	    .mods_count = mods,
+	    .mods_addr = mods_addr,
 	    .mmap_length = n * (uint32_t)sizeof *map,
 	    .mmap_addr = (uint32_t)(uintptr_t)map,
 	};
 	g->mbi = GUEST_MBI_PA;
 	g->name = cmd;
 	kprintf("vmx: guest \"%s\": image [0x%x, 0x%x) entry 0x%x, %u memory-map entries, "
-		"hypervisor [0x%lx, 0x%lx) reserved\n",
-		cmd, g->load_lo, g->load_hi, g->entry, n, hv_lo, hv_hi);
+		"hypervisor [0x%lx, 0x%lx) reserved, mem_upper %u KiB, %u module(s)\n",
+		cmd, g->load_lo, g->load_hi, g->entry, n, hv_lo, hv_hi, mi->mem_upper, mods);
 	return NULL;
 clash:
 	return "guest image overlaps the hypervisor or its own module";
