@@ -24,11 +24,14 @@
  *     timer and divide configuration 0, DFR all ones, every LVT masked, SVR 0xFF,
  *     that is, software-disabled until the guest sets it up again);
  *   - the rest as the hardware checks it (vol. 2B WRMSR, 10.4.4, 10.12.5): #GP for
- *     reserved bits and for EN = 0 with EXTD = 1 (the invalid state); and, since
- *     the hypervisor's LAPIC cannot change, #GP for a new base address or a mode
- *     switch (xAPIC <-> x2APIC: CPUID shows x2APIC only when the hypervisor runs
- *     it, so a guest that asks for another mode asks for something the CPU it sees
- *     does not have).  The BSP flag is read-only.
+ *     reserved bits, for EN = 0 with EXTD = 1 (the invalid state) and for the
+ *     transitions figure 10-11 forbids (x2APIC -> xAPIC, disabled -> x2APIC);
+ *     since the hypervisor's LAPIC cannot change, #GP for a new base address and
+ *     for x2APIC under an xAPIC hypervisor (CPUID shows x2APIC only when the
+ *     hypervisor runs it).  Under an x2APIC hypervisor the way back from disabled
+ *     passes through xAPIC as figure 10-11 wants: kept virtual (the guest's xAPIC
+ *     page reaches nothing meanwhile) until EXTD is set again.  The BSP flag is
+ *     read-only.
  * While the guest's APIC is virtually disabled its MMIO page still reaches the real
  * LAPIC (a real disabled APIC would not answer there): only guests that touch an
  * APIC they disabled could tell.
@@ -59,9 +62,23 @@
 #define REG_TMR_DCR   0x3E0
 #define LVT_MASKED    (1u << 16)
 
-/* Per CPU: the guest disabled its APIC (EN = 0 as it sees it). */
-static volatile uint8_t guest_disabled[MAX_CPUS];
+/* Per CPU: the APIC's mode as the guest set it (0: not set yet, the real one). */
+enum { MODE_REAL, MODE_DISABLED, MODE_XAPIC, MODE_X2APIC };
+static volatile uint8_t guest_mode[MAX_CPUS];
 static uint64_t disables, enables; /* for the report */
+
+static unsigned mode_of(uint64_t v)
+{
+	if (!(v & APIC_BASE_EN))
+		return MODE_DISABLED;
+	return (v & APIC_BASE_EXTD) ? MODE_X2APIC : MODE_XAPIC;
+}
+
+static unsigned current_mode(uint64_t real)
+{
+	unsigned m = guest_mode[this_percpu()->index];
+	return m == MODE_REAL ? mode_of(real) : m;
+}
 
 static void reg_write(unsigned reg, uint32_t v)
 {
@@ -92,40 +109,58 @@ static void reset_guest_lapic(void)
 int apic_base_read(uint32_t msr, uint64_t *val)
 {
 	uint64_t real = rdmsr(msr);
-	*val =
-	    guest_disabled[this_percpu()->index] ? real & ~(APIC_BASE_EN | APIC_BASE_EXTD) : real;
+	unsigned m = current_mode(real);
+	*val = (real & ~(APIC_BASE_EN | APIC_BASE_EXTD)) |
+	       (m == MODE_X2APIC  ? APIC_BASE_EN | APIC_BASE_EXTD
+		: m == MODE_XAPIC ? APIC_BASE_EN
+				  : 0);
 	return 0;
+}
+
+/* The transitions of SDM vol. 3A 10.12.5 (figure 10-11): xAPIC -> x2APIC,
+ * xAPIC or x2APIC -> disabled, disabled -> xAPIC; anything else #GPs, as does the
+ * invalid EN = 0, EXTD = 1. */
+static int valid_transition(unsigned from, unsigned to)
+{
+	return from == to || (from == MODE_XAPIC && to == MODE_X2APIC) || to == MODE_DISABLED ||
+	       (from == MODE_DISABLED && to == MODE_XAPIC);
 }
 
 int apic_base_write(uint32_t msr, uint64_t val)
 {
 	uint64_t real = rdmsr(msr);
-	unsigned me = this_percpu()->index;
+	unsigned me = this_percpu()->index, hv = mode_of(real), from = current_mode(real);
 	if (val & APIC_BASE_RESERVED)
 		return -1;
 	if ((val & APIC_BASE_ADDR) != (real & APIC_BASE_ADDR))
 		return -1; /* the hypervisor's LAPIC does not move */
-	if (!(val & APIC_BASE_EN)) {
-		if (val & APIC_BASE_EXTD)
-			return -1; /* EN = 0, EXTD = 1: the invalid state (10.12.5) */
-		if (!guest_disabled[me])
-			__atomic_fetch_add(&disables, 1, __ATOMIC_RELAXED);
-		guest_disabled[me] = 1;
-		return 0;
-	}
-	if ((val ^ real) & APIC_BASE_EXTD)
-		return -1; /* another mode than the hypervisor's */
-	if (guest_disabled[me]) {
+	if (!(val & APIC_BASE_EN) && (val & APIC_BASE_EXTD))
+		return -1; /* EN = 0, EXTD = 1: the invalid state */
+	unsigned to = mode_of(val);
+	if (!valid_transition(from, to))
+		return -1;
+	/* x2APIC only where the hypervisor runs it (CPUID shows x2APIC only then);
+	 * xAPIC under an x2APIC hypervisor only on the way back from disabled (its
+	 * MMIO page reaches nothing meanwhile). */
+	if (to == MODE_X2APIC && hv != MODE_X2APIC)
+		return -1;
+	if (to == MODE_XAPIC && hv == MODE_X2APIC && from != MODE_DISABLED && from != MODE_XAPIC)
+		return -1;
+	if (to == MODE_DISABLED && from != MODE_DISABLED)
+		__atomic_fetch_add(&disables, 1, __ATOMIC_RELAXED);
+	if (to == hv && from != hv) {
+		/* Back in the hypervisor's mode after a disable: the registers as at
+		 * power-up (10.4.3, 10.12.5.1). */
 		reset_guest_lapic();
-		guest_disabled[me] = 0;
 		__atomic_fetch_add(&enables, 1, __ATOMIC_RELAXED);
 	}
+	guest_mode[me] = (uint8_t)(to == hv ? MODE_REAL : to);
 	return 0;
 }
 
 int apic_base_guest_disabled(void)
 {
-	return guest_disabled[this_percpu()->index];
+	return current_mode(rdmsr(MSR_APIC_BASE)) == MODE_DISABLED;
 }
 
 void apic_base_report(void)
