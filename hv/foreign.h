@@ -22,12 +22,16 @@ int apic_base_guest_disabled(void);
 void apic_base_report(void);
 
 /* guest_init.c: the guest's INIT to guest CPUs that run, emulated (Bochs 2.7
- * never consumes a real one).  guest_init_emulate(): from the exit that saw the
- * guest's ICR write (`icr_lo`, destination APIC ID); 1 when it took the INIT (the
- * caller does not send it), 0 when the INIT is to be sent as written.
+ * never consumes a real one), or absorbed when every target waits for its SIPI.
+ * guest_init_emulate(): from the exit that saw the guest's ICR write (`icr_lo`,
+ * destination APIC ID); 1 when it took the INIT (the caller does not send it), 0
+ * when the INIT is to be sent as written.
  * guest_init_take(): every exit, last, on the target. */
 int guest_init_emulate(uint32_t icr_lo, uint32_t dest_apic_id);
 void guest_init_take(void);
+/* The sender, after its exit's nmi_unmask(): the rounds that make the targets exit. */
+void guest_init_finish(void);
+void guest_init_report(void);
 
 /* guest_run.c: the guest ended through the debug-exit port with `code`. */
 void guest_run_exit_code(uint32_t code);

@@ -158,6 +158,7 @@ static uint64_t report_exits(void)
 	kprintf("vmx: helper jobs: nmis_sent=%lu nmis_lost=%lu quiesce_rounds=%lu\n",
 		jobs.nmis_sent, jobs.nmis_lost, jobs.rounds);
 	apic_base_report();
+	guest_init_report();
 	return total;
 }
 

@@ -218,4 +218,5 @@ void vmx_exit_handler(struct guest_regs *r)
 		guest_leave_idle(); /* another CPU ends the run: leave the guest for good */
 	nmi_unmask();
 	run_owed_rounds(v);
+	guest_init_finish(); /* an INIT this CPU's guest sent to running CPUs (guest_init.c) */
 }
