@@ -18,6 +18,9 @@
  *                re-enable: the APIC models of QEMU TCG and Bochs 2.7 never
  *                re-enable, unlike real CPUs)
  *   smp-start    `smp=N`: INIT to all other CPUs, then one SIPI: N come online
+ *   smp-restart  then the same again, to CPUs that run: all N come back
+ * The LAPIC in x2APIC mode where CPUID offers it (kvm-unit-tests do the same),
+ * else (or with `xapic` on the command line) xAPIC.
  *
  * Output on COM1, one line per check (`GUEST: PASS name 1/1`, `GUEST: FAIL name: why`,
  * `GUEST: SKIP name: why`), `GUEST: DONE passed=N failed=M`, then the exit code
@@ -44,6 +47,8 @@
 #define MSR_GS_BASE     0xC0000101u
 #define MSR_TSC_AUX     0xC0000103u
 #define APIC_EN         (1u << 11)
+#define APIC_EXTD       (1u << 10)
+#define MSR_X2APIC      0x800u
 #define CR0_NE          (1u << 5)
 #define MB_INFO_MEM     (1u << 0)
 #define MB_INFO_CMDLINE (1u << 2)
@@ -102,13 +107,29 @@ static inline void cpuid(uint32_t leaf, uint32_t *a, uint32_t *b, uint32_t *c, u
 {
 	__asm__ __volatile__("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0));
 }
-static inline uint32_t apic_read(unsigned reg)
+
+/* The local APIC: x2APIC (MSRs) where CPUID offers it, as kvm-unit-tests do; else
+ * xAPIC (MMIO).  `xapic` on the command line keeps xAPIC. */
+static int x2apic;
+
+static uint32_t apic_read(unsigned reg)
 {
+	if (x2apic)
+		return (uint32_t)rdmsr(MSR_X2APIC + reg / 16);
 	return *(volatile uint32_t *)(LAPIC + reg);
 }
-static inline void apic_write(unsigned reg, uint32_t v)
+
+static void apic_write(unsigned reg, uint32_t v)
 {
-	*(volatile uint32_t *)(LAPIC + reg) = v;
+	if (x2apic)
+		wrmsr(MSR_X2APIC + reg / 16, v);
+	else
+		*(volatile uint32_t *)(LAPIC + reg) = v;
+}
+
+static uint32_t apic_id(void)
+{
+	return x2apic ? apic_read(LAPIC_ID) : apic_read(LAPIC_ID) >> 24;
 }
 
 static void putc_(char c)
@@ -230,6 +251,10 @@ static void spin(unsigned n)
 
 static void send_ipi(uint32_t dest, uint32_t lo)
 {
+	if (x2apic) { /* one 64-bit write, no delivery status (10.12.9) */
+		wrmsr(MSR_X2APIC + LAPIC_ICR_LO / 16, (uint64_t)dest << 32 | lo);
+		return;
+	}
 	apic_write(LAPIC_ICR_HI, dest << 24);
 	apic_write(LAPIC_ICR_LO, lo);
 	for (unsigned i = 0; i < SPINS && (apic_read(LAPIC_ICR_LO) & ICR_BUSY); i++)
@@ -323,13 +348,16 @@ static void check_rdtscp(void)
 static void check_apic_reset(void)
 {
 	uint64_t base = rdmsr(MSR_APIC_BASE);
-	wrmsr(MSR_APIC_BASE, base & ~(uint64_t)APIC_EN);
+	wrmsr(MSR_APIC_BASE, base & ~(uint64_t)(APIC_EN | APIC_EXTD));
 	int off = !(rdmsr(MSR_APIC_BASE) & APIC_EN);
-	wrmsr(MSR_APIC_BASE, base | APIC_EN);
+	/* disabled -> xAPIC (-> x2APIC): the only way back (SDM vol. 3A 10.12.5) */
+	wrmsr(MSR_APIC_BASE, (base & ~(uint64_t)APIC_EXTD) | APIC_EN);
+	if (x2apic)
+		wrmsr(MSR_APIC_BASE, base | APIC_EN | APIC_EXTD);
 	int on = (rdmsr(MSR_APIC_BASE) & APIC_EN) != 0;
 	apic_write(LAPIC_SVR, 0x1FF); /* software enable, spurious vector 0xFF */
 	uint32_t before = nmi_count;
-	send_ipi(apic_read(LAPIC_ID) >> 24, ICR_NMI);
+	send_ipi(apic_id(), ICR_NMI);
 	for (unsigned i = 0; i < SPINS && nmi_count == before; i++)
 		;
 	say("GUEST: apic-reset: EN read %u after the disable, %u after the re-enable; version %x\n",
@@ -359,6 +387,18 @@ static void check_smp(uint32_t aps)
 		;
 	say("GUEST: smp-start: %u of %u APs online after INIT and one SIPI\n", aps_online, aps);
 	check("smp-start", aps_online == aps, "not every AP came online");
+	if (aps_online != aps)
+		return;
+	/* Again, to CPUs that run now: INIT resets them to wait-for-SIPI, one SIPI
+	 * starts them again (they count in a second time). */
+	send_ipi(0, ICR_INIT_OTHERS);
+	spin(100000);
+	send_ipi(0, ICR_SIPI_OTHERS | (AP_TRAMP_PA >> 12));
+	for (unsigned i = 0; i < SPINS * 4 && aps_online < 2 * aps; i++)
+		;
+	say("GUEST: smp-restart: %u of %u APs back after INIT and one SIPI\n", aps_online - aps,
+	    aps);
+	check("smp-restart", aps_online == 2 * aps, "not every AP came back");
 }
 
 void main(uint32_t magic, const struct mb_info *mi);
@@ -368,7 +408,13 @@ void main(uint32_t magic, const struct mb_info *mi)
 			      ? (const char *)mi->cmdline
 			      : "";
 	exit_port = (uint16_t)number(word(cmd, "exit_port=", 10), 0xf4);
-	say("GUEST: guest2 up, command line \"%s\"\n", cmd);
+	uint32_t a, b, c, d;
+	cpuid(1, &a, &b, &c, &d);
+	if ((c & (1u << 21)) && !word(cmd, "xapic", 5)) {
+		wrmsr(MSR_APIC_BASE, rdmsr(MSR_APIC_BASE) | APIC_EN | APIC_EXTD);
+		x2apic = 1;
+	}
+	say("GUEST: guest2 up, command line \"%s\", %s mode\n", cmd, x2apic ? "x2APIC" : "xAPIC");
 	setup_idt();
 	if (magic != 0x2BADB002u) {
 		check("multiboot", 0, "not entered by a multiboot loader");
