@@ -16,8 +16,11 @@
  *                                                           disable/re-enable
  *                                                           virtualized; #GP for a new
  *                                                           base or mode
- *   0x79 IA32_BIOS_UPDT_TRIG     passes through             #GP (no microcode update
- *                                                           under the hypervisor)
+ *   0x79 IA32_BIOS_UPDT_TRIG     passes through             ignored: no microcode update
+ *                                                           under the hypervisor (the
+ *                                                           guest reads the revision
+ *                                                           unchanged, as after an
+ *                                                           update the CPU refused)
  *   0x10 IA32_TSC                passes through             ignored (the hypervisor's
  *                                                           clock is this TSC)
  *   0x3B IA32_TSC_ADJUST         the guest's value          kept, not written (idem)
@@ -110,7 +113,7 @@ static int feature_control_read(uint32_t msr, uint64_t *val)
 static uint64_t tsc_adjust[MAX_CPUS];
 static uint8_t tsc_adjust_written[MAX_CPUS];
 
-static int tsc_write(uint32_t msr, uint64_t val)
+static int ignore_write(uint32_t msr, uint64_t val)
 {
 	(void)msr;
 	(void)val;
@@ -233,8 +236,8 @@ uint64_t msr_bitmap_init(void)
 		msr_register(MSR_VMX_FIRST, MSR_VMX_LAST, gp_read, gp_write);
 		msr_register(MSR_SMM_MONITOR_CTL, MSR_SMM_MONITOR_CTL, gp_read, gp_write);
 		msr_register(MSR_APIC_BASE, MSR_APIC_BASE, apic_base_read, apic_base_write);
-		msr_register(MSR_BIOS_UPDT_TRIG, MSR_BIOS_UPDT_TRIG, 0, gp_write);
-		msr_register(MSR_TSC, MSR_TSC, 0, tsc_write);
+		msr_register(MSR_BIOS_UPDT_TRIG, MSR_BIOS_UPDT_TRIG, 0, ignore_write);
+		msr_register(MSR_TSC, MSR_TSC, 0, ignore_write);
 		msr_register(MSR_TSC_ADJUST, MSR_TSC_ADJUST, tsc_adjust_read, tsc_adjust_write);
 		msr_register(MSR_RTIT_OUT_FIRST, MSR_RTIT_OUT_LAST, gp_read, gp_write);
 		msr_register(MSR_RTIT_CTL_FIRST, MSR_RTIT_CTL_LAST, gp_read, gp_write);
