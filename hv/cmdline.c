@@ -92,6 +92,17 @@ uint64_t cmdline_u64(const char *key, uint64_t def)
 	if (!v || *v < '0' || *v > '9')
 		return def;
 	uint64_t n = 0;
+	if (v[0] == '0' && (v[1] == 'x' || v[1] == 'X')) { /* hexadecimal: 0xf4 */
+		for (v += 2;; v++) {
+			unsigned d = (*v >= '0' && *v <= '9')   ? (unsigned)(*v - '0')
+				     : (*v >= 'a' && *v <= 'f') ? (unsigned)(*v - 'a' + 10)
+				     : (*v >= 'A' && *v <= 'F') ? (unsigned)(*v - 'A' + 10)
+								: 16;
+			if (d == 16)
+				return n;
+			n = n * 16 + d;
+		}
+	}
 	while (*v >= '0' && *v <= '9')
 		n = n * 10 + (uint64_t)(*v++ - '0');
 	return n;

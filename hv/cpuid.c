@@ -10,9 +10,13 @@
  *     OSXSAVE (bit 27) = the guest's CR4.OSXSAVE (the host's CR4 is not the
  *     guest's: vol. 2A CPUID, "OSXSAVE"), x2APIC (bit 21) hidden unless the
  *     hypervisor's LAPIC is in x2APIC mode (msr.c keeps the mode fixed);
+ *   - leaf 1 EDX APIC (bit 9) clear while the guest has globally disabled its
+ *     APIC (apic_base.c; vol. 3A 10.4.3: "the CPUID feature flag for the APIC is
+ *     also set to 0");
  *   - leaf 7 EBX INVPCID (bit 10) hidden unless "enable INVPCID" is on (without
  *     it INVPCID is #UD in VMX non-root operation, vol. 3C 25.3), ECX OSPKE (bit
- *     4) = the guest's CR4.PKE;
+ *     4) = the guest's CR4.PKE; EBX Intel PT (bit 25) hidden: its MSRs #GP
+ *     (msr.c: trace output would record the hypervisor's own execution);
  *   - leaf 0xD sub-leaf 1 EAX XSAVES (bit 3) hidden unless "enable
  *     XSAVES/XRSTORS" is on (else #UD, 25.3);
  *   - leaf 0x80000001 EDX RDTSCP (bit 27) hidden unless "enable RDTSCP" is on
@@ -24,13 +28,16 @@
  *     project's `ips=50000000`), so a kernel that believes CPUID waits 70 times
  *     too long for each timer (docs/emulator-deviations.md).
  */
+#include "foreign.h"
 #include "hv.h"
 #include "hypercall.h"
 #include "x86.h"
 
 #define CPUID1_ECX_X2APIC  (1u << 21)
 #define CPUID1_ECX_OSXSAVE (1u << 27)
+#define CPUID1_EDX_APIC    (1u << 9)
 #define CPUID7_EBX_INVPCID (1u << 10)
+#define CPUID7_EBX_PT      (1u << 25)
 #define CPUID7_ECX_OSPKE   (1u << 4)
 #define CPUIDD1_EAX_XSAVES (1u << 3)
 #define EXT1_EDX_RDTSCP    (1u << 27)
@@ -77,9 +84,12 @@ void exit_cpuid(struct vmexit *x)
 			set_bit(&c, CPUID1_ECX_OSXSAVE, (cr4 & CR4_OSXSAVE) != 0);
 			if (!lapic_x2apic())
 				c &= ~CPUID1_ECX_X2APIC;
+			if (apic_base_guest_disabled())
+				d &= ~CPUID1_EDX_APIC;
 		} else if (leaf == 7 && sub == 0) {
 			if (!(proc2 & PROC2_INVPCID))
 				b &= ~CPUID7_EBX_INVPCID;
+			b &= ~CPUID7_EBX_PT;
 			set_bit(&c, CPUID7_ECX_OSPKE, (cr4 & CR4_PKE) != 0);
 		} else if (leaf == 0xD && sub == 1) {
 			if (!(proc2 & PROC2_XSAVES))

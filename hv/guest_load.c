@@ -168,18 +168,71 @@ static unsigned guest_map(struct region *m, uint64_t hv_lo, uint64_t hv_hi)
 	return n;
 }
 
-/* The map in multiboot v1 form; *upper_kb: RAM contiguous from 1 MiB (mem_upper),
- * which the hypervisor's hole ends at once. */
-static unsigned mb1_map(struct mb1_mmap *out, const struct region *m, unsigned n,
-			uint32_t *upper_kb)
+/* The map in multiboot v1 form. */
+static void mb1_map(struct mb1_mmap *out, const struct region *m, unsigned n)
 {
-	*upper_kb = 0;
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned i = 0; i < n; i++)
 		out[i] = (struct mb1_mmap){sizeof out[i] - 4, m[i].base, m[i].len, m[i].type};
-		if (m[i].type == E820_RAM && m[i].base <= 0x100000 &&
-		    m[i].base + m[i].len > 0x100000)
-			*upper_kb = (uint32_t)((m[i].base + m[i].len - 0x100000) >> 10);
+}
+
+/* ---- What a loader gives a kernel written for QEMU (issue 11) -------------------- */
+#define MOD_STRING_MAX 127u
+
+struct mb1_mod {
+	uint32_t start, end, string, reserved;
+};
+
+/* mem_upper as a loader reports it (multiboot spec, 3.3 "Boot information
+ * format": KiB of upper memory from 1 MiB to the first hole): from the firmware's
+ * map, where the RAM at 1 MiB ends.  The hypervisor's image inside it is reserved
+ * in the guest's map and out of its EPT, as a loader's own memory and modules
+ * are, not a hole: a kernel whose allocator runs from its own end to mem_upper
+ * (one linked at 4 MiB, above the hypervisor) finds the memory it expects. */
+static uint32_t firmware_upper_kb(void)
+{
+	for (unsigned i = 0; i < host_map_n; i++) {
+		const struct region *r = &host_map[i];
+		if (r->type == E820_RAM && r->base <= 0x100000 && r->base + r->len > 0x100000) {
+			uint64_t kb = (r->base + r->len - 0x100000) >> 10;
+			return kb > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)kb;
+		}
 	}
+	return 0;
+}
+
+/* Append the following modules' list and strings at `at` (in the information's
+ * page, below `limit`); returns how many, 0 when none or no room. */
+static uint32_t list_modules(char *at, const char *limit, uint32_t *mods_addr, uint64_t img_lo,
+			     uint64_t img_hi, const char **why)
+{
+	/* The boot modules after the guest's own (its environment, an initrd), in
+	 * order: the multiboot information lists them for the guest (flag bit 3). */
+	const struct guest_module *m = modules + 1;
+	unsigned n = modules_n - 1;
+	at = (char *)(((uintptr_t)at + 15) & ~(uintptr_t)15);
+	struct mb1_mod *mods = (struct mb1_mod *)at;
+	char *s = (char *)(mods + n);
+	*why = NULL;
+	for (unsigned k = 0; k < n; k++) {
+		if (overlaps(img_lo, img_hi, m[k].lo, m[k].hi) || m[k].hi > 0xFFFFFFFFull) {
+			*why = "a boot module overlaps the guest's image or lies above 4 GiB";
+			return 0;
+		}
+		if (s + MOD_STRING_MAX + 1 > limit) {
+			*why = "too many boot modules for the multiboot information page";
+			return 0;
+		}
+		mods[k] = (struct mb1_mod){(uint32_t)m[k].lo, (uint32_t)m[k].hi,
+					   (uint32_t)(uintptr_t)s, 0};
+		unsigned i = 0;
+		for (; m[k].string[i] && i < MOD_STRING_MAX; i++)
+			s[i] = m[k].string[i];
+		s[i] = 0;
+		s += i + 1;
+		kprintf("vmx: guest module %u \"%s\" [0x%lx, 0x%lx)\n", k + 1, m[k].string, m[k].lo,
+			m[k].hi);
+	}
+	*mods_addr = (uint32_t)(uintptr_t)mods;
 	return n;
 }
 
@@ -240,26 +293,33 @@ const char *guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 	/* Multiboot information: [info][map][command line] in one low page. */
 	struct mb1_info *mi = phys_ptr(GUEST_MBI_PA);
 	struct mb1_mmap *mmap = (struct mb1_mmap *)(mi + 1);
-	uint32_t upper_kb;
-	mb1_map(mmap, map, n, &upper_kb);
+	mb1_map(mmap, map, n);
 	char *cmd = (char *)(mmap + n);
 	unsigned i = 0;
 	for (; name[i] && i < 255; i++)
 		cmd[i] = name[i];
 	cmd[i] = 0;
+	uint32_t mods_addr = 0;
+	uint32_t mods = list_modules(cmd + i + 1, (const char *)mi + 4096, &mods_addr, g->load_lo,
+				     g->load_hi, &why);
+	if (why)
+		return why;
 	*mi = (struct mb1_info){
-	    .flags = MB1_INFO_MEM | MB1_INFO_CMDLINE | (n ? MB1_INFO_MMAP : 0),
+	    .flags = MB1_INFO_MEM | MB1_INFO_CMDLINE | (n ? MB1_INFO_MMAP : 0) |
+		     (mods ? MB1_INFO_MODS : 0),
 	    .mem_lower = 639,
-	    .mem_upper = upper_kb,
+	    .mem_upper = firmware_upper_kb(),
 	    .cmdline = (uint32_t)(uintptr_t)cmd,
+	    .mods_count = mods,
+	    .mods_addr = mods_addr,
 	    .mmap_length = n * (uint32_t)sizeof *mmap,
 	    .mmap_addr = (uint32_t)(uintptr_t)mmap,
 	};
 	g->mbi = GUEST_MBI_PA;
 	g->name = cmd;
 	kprintf("vmx: guest \"%s\": image [0x%x, 0x%x) entry 0x%x, %u memory-map entries, "
-		"hypervisor [0x%lx, 0x%lx) reserved\n",
-		cmd, g->load_lo, g->load_hi, g->entry, n, hv_lo, hv_hi);
+		"hypervisor [0x%lx, 0x%lx) reserved, mem_upper %u KiB, %u module(s)\n",
+		cmd, g->load_lo, g->load_hi, g->entry, n, hv_lo, hv_hi, mi->mem_upper, mods);
 	return NULL;
 clash:
 	return "guest image overlaps the hypervisor or its own module";

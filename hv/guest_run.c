@@ -6,6 +6,7 @@
  * the exit counts and the NMI core's books, checks them (books.c), judges the run
  * against `guest_expect=` and ends it with one RESULT line.
  */
+#include "foreign.h"
 #include "hv.h"
 #include "nmi_platform.h"
 #include "x86.h"
@@ -18,6 +19,8 @@ static struct {
 	uint32_t passed, failed, nmis; /* what it reported */
 	int ept_violation; /* stopped by an EPT violation ... */
 	uint64_t ept_gpa; /* ... at this guest-physical address */
+	int exited; /* wrote its exit code to the debug-exit port (debug_exit.c) ... */
+	uint32_t exit_code; /* ... this one */
 } outcome;
 
 /* The run is ending: every other guest CPU detaches at its next exit. */
@@ -38,15 +41,25 @@ void guest_run_ept_violation(uint64_t gpa)
 	outcome.ept_gpa = gpa;
 }
 
+void guest_run_exit_code(uint32_t code)
+{
+	outcome.exited = 1;
+	outcome.exit_code = code;
+}
+
 int guest_run_stopping(void)
 {
 	return __atomic_load_n(&stopping, __ATOMIC_ACQUIRE) != 0;
 }
 
 /* guest_expect=done (default): the guest called HC_DONE with failed == 0, and every
- * NMI it counted came through an injection by the core. */
+ * NMI it counted came through an injection by the core; or a guest written for
+ * QEMU ended through the debug-exit port with the exit code `guest_exit_code=`
+ * (default 0) expects. */
 static int judge_done(void)
 {
+	if (outcome.exited)
+		return outcome.exit_code == cmdline_u64("guest_exit_code", 0);
 	if (outcome.done)
 		books_check(outcome.nmis == percpu[0].nmi.guest_injected,
 			    "guest-counted NMIs == guest_injected", 0, outcome.nmis,
@@ -145,6 +158,8 @@ static uint64_t report_exits(void)
 	kprintf("vmx: helper jobs: nmis_sent=%lu nmis_lost=%lu quiesce_rounds=%lu\n",
 		jobs.nmis_sent, jobs.nmis_lost, jobs.rounds);
 	lapic_guard_report();
+	apic_base_report();
+	guest_init_report();
 	return total;
 }
 
@@ -176,13 +191,19 @@ _Noreturn void guest_run_finish(const char *why)
 	int (*judge)(void) = find_judge();
 	int ok = judge && judge();
 	if (!ok || books_failures) {
-		kprintf("RESULT: FAIL vmx-guest: %s (guest passed=%u failed=%u, %d check(s))\n",
-			why, outcome.passed, outcome.failed, books_failures);
+		kprintf("RESULT: FAIL vmx-guest: %s", why);
+		if (outcome.exited)
+			kprintf(" %u", outcome.exit_code);
+		kprintf(" (guest passed=%u failed=%u, %d check(s))\n", outcome.passed,
+			outcome.failed, books_failures);
 		hv_exit(1);
 	}
 	kprintf("RESULT: PASS vmx-guest cpus=%u guest_cpus=%u guest passed=%u failed=%u nmis=%u "
-		"injected=%lu exits=%lu\n",
+		"injected=%lu exits=%lu",
 		ncpus, guest_cpus, outcome.passed, outcome.failed, outcome.nmis,
 		percpu[0].nmi.guest_injected, exits);
+	if (outcome.exited)
+		kprintf(" guest exit code %u", outcome.exit_code);
+	kprintf("\n");
 	hv_exit(0);
 }

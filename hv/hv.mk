@@ -7,7 +7,8 @@ HV_C_SRCS := main.c books.c nmi_books.c console.c cpu.c time.c lapic.c acpi.c sm
 	platform_hv.c workload.c vmx_root.c vmcs.c vmexit.c inject.c cpuid.c msr.c cr.c io.c \
 	insn_exits.c guest_mem.c hypercall.c guest_stop.c \
 	vmx_guest.c guest_run.c guest_jobs.c ept.c guest_load.c linux_boot.c lapic_guard.c \
-	insn_decode.c guest_console.c testport.c watchdog.c vmx_exp.c
+	insn_decode.c guest_console.c testport.c watchdog.c vmx_exp.c debug_exit.c apic_base.c \
+	guest_init.c
 HV_S_SRCS := boot.S trampoline.S entry.S vmx_entry.S vmx_exp_guest.S
 HV_OBJS := $(addprefix $(B)/hv/,$(HV_C_SRCS:.c=.o) $(HV_S_SRCS:.S=.o))
 HV_LDFLAGS := -nostdlib -static -no-pie -z max-page-size=0x1000 \
@@ -21,9 +22,13 @@ SMP ?= 2
 # the guest kernel passed as the boot module and its command line (docs/vmx.md).
 GUEST ?=
 GUEST_ARGS ?=
-# Region for `make trace`: nmi (one NMI's journey), mask-nmi-unmask, or guest-nmi
-# (one guest NMI under VMX: exit, core, window exit, injection, guest handler).
+# More boot modules after the guest (its environment: MODULES=tests/guest2/guest2.env).
+MODULES ?=
+# Region for `make trace`: nmi (one NMI's journey), mask-nmi-unmask, guest-nmi
+# (one guest NMI under VMX: exit, core, window exit, injection, guest handler), or
+# vmx-exp (experiment EXP of the VMX NMI catalogue, docs/emulator-deviations.md).
 TRACE ?= nmi
+EXP ?=
 
 $(B)/hv/%.o: hv/%.c
 	@mkdir -p $(@D)
@@ -61,19 +66,20 @@ qemu: $(B)/hv.elf
 	python3 -m qemu.run --kernel $< --cmdline "$(CMDLINE)" --smp $(SMP) --interactive \
 		$(if $(GDB),--gdb)
 
-test-qemu: $(B)/hv.elf $(B)/guest.elf
-	python3 -m tests.system.run --emulator qemu --kernel $< --guest $(B)/guest.elf --workdir $(B)/qemu-test
+test-qemu: $(B)/hv.elf $(B)/guest.elf $(B)/guest2.elf
+	python3 -m tests.system.run --emulator qemu --kernel $< --guest $(B)/guest.elf --guest2 $(B)/guest2.elf --workdir $(B)/qemu-test
 
-bochs: $(B)/hv.elf $(B)/guest.elf
+bochs: $(B)/hv.elf $(B)/guest.elf $(B)/guest2.elf
 	python3 -m scripts.bochs --kernel $< --cmdline "$(CMDLINE)" --cpus $(SMP) \
-		--workdir $(B)/bochs $(if $(GUEST),--module $(GUEST) --module-args "$(GUEST_ARGS)")
+		--workdir $(B)/bochs $(if $(GUEST),--module $(GUEST) --module-args "$(GUEST_ARGS)") \
+		$(if $(MODULES),--more-modules $(MODULES))
 
-test-bochs: $(B)/hv.elf $(B)/guest.elf
-	python3 -m tests.system.run --emulator bochs --kernel $< --guest $(B)/guest.elf --workdir $(B)/bochs-test
+test-bochs: $(B)/hv.elf $(B)/guest.elf $(B)/guest2.elf
+	python3 -m tests.system.run --emulator bochs --kernel $< --guest $(B)/guest.elf --guest2 $(B)/guest2.elf --workdir $(B)/bochs-test
 
 trace: $(B)/hv.elf $(B)/hv.sym $(B)/guest.elf
 	python3 -m scripts.bochs_trace --kernel $< --symbols $(B)/hv.sym --region $(TRACE) \
-		--guest $(B)/guest.elf --workdir $(B)/trace
+		--guest $(B)/guest.elf --workdir $(B)/trace $(if $(EXP),--exp $(EXP))
 
 # The seed's experiment: how long the racy-counter core survives an NMI flood
 # (QEMU: QMP inject-nmi on 1 CPU; Bochs: an IPI storm on 2).
@@ -84,3 +90,4 @@ bench-hv:
 	python3 -m scripts.seed_experiment --kernel $(HV_RACY) --emulator qemu
 	python3 -m scripts.seed_experiment --kernel $(HV_RACY) --emulator bochs --runs 5
 include tests/guest/guest.mk
+include tests/guest2/guest2.mk

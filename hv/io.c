@@ -12,6 +12,7 @@
  * instructions (INS/OUTS) and ports intercepted without a handler are reported
  * and stop the guest: never a silently wrong answer.
  */
+#include "foreign.h"
 #include "hv.h"
 #include "x86.h"
 
@@ -54,6 +55,7 @@ void io_register(uint16_t port, unsigned count, io_handler *fn)
 
 void io_setup_vmcs(void)
 {
+	debug_exit_setup(); /* the guest's isa-debug-exit, once (debug_exit.c) */
 	vmx_write(VMCS_IO_BITMAP_A, (uint64_t)bitmap_a);
 	vmx_write(VMCS_IO_BITMAP_B, (uint64_t)bitmap_b);
 }

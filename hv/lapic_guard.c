@@ -8,16 +8,12 @@
  * exit for it at every later VM entry and never run the guest again.  Linux
  * starts each AP with INIT, INIT de-assert, SIPI, SIPI, and every guest AP here
  * already waits for its SIPI (it is entered in the wait-for-SIPI activity
- * state).  So the hypervisor absorbs:
- *   - an INIT de-assert (level-triggered INIT with level 0): no-op on every CPU
- *     since the Pentium 4 (SDM vol. 3, "Interrupt Command Register", delivery
- *     mode 101 with level de-assert);
- *   - an INIT to guest CPUs that all wait for their SIPI: on a real CPU it would
- *     cause an INIT VM exit whose handling (vmexit: INIT) puts the CPU back into
- *     wait-for-SIPI, where it already is (SDM vol. 3, "INIT signals" under
- *     VM exits unconditionally caused).
- * Every other ICR write is sent as written.  On real CPUs the result is the
- * same as with a pass-through ICR; under Bochs, SMP guests start.
+ * state).  So every ICR write the guest makes goes through guest_init.c first,
+ * which absorbs an INIT de-assert (a no-op since the Pentium 4) and an INIT to
+ * CPUs that all wait for their SIPI (their INIT exit would leave them where they
+ * are), and emulates an INIT to CPUs that run; every other ICR write is sent as
+ * written.  On real CPUs the result is the same as with a pass-through ICR;
+ * under Bochs, SMP guests start.
  *
  * Mechanism: xAPIC mode - the APIC page is mapped read-only in the EPT, so reads
  * go to the LAPIC and each write is an EPT violation; the hypervisor decodes the
@@ -25,21 +21,16 @@
  * above) and skips the instruction.  x2APIC mode - the MSR bitmap intercepts
  * writes to the ICR MSR (0x830) alone.
  */
+#include "foreign.h"
 #include "hv.h"
 #include "insn_decode.h"
 #include "x86.h"
 
-#define APIC_PAGE        0xFEE00000ull
-#define REG_ICR_LO       0x300u
-#define REG_ICR_HI       0x310u
-#define ICR_MODE(v)      (((v) >> 8) & 7u)
-#define ICR_LOGICAL      (1u << 11)
-#define ICR_ASSERT       (1u << 14)
-#define ICR_LEVEL        (1u << 15)
-#define ICR_SHORTHAND(v) (((v) >> 18) & 3u)
-#define MODE_INIT        5u
-#define CS_AR_L          (1u << 13) /* the code segment is 64-bit */
-#define INSN_MAX         15u
+#define APIC_PAGE  0xFEE00000ull
+#define REG_ICR_LO 0x300u
+#define REG_ICR_HI 0x310u
+#define CS_AR_L    (1u << 13) /* the code segment is 64-bit */
+#define INSN_MAX   15u
 
 const char *lapic_guard_setup(void)
 {
@@ -49,45 +40,13 @@ const char *lapic_guard_setup(void)
 	return NULL;
 }
 
-/* The CPU index of APIC ID `id`, or -1. */
-static int cpu_of_apic(uint32_t id)
-{
-	for (unsigned i = 0; i < ncpus; i++)
-		if (percpu[i].apic_id == id)
-			return (int)i;
-	return -1;
-}
-
-/* Does an INIT with this ICR reach only guest CPUs waiting for their SIPI? */
-static int init_reaches_only_waiting_cpus(uint32_t lo, uint32_t dest, unsigned me)
-{
-	switch (ICR_SHORTHAND(lo)) {
-	case 0: {
-		if (lo & ICR_LOGICAL)
-			return 0; /* a logical destination: send it as written */
-		int cpu = cpu_of_apic(dest);
-		return cpu >= 0 && percpu[cpu].vmx.waiting_for_sipi;
-	}
-	case 3: /* all excluding self */
-		for (unsigned i = 0; i < ncpus; i++)
-			if (i != me && !percpu[i].vmx.waiting_for_sipi)
-				return 0;
-		return 1;
-	default: return 0; /* self, or all including self: this CPU runs */
-	}
-}
-
-/* The guest wrote `lo` to ICR low: the IPI leaves now, unless absorbed. */
+/* The guest wrote `lo` to ICR low: the IPI leaves now, unless guest_init.c takes
+ * it (an INIT that must not reach a CPU in VMX non-root operation under Bochs). */
 static void icr_write(uint32_t lo, uint32_t dest)
 {
-	struct percpu *p = this_percpu();
-	struct vmx_cpu *v = &p->vmx;
-	if (ICR_MODE(lo) == MODE_INIT && (lo & ICR_LEVEL) && !(lo & ICR_ASSERT)) {
-		v->apic.deasserts_absorbed++;
-		return;
-	}
-	if (ICR_MODE(lo) == MODE_INIT && init_reaches_only_waiting_cpus(lo, dest, p->index)) {
-		v->apic.inits_absorbed++;
+	struct vmx_cpu *v = &this_percpu()->vmx;
+	if (guest_init_emulate(lo, dest)) {
+		v->apic.inits_taken++;
 		return;
 	}
 	lapic_send_ipi(dest, lo);
@@ -148,15 +107,14 @@ int lapic_guard_ept_violation(struct guest_regs *r, uint64_t gpa, uint64_t qual,
 
 void lapic_guard_report(void)
 {
-	uint64_t w = 0, i = 0, d = 0, s = 0;
+	uint64_t w = 0, i = 0, s = 0;
 	for (unsigned k = 0; k < ncpus; k++) {
 		const struct vmx_cpu *v = &percpu[k].vmx;
 		w += v->apic.writes;
-		i += v->apic.inits_absorbed;
-		d += v->apic.deasserts_absorbed;
+		i += v->apic.inits_taken;
 		s += v->apic.ipis_sent;
 	}
-	kprintf("vmx: guest LAPIC writes %lu (ICR: IPIs sent %lu, INITs absorbed %lu, INIT "
-		"de-asserts absorbed %lu)\n",
-		w, s, i, d);
+	kprintf("vmx: guest LAPIC writes %lu (ICR: IPIs sent %lu, INITs kept from the CPU "
+		"%lu)\n",
+		w, s, i);
 }

@@ -10,12 +10,23 @@
  *
  *   MSR                          read                       write
  *   0x3A IA32_FEATURE_CONTROL    lock bit set, VMX off      #GP (a locked MSR)
- *   0x480-0x491 IA32_VMX_*       #GP                        #GP (a CPU without VMX)
+ *   0x480-0x493 IA32_VMX_*       #GP                        #GP (a CPU without VMX)
  *   0x9B IA32_SMM_MONITOR_CTL    #GP                        #GP (idem)
- *   0x1B IA32_APIC_BASE          passes through             emulated: #GP for a change
- *                                                           of base, enable or x2APIC
- *                                                           mode (the hypervisor's
- *                                                           LAPIC); else written
+ *   0x1B IA32_APIC_BASE          EN as the guest set it     apic_base.c: a global
+ *                                                           disable/re-enable
+ *                                                           virtualized; #GP for a new
+ *                                                           base or mode
+ *   0x79 IA32_BIOS_UPDT_TRIG     passes through             ignored: no microcode update
+ *                                                           under the hypervisor (the
+ *                                                           guest reads the revision
+ *                                                           unchanged, as after an
+ *                                                           update the CPU refused)
+ *   0x10 IA32_TSC                passes through             ignored (the hypervisor's
+ *                                                           clock is this TSC)
+ *   0x3B IA32_TSC_ADJUST         the guest's value          kept, not written (idem)
+ *   0x560-0x561, 0x570-0x572,    #GP                        #GP (Intel PT would trace
+ *   0x580-0x587 Intel PT                                    the hypervisor; CPUID
+ *                                                           hides PT)
  *   0xC0000080 IA32_EFER         passes through (the VMCS   emulated into the guest
  *                                loads and saves it)        EFER field
  *   0x830 x2APIC ICR             passes through             apic_icr_write()
@@ -23,12 +34,22 @@
  * The bitmap is one for all guest CPUs; msr_intercept() and msr_register() change
  * it before the guest starts.
  */
+#include "foreign.h"
 #include "hv.h"
 #include "x86.h"
 
 #define MSR_SMM_MONITOR_CTL 0x09Bu
 #define MSR_VMX_FIRST       MSR_VMX_BASIC
-#define MSR_VMX_LAST        MSR_VMX_VMFUNC
+#define MSR_VMX_LAST        0x493u /* IA32_VMX_EXIT_CTLS2 (0x492: PROCBASED_CTLS3) */
+#define MSR_TSC             0x010u
+#define MSR_TSC_ADJUST      0x03Bu
+#define MSR_BIOS_UPDT_TRIG  0x079u
+#define MSR_RTIT_OUT_FIRST  0x560u /* Intel PT: output base, mask */
+#define MSR_RTIT_OUT_LAST   0x561u
+#define MSR_RTIT_CTL_FIRST  0x570u /* control, status, CR3 match */
+#define MSR_RTIT_CTL_LAST   0x572u
+#define MSR_RTIT_ADDR_FIRST 0x580u /* address ranges 0-3, A and B */
+#define MSR_RTIT_ADDR_LAST  0x587u
 #define LOW_LAST            0x00001FFFu
 #define HIGH_FIRST          0xC0000000u
 #define HIGH_LAST           0xC0001FFFu
@@ -37,11 +58,7 @@
 #define FC_SENTER_BITS (0x7Full << 8) /* SENTER local functions, SENTER enable */
 #define FC_VMX_BITS    ((1ull << 1) | (1ull << 2)) /* VMXON inside/outside SMX */
 
-#define APIC_BASE_BSP      (1ull << 8)
-#define APIC_BASE_EXTD     (1ull << 10)
-#define APIC_BASE_EN       (1ull << 11)
-#define APIC_BASE_ADDR     0x000FFFFFFFFFF000ull
-#define APIC_BASE_RESERVED (~(APIC_BASE_ADDR | APIC_BASE_EN | APIC_BASE_EXTD | APIC_BASE_BSP))
+#define APIC_BASE_EXTD (1ull << 10)
 
 #define EFER_SCE   (1ull << 0)
 #define EFER_LME   (1ull << 8)
@@ -87,16 +104,35 @@ static int feature_control_read(uint32_t msr, uint64_t *val)
 	return 0;
 }
 
-/* SDM vol. 3A, 10.4.4 "Local APIC Status and Location", 10.12.5 "State Changes
- * From xAPIC Mode to x2APIC Mode".  The hypervisor sends its NMIs through this
- * LAPIC in the mode it chose (lapic.c): the guest may not move it, disable it or
- * switch its mode.  The BSP flag is read-only. */
-static int apic_base_write(uint32_t msr, uint64_t val)
+/* IA32_TSC and IA32_TSC_ADJUST (SDM vol. 3B, 17.17.3 "Time-Stamp Counter
+ * Adjustment"): the hypervisor's clock (time.c) is this CPU's TSC, and a guest
+ * that moves it back would stretch every timeout of the hypervisor.  Writes of
+ * the TSC are ignored; TSC_ADJUST keeps the guest's value for the guest to read
+ * back, without touching the real one.  (A guest that needs its TSC moved would
+ * need TSC offsetting, not used.) */
+static uint64_t tsc_adjust[MAX_CPUS];
+static uint8_t tsc_adjust_written[MAX_CPUS];
+
+static int ignore_write(uint32_t msr, uint64_t val)
 {
-	uint64_t cur = rdmsr(msr);
-	if ((val & APIC_BASE_RESERVED) || ((val ^ cur) & ~APIC_BASE_BSP))
-		return -1;
-	wrmsr(msr, (val & ~APIC_BASE_BSP) | (cur & APIC_BASE_BSP));
+	(void)msr;
+	(void)val;
+	return 0;
+}
+
+static int tsc_adjust_read(uint32_t msr, uint64_t *val)
+{
+	unsigned me = this_percpu()->index;
+	*val = tsc_adjust_written[me] ? tsc_adjust[me] : rdmsr(msr);
+	return 0;
+}
+
+static int tsc_adjust_write(uint32_t msr, uint64_t val)
+{
+	(void)msr;
+	unsigned me = this_percpu()->index;
+	tsc_adjust[me] = val;
+	tsc_adjust_written[me] = 1;
 	return 0;
 }
 
@@ -137,7 +173,7 @@ static int x2apic_icr_write(uint32_t msr, uint64_t val)
 	(void)msr;
 	if (!(rdmsr(MSR_APIC_BASE) & APIC_BASE_EXTD))
 		return -1;
-	return apic_icr_write(val);
+	return apic_icr_write(val); /* lapic_guard.c: INITs through guest_init.c */
 }
 
 /* Where `msr`'s read bit is (its write bit is 2048 bytes further); -1 outside
@@ -189,7 +225,13 @@ uint64_t msr_bitmap_init(void)
 			     gp_write);
 		msr_register(MSR_VMX_FIRST, MSR_VMX_LAST, gp_read, gp_write);
 		msr_register(MSR_SMM_MONITOR_CTL, MSR_SMM_MONITOR_CTL, gp_read, gp_write);
-		msr_register(MSR_APIC_BASE, MSR_APIC_BASE, 0, apic_base_write);
+		msr_register(MSR_APIC_BASE, MSR_APIC_BASE, apic_base_read, apic_base_write);
+		msr_register(MSR_BIOS_UPDT_TRIG, MSR_BIOS_UPDT_TRIG, 0, ignore_write);
+		msr_register(MSR_TSC, MSR_TSC, 0, ignore_write);
+		msr_register(MSR_TSC_ADJUST, MSR_TSC_ADJUST, tsc_adjust_read, tsc_adjust_write);
+		msr_register(MSR_RTIT_OUT_FIRST, MSR_RTIT_OUT_LAST, gp_read, gp_write);
+		msr_register(MSR_RTIT_CTL_FIRST, MSR_RTIT_CTL_LAST, gp_read, gp_write);
+		msr_register(MSR_RTIT_ADDR_FIRST, MSR_RTIT_ADDR_LAST, gp_read, gp_write);
 		msr_register(MSR_EFER, MSR_EFER, 0, efer_write);
 		msr_register(MSR_X2APIC_ICR, MSR_X2APIC_ICR, 0, x2apic_icr_write);
 	}

@@ -15,6 +15,7 @@
  * entry: the core re-queues its own NMI injections, vmx_redeliver() the rest
  * (inject.c).
  */
+#include "foreign.h"
 #include "hv.h"
 #include "nmi_platform.h"
 #include "x86.h"
@@ -161,7 +162,7 @@ static vmexit_handler *const handlers[EXIT_REASONS] = {
     [EXIT_INVVPID] = exit_ud,
     [EXIT_WBINVD] = exit_wbinvd,
     [EXIT_XSETBV] = exit_xsetbv,
-    [EXIT_PREEMPTION_TIMER] = exit_preemption_timer,
+    [EXIT_PREEMPT_TIMER] = exit_preemption_timer,
     [EXIT_VMFUNC] = exit_ud,
 };
 
@@ -231,10 +232,12 @@ void vmx_exit_handler(struct guest_regs *r)
 	if (!h)
 		exit_unhandled(&x);
 	h(&x);
+	guest_init_take(); /* an INIT another CPU emulated for this one (guest_init.c) */
 	if (guest_run_stopping())
 		guest_leave_idle(); /* another CPU ends the run: leave the guest for good */
 	nmi_unmask();
 	run_owed_rounds(v);
+	guest_init_finish(); /* an INIT this CPU's guest sent to running CPUs (guest_init.c) */
 	if (v->owed) {
 		void (*fn)(void) = v->owed;
 		v->owed = 0;

@@ -111,7 +111,7 @@
 #define VMCS_GUEST_ACTIVITY    0x4826
 #define VMCS_GUEST_SMBASE      0x4828
 #define VMCS_GUEST_SYSENTER_CS 0x482A
-#define VMCS_PREEMPTION_TIMER  0x482E
+#define VMCS_PREEMPT_TIMER     0x482E /* VMX-preemption timer value */
 /* 32-bit host-state field (B.3.4). */
 #define VMCS_HOST_SYSENTER_CS 0x4C00
 
@@ -199,7 +199,8 @@
 
 /* ---- Control bits (SDM vol. 3C, 24.6 "VM-Execution Control Fields", 24.7, 24.8) ----- */
 /* Pin-based: PIN_NMI_EXITING, PIN_VIRTUAL_NMIS (nmi_core.h). */
-#define PIN_PREEMPTION_TIMER (1u << 6)
+/* Pin-based (24.6.1, table 24-5). */
+#define PIN_PREEMPT_TIMER (1u << 6) /* activate VMX-preemption timer */
 /* Primary processor-based (24.6.2, table 24-6); PROC_NMI_WINDOW_EXITING in nmi_core.h. */
 #define PROC_HLT_EXITING       (1u << 7)
 #define PROC_CR3_LOAD_EXITING  (1u << 15)
@@ -282,10 +283,10 @@
 #define EXIT_EPT_VIOLATION     48
 #define EXIT_EPT_MISCONFIG     49
 #define EXIT_INVEPT            50
+#define EXIT_PREEMPT_TIMER     52
 #define EXIT_INVVPID           53
 #define EXIT_WBINVD            54
 #define EXIT_XSETBV            55
-#define EXIT_PREEMPTION_TIMER  52
 #define EXIT_VMFUNC            59
 #define EXIT_REASONS           66 /* the exit handlers' table: basic reasons 0..65 */
 #define EXIT_REASON_ENTRY_FAIL (1u << 31)
@@ -326,7 +327,7 @@ struct vmx_cpu {
 	/* lapic_guard.c: the guest's LAPIC writes, and the ICR's destination half
 	 * as the guest last wrote it (xAPIC: ICR high is written first). */
 	struct {
-		uint64_t writes, ipis_sent, inits_absorbed, deasserts_absorbed;
+		uint64_t writes, ipis_sent, inits_taken;
 		uint32_t icr_high;
 	} apic;
 	/* testport.c: this CPU's latch (command, arguments; then the result). */

@@ -16,12 +16,12 @@
 #include "hv.h"
 #include "x86.h"
 
-#define LAPIC         0xFEE00000ul
-#define REG_TPR       0x080u
-#define REG_PPR       0x0A0u
-#define REG_ISR       0x100u
-#define REG_IRR       0x200u
-#define REG_LVT_TIMER 0x320u
+#define LAPIC            0xFEE00000ul
+#define REG_TPR          0x080u
+#define REG_PPR          0x0A0u
+#define REG_ISR          0x100u
+#define REG_IRR          0x200u
+#define REG_LVT_TIMER    0x320u
 #define MSR_TSC_DEADLINE 0x6E0u
 #define MISC_RATE_MASK   0x1Fu
 
@@ -30,17 +30,17 @@ static uint32_t ticks; /* the timer's value at each VM entry: 0 = off */
 uint32_t watchdog_pin_control(void)
 {
 	uint64_t ms = cmdline_u64("watchdog_ms", 0);
-	if (!ms || !(vmx_caps.pin_may & PIN_PREEMPTION_TIMER))
+	if (!ms || !(vmx_caps.pin_may & PIN_PREEMPT_TIMER))
 		return 0;
 	uint64_t t = ms * 1000 * time_tsc_per_us() >> (vmx_caps.misc & MISC_RATE_MASK);
 	ticks = t > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)t;
-	return PIN_PREEMPTION_TIMER;
+	return PIN_PREEMPT_TIMER;
 }
 
 void watchdog_setup_vmcs(void)
 {
 	if (ticks)
-		vmx_write(VMCS_PREEMPTION_TIMER, ticks);
+		vmx_write(VMCS_PREEMPT_TIMER, ticks);
 }
 
 /* The highest set bit of an 8 x 32-bit APIC bitmap (ISR, IRR), or -1. */

@@ -70,7 +70,7 @@ def _stop(proc):
 
 
 def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c", "quit"),
-              iso=None, symbols=None, module=None, module_args=""):
+              iso=None, symbols=None, module=None, module_args="", more_modules=()):
     """Boot `kernel` with `cmdline` (or a ready `iso`), `module` (a guest kernel,
     command line `module_args`) as its boot module; `symbols`: an existing
     debug_symbols file (default: written from the kernel).  Returns a dict: result
@@ -82,7 +82,7 @@ def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c",
              ("hv.iso", "serial.txt", "bochs.log", "debugger.log", "hv.sym", "bochs.rc",
               "stdout.txt")}
     if iso is None:
-        make_iso(kernel, cmdline, files["hv.iso"], module, module_args)
+        make_iso(kernel, cmdline, files["hv.iso"], module, module_args, more_modules)
         iso = files["hv.iso"]
     if symbols:
         files["hv.sym"] = os.path.abspath(symbols)
@@ -139,9 +139,11 @@ def main():
     ap.add_argument("--workdir", default="build/bochs")
     ap.add_argument("--module", help="guest kernel passed as the boot module (workload=guest)")
     ap.add_argument("--module-args", default="", help="the guest's command line")
+    ap.add_argument("--more-modules", nargs="*", default=(),
+                    help="files passed after the guest (its environment...)")
     a = ap.parse_args()
     r = run_bochs(a.kernel, a.cmdline, a.workdir, cpus=a.cpus, timeout=a.timeout,
-                  module=a.module, module_args=a.module_args)
+                  module=a.module, module_args=a.module_args, more_modules=a.more_modules)
     sys.stdout.write(r["serial"])
     print(f"bochs: {r['wall']:.1f} s wall, logs in {a.workdir}"
           + (" (TIMEOUT: killed)" if r["timed_out"] else ""))

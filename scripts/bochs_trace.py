@@ -10,6 +10,9 @@ Regions (--region, `make trace TRACE=...`):
   guest-nmi        one guest NMI under VMX: the NMI exit, the core, VMRESUME, the
                    NMI-window exit, the injection, up to the guest handler's first
                    instructions (workload=guest trace_nmi=1, --guest with `trace`)
+  vmx-exp          one experiment of the VMX NMI catalogue, host and guest
+                   instructions alike (workload=vmx-exp only=N trace_exp=1; --exp N,
+                   `make trace TRACE=vmx-exp EXP=N`, 1 CPU)
 
 The kernel brackets the region with magic breakpoints; the debugger script is
 `c`, `trace on`, `c`, `trace off`, `c`, `quit`.  The traced lines are written to
@@ -25,7 +28,9 @@ import sys
 from . import bochs, elfsym
 
 REGIONS = {"nmi": "workload=trace-nmi", "mask-nmi-unmask": "workload=trace-mask",
-           "guest-nmi": "workload=guest trace_nmi=1"}
+           "guest-nmi": "workload=guest trace_nmi=1",
+           "vmx-exp": "workload=vmx-exp trace_exp=1 only={exp}"}
+DEFAULT_EXP = 24  # vmx-exp: traced when none is named (a host NMI: the core runs)
 GUEST_ARGS = {"guest-nmi": "trace"}  # regions that run the test guest, its command line
 RC = ("c", "trace on", "c", "trace off", "c", "quit")
 # (0).[86917733] [0x000000102874] 0008:0000000000102874 (nmi_host_entry+4): push rbx ; 53
@@ -66,7 +71,7 @@ def summarize(lines, syms):
     return per_fn, in_core, path
 
 
-def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None, cpus=2):
+def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None, cpus=2, exp=None):
     """Run `region` in Bochs (the workloads need 2 CPUs): (run_bochs' dict, traced
     lines, symbols).
     Regions with a guest name both kernels in one symbol file; `symfile` is an
@@ -78,7 +83,10 @@ def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None, cpus=2
         syms = elfsym.write_bochs_symbols(symfile, kernel, module)
     else:
         syms = elfsym.symbols(kernel)
-    r = bochs.run_bochs(kernel, REGIONS[region], workdir, cpus=cpus, timeout=timeout,
+    cmdline = REGIONS[region].format(exp=exp or DEFAULT_EXP)
+    if region == "vmx-exp":
+        cpus = 1
+    r = bochs.run_bochs(kernel, cmdline, workdir, cpus=cpus, timeout=timeout,
                         rc_commands=RC, symbols=symfile, module=module,
                         module_args=GUEST_ARGS.get(region, ""))
     lines = traced_lines(r["files"]["debugger.log"]) \
@@ -95,11 +103,13 @@ def main():
     ap.add_argument("--workdir", default="build/trace")
     ap.add_argument("--timeout", type=float, default=180)
     ap.add_argument("--guest", help="the test guest, for regions that run one")
+    ap.add_argument("--exp", type=int, help=f"vmx-exp: the experiment (default {DEFAULT_EXP})")
     a = ap.parse_args()
 
     if a.region in GUEST_ARGS and not a.guest:
         sys.exit(f"trace: region {a.region} needs --guest")
-    r, lines, syms = trace(a.kernel, a.region, a.workdir, a.guest, a.timeout, a.symbols)
+    r, lines, syms = trace(a.kernel, a.region, a.workdir, a.guest, a.timeout, a.symbols,
+                           exp=a.exp)
     if not (r["result"] or "").startswith("RESULT: PASS"):
         sys.stdout.write(r["serial"])
         sys.exit(f"trace: the traced run failed ({r['result'] or 'no RESULT line'})")

@@ -20,8 +20,10 @@ menuentry "hv" {{
 """
 
 
-def make_iso(kernel, cmdline, out, module=None, module_args=""):
-    """`module`: a guest kernel, passed with `module_args` as its command line."""
+def make_iso(kernel, cmdline, out, module=None, module_args="", more_modules=()):
+    """`module`: a guest kernel, passed with `module_args` as its command line;
+    `more_modules`: files passed after it (its environment...), each with its file
+    name as its string."""
     with tempfile.TemporaryDirectory(prefix="hv-iso-") as root:
         os.makedirs(os.path.join(root, "boot", "grub"))
         shutil.copy(kernel, os.path.join(root, "boot", "hv.elf"))
@@ -29,6 +31,10 @@ def make_iso(kernel, cmdline, out, module=None, module_args=""):
         if module:
             shutil.copy(module, os.path.join(root, "boot", "guest.elf"))
             mod = f"    module2 /boot/guest.elf guest.elf {module_args}\n"
+        for i, extra in enumerate(more_modules):
+            name = os.path.basename(extra)
+            shutil.copy(extra, os.path.join(root, "boot", f"m{i}-{name}"))
+            mod += f"    module2 /boot/m{i}-{name} {name}\n"
         with open(os.path.join(root, "boot", "grub", "grub.cfg"), "w") as f:
             f.write(GRUB_CFG.format(cmdline=cmdline, module=mod))
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

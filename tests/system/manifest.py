@@ -7,12 +7,13 @@ import types
 
 from scripts.bochs_trace import GUEST_ARGS, REGIONS
 
-KEYS = {"emulator", "cpus", "kernel", "boot", "cmdline", "guest", "guest_args", "inject",
-        "trace", "timeout", "needs", "expect", "output", "books", "checks", "path",
+KEYS = {"emulator", "cpus", "kernel", "boot", "cmdline", "guest", "guest_args", "modules",
+        "inject", "trace", "timeout", "needs", "expect", "output", "books", "checks", "path",
         "fails_when"}
 REQUIRED = ("emulator", "cpus", "fails_when")
 CHECKS = {"host-nmis", "guest-checks", "idt-vectoring", "ept-report", "guest-on-every-cpu",
-          "experiments"}
+          "experiments", "exit-code"}
+GUESTS = ("guest", "guest2")  # the test kernels: tests/guest/, tests/guest2/
 BOOKS_WORD_RE = re.compile(r"balanced|\w+>0|cpu\d+\.\w+=\d+")
 INJECT_RE = re.compile(r"(qmp-paced|qmp-flood) (\d+)( exact)?")
 TABLE = "deviations"
@@ -38,7 +39,8 @@ def _test(name, s):
         name=name, emulator=s["emulator"], kernel=s.get("kernel", "hv"),
         boot=s.get("boot", "iso" if s["emulator"] == "bochs" else "kernel"),
         cmdline=s.get("cmdline", ""), guest=s.get("guest", "no"),
-        guest_args=s.get("guest_args", ""), inject=None, trace=s.get("trace"),
+        guest_args=s.get("guest_args", ""), modules=s.get("modules", "").split(),
+        inject=None, trace=s.get("trace"),
         needs=s.get("needs"), expect=s.get("expect", "PASS"),
         output=s.get("output", "").split("\n") if s.get("output") else [],
         books=s.get("books", "").split(), checks=s.get("checks", "").split(),
@@ -49,13 +51,17 @@ def _test(name, s):
         bad(str(e))
     if t.emulator not in ("qemu", "bochs"):
         bad(f"emulator {t.emulator!r}: qemu or bochs")
-    if t.kernel not in ("hv", "guest") or (t.kernel == "guest" and t.emulator != "qemu"):
-        bad(f"kernel {t.kernel!r}: hv, or guest (QEMU only)")
+    if t.kernel not in ("hv",) + GUESTS or (t.kernel != "hv" and t.emulator != "qemu"):
+        bad(f"kernel {t.kernel!r}: hv, or guest/guest2 (QEMU only)")
     if t.boot not in ("kernel", "iso") or (t.emulator == "bochs" and t.boot != "iso"):
         bad(f"boot {t.boot!r}: kernel or iso (Bochs: iso)")
-    if t.guest not in ("yes", "no"):
-        bad(f"guest {t.guest!r}: yes or no")
-    t.guest = t.guest == "yes"
+    if t.guest not in ("yes", "no") + GUESTS:
+        bad(f"guest {t.guest!r}: yes (the test guest), guest2 or no")
+    t.guest = {"yes": "guest", "no": None}.get(t.guest, t.guest)
+    if t.modules and not (t.guest or t.kernel != "hv"):
+        bad("modules go with a guest kernel (guest = ..., or kernel = guest/guest2)")
+    if "exit-code" in t.checks and not (t.guest or t.kernel != "hv"):
+        bad("exit-code goes with a guest kernel")
     if t.needs not in (None, "vmx"):
         bad(f"needs {t.needs!r}: vmx")
     if not re.fullmatch(r"(PASS|FAIL)\b.*", t.expect):
@@ -71,7 +77,7 @@ def _test(name, s):
     if t.trace is not None:
         if t.trace not in REGIONS or t.emulator != "bochs" or t.cmdline:
             bad(f"trace {t.trace!r}: one of {', '.join(REGIONS)}, Bochs only, no cmdline")
-        if t.guest != (t.trace in GUEST_ARGS) or t.guest_args:
+        if bool(t.guest) != (t.trace in GUEST_ARGS) or t.guest_args:
             bad(f"trace {t.trace}: guest = yes exactly for {', '.join(GUEST_ARGS)}, "
                 "which set the guest's arguments")
         if not t.path or t.path[0] == "..." or t.path[-1] == "...":

@@ -26,13 +26,18 @@ from scripts.report import Reporter, result_line
 from .manifest import ManifestError, load
 
 MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests.cfg")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+EXIT_CODE_RE = re.compile(r"\bguest exit code (\d+)\b")
 VMX_UNAVAILABLE_RE = re.compile(
     r"^VMX unavailable: (.*?)(?:: running the host-side selftest instead)?$", re.M)
 GUEST_DONE_RE = re.compile(r"^(?:guest: )?GUEST: DONE passed=(\d+) failed=(\d+)", re.M)
 GUEST_RE = re.compile(r"^(?:guest: )?GUEST: (PASS|FAIL|SKIP) (\S+?):? (.*)$", re.M)
 HOST_NMIS_RE = re.compile(r"^HOST-NMIS: received=(\d+) expected=(\d+)", re.M)
-EXP_RE = re.compile(r"^EXP (\S+) (.*): (as expected|DEVIATES)$", re.M)
-EXP_RAN_RE = re.compile(r"\b(\d+) experiments ran\b")
+# hv/vmx_exp.c: `EXP <n> <config> <setup>: expected ...; observed ...: <verdict>`
+EXP_RE = re.compile(r"^EXP (\d+) (E[01]V[01]) (.*): (as expected|DEVIATES|not run \(.*\))$",
+                    re.M)
+EXP_RAN_RE = re.compile(r"\b(\d+) experiments ran\b.*?(?:(\d+) not run)?$")
+CATALOGUE = 30  # nmi-facts.md section 5: experiments 1..30
 LAZY_RE = re.compile(r"^vmx: lazy EPT page \S+ mapped again \(guest rip \S+, idt-vectoring "
                      r"(0x[0-9a-f]+)\)$", re.M)
 # The IDT-vectoring information of an NMI (type 2, vector 2) and of INT 0x20 (type 4).
@@ -45,12 +50,20 @@ ISO_TOOLS = ("grub-mkrescue", "xorriso")
 # ---- Booting: one run of a test's machine, whatever the emulator ----------------
 
 def run_args(t, ctx):
-    """(kernel, command line, module, module command line) of a test."""
-    kernel = ctx.guest if t.kernel == "guest" else ctx.kernel
+    """(kernel, command line, module, module command line, more modules) of a test."""
+    kernel = ctx.guests[t.kernel] if t.kernel != "hv" else ctx.kernel
     cmdline = t.cmdline
     if t.inject:
         cmdline += " host=1" + (f" nmis={t.inject.count}" if t.inject.exact else "")
-    return kernel, cmdline.strip(), ctx.guest if t.guest else None, t.guest_args
+    extra = [os.path.join(ROOT, m) for m in t.modules]
+    return (kernel, cmdline.strip(), ctx.guests[t.guest] if t.guest else None, t.guest_args,
+            extra)
+
+
+def initrd(module, module_args, extra):
+    """QEMU's -initrd for multiboot: modules "file args", separated by commas."""
+    mods = ([f"{module} {module_args}".strip()] if module else []) + list(extra)
+    return ("-initrd", ",".join(mods)) if mods else ()
 
 
 def inject(t, qmp):
@@ -65,14 +78,14 @@ def inject(t, qmp):
 
 
 def boot_qemu(t, ctx, workdir):
-    kernel, cmdline, module, module_args = run_args(t, ctx)
+    kernel, cmdline, module, module_args, more = run_args(t, ctx)
     out = types.SimpleNamespace(problem=None, injected=None, trace=None)
     cdrom, extra = None, ()
     if t.boot == "iso":
         cdrom = os.path.join(workdir, "hv.iso")
-        make_iso(kernel, cmdline, cdrom, module, module_args)
-    elif module:
-        extra = ("-initrd", f"{module} {module_args}".strip())
+        make_iso(kernel, cmdline, cdrom, module, module_args, more)
+    else:
+        extra = initrd(module, module_args, more)
     start = time.monotonic()
     with qemu.Qemu(kernel, cmdline, smp=t.cpus, timeout=t.timeout, cdrom=cdrom,
                    workdir=workdir, extra_args=extra) as vm:
@@ -92,7 +105,7 @@ def boot_qemu(t, ctx, workdir):
 
 
 def boot_bochs(t, ctx, workdir):
-    kernel, cmdline, module, module_args = run_args(t, ctx)
+    kernel, cmdline, module, module_args, more = run_args(t, ctx)
     out = types.SimpleNamespace(problem=None, injected=None, trace=None)
     if t.trace:
         r, lines, syms = bochs_trace.trace(kernel, t.trace, workdir, module, t.timeout,
@@ -100,7 +113,7 @@ def boot_bochs(t, ctx, workdir):
         out.trace = (lines, syms)
     else:
         r = bochs.run_bochs(kernel, cmdline, workdir, cpus=t.cpus, timeout=t.timeout,
-                            module=module, module_args=module_args)
+                            module=module, module_args=module_args, more_modules=more)
     out.output, out.exit, out.timed_out, out.wall = \
         r["serial"], r["returncode"], r["timed_out"], r["wall"]
     return out
@@ -113,7 +126,7 @@ BOOT = {"qemu": boot_qemu, "bochs": boot_bochs}
 
 def verdict_of(t, output):
     """The run's verdict as `PASS ...` / `FAIL ...`, or None when it gave none."""
-    if t.kernel == "guest":
+    if t.kernel != "hv":
         m = GUEST_DONE_RE.search(output)
         if not m:
             return None
@@ -220,9 +233,11 @@ def sub_ept_report(t, run, ctx):
 def sub_experiments(t, run, ctx):
     known = ctx.deviations.get(t.emulator, set())
     out = []
-    for exp, text, how in EXP_RE.findall(run.output):
+    for exp, cfg, text, how in EXP_RE.findall(run.output):
         listed = exp in known
-        if how == "as expected" and not listed:
+        if how.startswith("not run"):
+            out.append(("SKIP", f"{t.name}/{exp}", f"{cfg}: {how}"))
+        elif how == "as expected" and not listed:
             out.append(("PASS", f"{t.name}/{exp}", "as the SDM says"))
         elif how == "DEVIATES" and listed:
             out.append(("PASS", f"{t.name}/{exp}", f"known {t.emulator} deviation, "
@@ -234,15 +249,39 @@ def sub_experiments(t, run, ctx):
 
 
 def judge_experiments(t, run, verdict):
-    ran = EXP_RAN_RE.search(verdict)
-    got = len(EXP_RE.findall(run.output))
-    if not got or (ran and int(ran.group(1)) != got):
-        return [f"{got} EXP lines for {ran.group(1) if ran else '?'} experiments ran"]
+    """Every experiment printed its line once: as many as the verdict says ran (and
+    were not run), and the whole catalogue unless the command line picked one."""
+    m = EXP_RAN_RE.search(verdict)
+    lines = EXP_RE.findall(run.output)
+    want = (int(m.group(1)) + int(m.group(2) or 0)) if m else None
+    if not lines or want != len(lines):
+        return [f"{len(lines)} EXP lines for {want if m else '?'} experiments"]
+    numbers = sorted(int(n) for n, *_ in lines)
+    if "only=" not in t.cmdline and numbers != list(range(1, CATALOGUE + 1)):
+        return [f"the EXP lines are not experiments 1..{CATALOGUE} once each: {numbers}"]
     return []
 
 
+def sub_exit_code(t, run, ctx):
+    """The guest kernel's exit code through isa-debug-exit: QEMU alone exits with
+    status (code << 1) | 1; the hypervisor names it in its RESULT line."""
+    if t.kernel != "hv":
+        status = run.exit
+        code = (status >> 1) if status is not None and status & 1 else None
+        how = f"QEMU exit status {status}"
+    else:
+        m = EXIT_CODE_RE.search(result_line(run.output) or "")
+        code = int(m.group(1)) if m else None
+        how = "the hypervisor's RESULT line"
+    if code is None:
+        return [("FAIL", f"{t.name}/exit-code", f"no exit code ({how})")]
+    return [("PASS" if code == 0 else "FAIL", f"{t.name}/exit-code",
+             f"guest exit code {code} ({how})")]
+
+
 SUB = {"guest-checks": sub_guest_checks, "idt-vectoring": sub_idt_vectoring,
-       "ept-report": sub_ept_report, "experiments": sub_experiments}
+       "ept-report": sub_ept_report, "experiments": sub_experiments,
+       "exit-code": sub_exit_code}
 
 
 def judge(t, run, ctx):
@@ -318,6 +357,7 @@ def main():
     ap.add_argument("--emulator", choices=sorted(BOOT), help="run this emulator's tests")
     ap.add_argument("--kernel", help="the hypervisor (build/final/hv.elf)")
     ap.add_argument("--guest", help="the test guest (default: guest.elf next to the kernel)")
+    ap.add_argument("--guest2", help="the QEMU-style test kernel (default: guest2.elf there)")
     ap.add_argument("--workdir", help="logs, one folder per test (default: next to the kernel)")
     ap.add_argument("--manifest", default=MANIFEST)
     ap.add_argument("-k", "--filter", default="", help="only tests whose name contains this")
@@ -339,7 +379,8 @@ def main():
         ap.error("--emulator and --kernel are needed to run tests")
     base = os.path.dirname(a.kernel)
     ctx = types.SimpleNamespace(
-        kernel=a.kernel, guest=a.guest or os.path.join(base, "guest.elf"),
+        kernel=a.kernel, guests={"guest": a.guest or os.path.join(base, "guest.elf"),
+                                 "guest2": a.guest2 or os.path.join(base, "guest2.elf")},
         workdir=a.workdir or os.path.join(base, f"{a.emulator}-test"), deviations=deviations)
     if a.emulator == "qemu" and shutil.which("qemu-system-x86_64"):
         qemu.accel_args()  # says once why there is no KVM

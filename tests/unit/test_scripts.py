@@ -175,32 +175,52 @@ class Judges(unittest.TestCase):
     EXP = ("[exp]\nemulator = {emu}\ncpus = 1\ncmdline = workload=vmx-exp\nneeds = vmx\n"
            "expect = PASS vmx-exp\nchecks = experiments\nfails_when = x\n")
 
-    def exp_output(self, outcomes, ran=None):
-        lines = [f"EXP {n} what: {how}" for n, how in outcomes]
-        return "\n".join(lines + [f"RESULT: PASS vmx-exp {ran or len(lines)} experiments ran, "
-                                  "0 as expected, 0 deviate"]) + "\n"
+    def exp_output(self, outcomes, ran=None, numbers=range(1, 31), not_run=0):
+        """EXP lines for `numbers` (all 30 by default), `outcomes` [(n, verdict)]
+        overriding "as expected", and the RESULT line."""
+        how = dict(outcomes)
+        lines = [f"EXP {n} E1V1 setup: expected x; observed y: {how.get(str(n), 'as expected')}"
+                 for n in numbers]
+        ran = len(lines) - not_run if ran is None else ran
+        return "\n".join(lines + [f"RESULT: PASS vmx-exp {ran} experiments ran, 0 as expected, "
+                                  f"0 deviate, {not_run} not run"]) + "\n"
 
     def test_experiments(self):
         """judge: vmx-exp follows the table, per emulator; KVM deviates from nothing"""
         bochs = self.EXP.format(emu="bochs")
-        out = self.exp_output([("21", "as expected"), ("10", "DEVIATES"), ("13", "DEVIATES")])
-        self.assertEqual(self.verdicts(bochs, out), [("PASS", "exp/21"), ("PASS", "exp/10"),
-                                                     ("PASS", "exp/13"), ("PASS", "exp")])
+        out = self.exp_output([("10", "DEVIATES"), ("13", "DEVIATES")])
+        got = self.verdicts(bochs, out)
+        self.assertEqual(len(got), 31)
+        self.assertTrue(all(kind == "PASS" for kind, _ in got), got)
+        self.assertEqual(got[-1], ("PASS", "exp"))
         kvm = self.EXP.format(emu="qemu")
-        self.assertEqual(self.verdicts(kvm, out)[1:3], [("FAIL", "exp/10"), ("FAIL", "exp/13")])
+        self.assertEqual(self.verdicts(kvm, out)[9:13:3], [("FAIL", "exp/10"), ("FAIL", "exp/13")])
 
     def test_experiments_gone(self):
         """judge: a listed deviation that went away fails, and so do missing EXP lines"""
         bochs = self.EXP.format(emu="bochs")
         out = self.exp_output([("10", "as expected"), ("13", "DEVIATES")])
-        self.assertEqual(self.verdicts(bochs, out)[0], ("FAIL", "exp/10"))
-        short = self.exp_output([("13", "DEVIATES")], ran=10)
+        self.assertEqual(self.verdicts(bochs, out)[9], ("FAIL", "exp/10"))
+        short = self.exp_output([("13", "DEVIATES")], ran=30, numbers=range(1, 30))
         self.assertEqual(self.verdicts(bochs, short)[-1], ("FAIL", "exp"))
+        # as many lines as the verdict counts, but not the whole catalogue
+        partial = self.exp_output([("13", "DEVIATES")], numbers=[1, 2, 13])
+        self.assertEqual(self.verdicts(bochs, partial)[-1], ("FAIL", "exp"))
+
+    def test_experiments_not_run_and_only(self):
+        """judge: an experiment not run is a SKIP; only=N needs just its line"""
+        bochs = self.EXP.format(emu="bochs")
+        out = self.exp_output([("1", "not run (no VMX-preemption timer)")], not_run=1)
+        got = self.verdicts(bochs, out)
+        self.assertEqual((got[0], got[-1]), (("SKIP", "exp/1"), ("PASS", "exp")))
+        only = bochs.replace("workload=vmx-exp", "workload=vmx-exp only=13")
+        one = self.exp_output([("13", "DEVIATES")], numbers=[13])
+        self.assertEqual(self.verdicts(only, one), [("PASS", "exp/13"), ("PASS", "exp")])
 
     def test_vmx_unavailable(self):
         """judge: needs = vmx turns a run without VMX into one SKIP"""
         out = ("VMX unavailable: CPUID.1:ECX.VMX is 0: running the host-side selftest instead\n"
-               + self.exp_output([("10", "DEVIATES")]))
+               + self.exp_output([("10", "DEVIATES")], numbers=[10]))
         self.assertEqual(self.verdicts(self.EXP.format(emu="qemu"), out), [("SKIP", "exp")])
 
     def test_guest_checks(self):
