@@ -43,10 +43,29 @@ static void putc_raw(char c)
 	outb(E9, (uint8_t)c);
 }
 
-void console_write_raw(const char *s, unsigned n)
+/* A guest's line in progress (guest_console.c): a hypervisor line that comes
+ * meanwhile first ends it, and the guest's next byte starts a new prefixed line,
+ * so every line on the console is wholly the hypervisor's or wholly the guest's.
+ * Only read and written under the console lock. */
+static int guest_mid_line;
+static const char guest_prefix[] = "guest: ";
+
+void console_guest_putc(char c)
 {
-	for (unsigned i = 0; i < n; i++)
-		putc_raw(s[i]);
+	console_lock();
+	if (!guest_mid_line)
+		for (const char *p = guest_prefix; *p; p++)
+			putc_raw(*p);
+	putc_raw(c);
+	guest_mid_line = c != '\n';
+	console_unlock();
+}
+
+static void end_guest_line(void)
+{
+	if (guest_mid_line)
+		putc_raw('\n');
+	guest_mid_line = 0;
 }
 
 int serial_poll_byte(void)
@@ -160,6 +179,7 @@ void kprintf(const char *fmt, ...)
 	va_list ap;
 	va_start(ap, fmt);
 	console_lock();
+	end_guest_line();
 	vformat(fmt, ap);
 	console_unlock();
 	va_end(ap);

@@ -23,11 +23,6 @@
 #define LCR      3u
 #define LCR_DLAB 0x80u
 
-static const char prefix[] = "guest: ";
-/* Whether the guest's next byte starts a line (one console, shared by every
- * guest CPU: only written under the console lock). */
-static int at_line_start = 1;
-
 static int com1_data(uint16_t port, unsigned size, int in, uint32_t *val)
 {
 	(void)size;
@@ -39,13 +34,7 @@ static int com1_data(uint16_t port, unsigned size, int in, uint32_t *val)
 		outb(port, (uint8_t)*val);
 		return 0;
 	}
-	char c = (char)*val;
-	console_lock();
-	if (at_line_start)
-		console_write_raw(prefix, sizeof prefix - 1);
-	console_write_raw(&c, 1);
-	at_line_start = c == '\n';
-	console_unlock();
+	console_guest_putc((char)*val);
 	return 0;
 }
 

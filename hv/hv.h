@@ -74,8 +74,9 @@ void console_init(void);
 void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void console_lock(void);
 void console_unlock(void);
-/* Bytes out as they are, for a caller that holds the console lock. */
-void console_write_raw(const char *s, unsigned n);
+/* One byte of a guest's console output: each guest line starts with "guest: ",
+ * and a hypervisor line never lands inside one (guest_console.c). */
+void console_guest_putc(char c);
 /* Failure paths: silence NMIs, take the console without waiting forever (the
  * lock holder may be this CPU, interrupted, or a CPU that will never run again),
  * print, stop. */

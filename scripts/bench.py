@@ -8,7 +8,10 @@
   5. with BENCH_HV=1: the seed's own experiment, a QMP NMI flood against the
      racy-counter hypervisor in QEMU (make bench-hv), and the instruction counts of
      one host NMI and of one guest NMI under VMX (make trace, Bochs)
-  6. with BENCH_LONG=1: a 10-minute campaign on final
+  6. Linux's boot to /init in Bochs (2 CPUs): natively, and as the hypervisor's
+     guest, with the ratio and the VM exits by reason during that run
+     (make bench-linux, tests/linux/bench.py)
+  7. with BENCH_LONG=1: a 10-minute campaign on final
 
 Environment: BENCH_SEEDS (20), BENCH_SEED_TIMEOUT (30 s), BENCH_STRESS_NMIS (1000000).
 """
@@ -133,6 +136,12 @@ def bench_trace():
                                    "no figure (" + (out.strip().splitlines() or ["?"])[-1] + ")"))
 
 
+def bench_linux():
+    header("Linux boot to /init in Bochs, 2 CPUs: native against under the hypervisor "
+           "(goal: ratio <= 1.5)")
+    subprocess.run(["make", "-s", "bench-linux", "SMP=2"])
+
+
 def bench_long():
     header("10-minute campaign on final")
     d = tempfile.mkdtemp(prefix="nmi-bench-")
@@ -155,6 +164,7 @@ def main():
     if os.environ.get("BENCH_HV"):
         bench_hv()
         bench_trace()
+    bench_linux()
     if os.environ.get("BENCH_LONG"):
         bench_long()
     if fuzz_median is not None:
