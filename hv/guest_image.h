@@ -32,6 +32,13 @@ enum guest_protocol {
  * guest required to load its own GDT before it reloads a segment register). */
 #define GUEST_MB_CODE_SEL 0x08u
 #define GUEST_MB_DATA_SEL 0x10u
+/* The entry state every guest image starts from (the multiboot one); a loader
+ * fills in the rest. */
+#define GUEST_IMAGE_FLAT                                                                           \
+	{                                                                                          \
+		.protocol = GUEST_MULTIBOOT, .code_sel = GUEST_MB_CODE_SEL,                        \
+		.data_sel = GUEST_MB_DATA_SEL, .gdt_limit = 0xFFFF                                 \
+	}
 
 /* A loaded guest: where to enter it (flat 32-bit protected mode, paging off)
  * and what to hand it. */

@@ -251,10 +251,7 @@ const char *guest_load(struct guest_image *g, uint64_t hv_lo, uint64_t hv_hi)
 	if (linux_is_bzimage(img, size))
 		return linux_load(g, &modules[0], modules_n > 1 ? &modules[1] : NULL, map, n, hv_lo,
 				  hv_hi);
-	*g = (struct guest_image){.protocol = GUEST_MULTIBOOT,
-				  .code_sel = GUEST_MB_CODE_SEL,
-				  .data_sel = GUEST_MB_DATA_SEL,
-				  .gdt_limit = 0xFFFF};
+	*g = (struct guest_image)GUEST_IMAGE_FLAT;
 
 	/* The multiboot v1 header: 4-byte aligned in the first 8 KiB. */
 	const uint32_t *h = 0;

@@ -46,13 +46,23 @@ int insn_decode(const uint8_t *b, unsigned n, int long_mode, struct insn *out)
 		i++;
 	/* 0x67 in 64-bit mode selects 32-bit addressing, whose ModR/M lengths are the
 	 * same; in 32-bit code it selects 16-bit addressing, which this does not do. */
-	if (i < n && b[i] == 0x67 && long_mode)
+	int addr32 = 0;
+	if (i < n && b[i] == 0x67 && long_mode) {
+		addr32 = 1;
 		i++;
+	}
 	if (i < n && long_mode && (b[i] & 0xF0) == 0x40) /* REX: last, before the opcode */
 		rex = b[i++];
 	if (i + 2 > n || (rex & REX_W))
 		return -1; /* truncated, or a 64-bit operand */
 	uint8_t op = b[i++];
+	if (op == 0xA3) { /* MOV moffs32, EAX: an absolute address, 8 bytes in 64-bit code */
+		unsigned moffs = long_mode && !addr32 ? 8 : 4;
+		if (i + moffs > n)
+			return -1;
+		*out = (struct insn){.kind = INSN_STORE_REG, .len = i + moffs, .reg = 0};
+		return 0;
+	}
 	unsigned reg = ((b[i] >> 3) & 7) | ((rex & REX_R) ? 8 : 0);
 	unsigned mlen = modrm_length(b + i, n - i);
 	if (!mlen)

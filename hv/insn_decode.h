@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 enum insn_kind {
-	INSN_STORE_REG, /* MOV r/m32, r32 (89 /r): memory <- register `reg`        */
+	INSN_STORE_REG, /* MOV r/m32, r32 (89 /r) or moffs32, EAX (A3): memory <- `reg` */
 	INSN_STORE_IMM, /* MOV r/m32, imm32 (C7 /0): memory <- `imm`               */
 	INSN_LOAD, /* MOV r32, r/m32 (8B /r): register `reg` <- memory (zero-extended) */
 	INSN_XCHG, /* XCHG r/m32, r32 (87 /r): both                                */

@@ -85,7 +85,7 @@ static struct guest_regs regs;
 static int launched, ran, deviations, not_run;
 static uint32_t pin_base, proc_base, pin_must;
 static int have_watchdog, debug;
-static struct guest_image image;
+static struct guest_image image = GUEST_IMAGE_FLAT;
 static uint64_t eptp;
 
 /* ---- The observation, one line's worth --------------------------------------------- */

@@ -67,20 +67,21 @@ static _Noreturn void launch(uint64_t rax, uint64_t rbx, uint64_t rsi)
 static const char *prepare(struct guest_image *g, uint64_t *eptp)
 {
 	const char *why = NULL;
-	*eptp = vmx_build_ept(&why);
+	if (!(*eptp = vmx_build_ept(&why)))
+		return why;
 	if ((why = guest_load(g, vmx_guest.hv_lo, vmx_guest.hv_hi)))
 		return why;
-	if (!*eptp)
+	vmx_guest.smp = cmdline_u64("guest_smp", 0) != 0;
+	/* A guest on every CPU starts its APs itself: its LAPIC writes are seen, so
+	 * that its INITs go through guest_init.c (lapic_guard.c).  A guest on CPU 0
+	 * alone keeps a pass-through APIC page. */
+	if (vmx_guest.smp && (why = lapic_guard_setup()))
 		return why;
-	/* What every guest gets: its LAPIC writes seen (the INIT filter), its
-	 * console lines told apart from the hypervisor's. */
-	if ((why = lapic_guard_setup()))
-		return why;
+	/* Every guest's console lines are told apart from the hypervisor's. */
 	guest_console_setup();
 	testport_setup();
 	if ((why = guest_run_check_expect()))
 		return why;
-	vmx_guest.smp = cmdline_u64("guest_smp", 0) != 0;
 	if (vmx_guest.smp && !(vmx_caps.misc & VMX_MISC_WAIT_FOR_SIPI))
 		return "guest_smp=1 needs the wait-for-SIPI activity state, IA32_VMX_MISC lacks it "
 		       "(bit 8)";
@@ -130,8 +131,7 @@ static _Noreturn void run_guest_ap(void)
 	uint64_t eptp;
 	while (!(eptp = __atomic_load_n(&vmx_guest.eptp, __ATOMIC_ACQUIRE)))
 		cpu_pause(); /* unmasked: parkable */
-	const struct guest_image none = {
-	    .code_sel = GUEST_MB_CODE_SEL, .data_sel = GUEST_MB_DATA_SEL, .gdt_limit = 0xFFFF};
+	const struct guest_image none = GUEST_IMAGE_FLAT;
 	vmx_setup_vmcs(&none, eptp);
 	vmx_write(VMCS_GUEST_ACTIVITY, ACTIVITY_WAIT_FOR_SIPI);
 	launch(0, 0, 0);
