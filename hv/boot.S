@@ -103,16 +103,7 @@ _start:
 
 	movl $boot_pml4, %eax
 	movl %eax, %cr3
-	movl %cr4, %eax
-	orl $(1 << 5), %eax		/* PAE */
-	movl %eax, %cr4
-	movl $0xC0000080, %ecx		/* EFER.LME */
-	rdmsr
-	orl $(1 << 8), %eax
-	wrmsr
-	movl %cr0, %eax
-	orl $0x80000001, %eax		/* PG | PE */
-	movl %eax, %cr0
+	LONG_MODE_ON
 	lgdt boot_gdtr
 	ljmp $SEL_CODE64, $long_entry
 

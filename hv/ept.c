@@ -4,12 +4,12 @@
  * first 4 GiB (RAM, the LAPIC and the other MMIO the guest drives directly), with
  * one hole, the hypervisor's own image ([__load_start, __bss_end): code, data,
  * stacks, page tables, VMCSs and these tables).  A guest access to the hole is an
- * EPT violation, which stops that guest (vmx.c).
+ * EPT violation, which stops that guest (vmexit.c, guest_run.c).
  *
  * 2 MiB pages everywhere except the 2 MiB regions the hole touches, which get 4 KiB
  * page tables that leave the hole's pages not-present.  Memory type WB below
  * 3 GiB and UC above, as the hypervisor's own page tables (boot.S) have it.
- * ept_set_page() takes single pages out and puts them back (HC_EPT_LAZY, vmx.c).
+ * ept_set_page() takes single pages out and puts them back (HC_EPT_LAZY, guest_jobs.c).
  */
 #include "hv.h"
 #include "vmx.h"

@@ -150,5 +150,46 @@ _Noreturn void hv_fail(const char *job, const char *why);
 _Noreturn void workload_main(void);
 void workload_ap(void);
 
+#else /* __ASSEMBLER__ */
+/* Assembly shared by the .S files, written once.  clang-format keeps out. */
+/* clang-format off */
+
+/* 32-bit protected mode -> long mode (boot.S for the BSP, trampoline.S for the
+ * APs), once CR3 holds the PML4 and a GDT with SEL_CODE64 is loaded: PAE, EFER.LME,
+ * then paging (PE is set again, harmlessly where it already is).  The far jump to
+ * 64-bit code stays the caller's.  Clobbers EAX, ECX, EDX. */
+	.macro LONG_MODE_ON
+	movl %cr4, %eax
+	orl $(1 << 5), %eax		/* PAE */
+	movl %eax, %cr4
+	movl $0xC0000080, %ecx		/* EFER.LME */
+	rdmsr
+	orl $(1 << 8), %eax
+	wrmsr
+	movl %cr0, %eax
+	orl $0x80000001, %eax		/* PG | PE */
+	movl %eax, %cr0
+	.endm
+
+/* The System V ABI's callee-saved registers, for a routine that enters a guest
+ * from C and returns to its caller (vmx_entry.S vmx_launch, vmx_exp_guest.S
+ * exp_run). */
+	.macro PUSH_CALLEE_SAVED
+	pushq %rbx
+	pushq %rbp
+	pushq %r12
+	pushq %r13
+	pushq %r14
+	pushq %r15
+	.endm
+	.macro POP_CALLEE_SAVED
+	popq %r15
+	popq %r14
+	popq %r13
+	popq %r12
+	popq %rbp
+	popq %rbx
+	.endm
+/* clang-format on */
 #endif /* __ASSEMBLER__ */
 #endif /* HV_H */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * hypercall.h - the guest <-> hypervisor interface (docs/vmx.md, "Hypercalls").
- * Shared by the hypervisor (hv/vmx.c) and the test guest (tests/guest/).
+ * Shared by the hypervisor (hv/hypercall.c) and the test guest (tests/guest/).
  *
  * Detection: CPUID leaf 0x40000000 returns EAX = highest hypervisor leaf and
  * EBX:ECX:EDX = "NMIWORKBENCH".  A guest that does not see the signature must not

@@ -261,45 +261,41 @@ static _Noreturn void unhandled(struct vmexit *x, const char *what, uint32_t msr
 	guest_fail("unhandled MSR access", x->r);
 }
 
-/* RDMSR (reason 31): ECX = MSR, the value in EDX:EAX (SDM vol. 2B, RDMSR).  A
- * #GP is a fault: RIP stays on the instruction. */
-void exit_rdmsr(struct vmexit *x)
+/* Both MSR exits, one path: the rule's handler, or #GP for an MSR outside the
+ * bitmap's ranges (it always exits; a CPU that does not implement an MSR faults).
+ * Returns 0 when the access is done; otherwise #GP is queued, a fault: RIP stays
+ * on the instruction.  ECX = MSR; *val is the value read, or the one to write. */
+static int msr_access(struct vmexit *x, int write, uint64_t *val)
 {
 	uint32_t msr = (uint32_t)x->r->rcx;
 	const struct msr_rule *rule = find(msr);
-	uint64_t val = 0;
 	int rc;
-	if (rule && rule->read)
-		rc = rule->read(msr, &val);
+	if (rule && (write ? rule->write != 0 : rule->read != 0))
+		rc = write ? rule->write(msr, *val) : rule->read(msr, val);
 	else if (outside_bitmap(msr))
 		rc = -1;
 	else
-		unhandled(x, "RDMSR", msr);
-	if (rc) {
+		unhandled(x, write ? "WRMSR" : "RDMSR", msr);
+	if (rc)
 		vmx_inject_exception(VEC_GP, 1, 0);
+	return rc;
+}
+
+/* RDMSR (reason 31): the value in EDX:EAX (SDM vol. 2B, RDMSR). */
+void exit_rdmsr(struct vmexit *x)
+{
+	uint64_t val = 0;
+	if (msr_access(x, 0, &val))
 		return;
-	}
 	x->r->rax = (uint32_t)val;
 	x->r->rdx = (uint32_t)(val >> 32);
 	vmx_skip_instruction();
 }
 
-/* WRMSR (reason 32): ECX = MSR, EDX:EAX = value. */
+/* WRMSR (reason 32): EDX:EAX = value. */
 void exit_wrmsr(struct vmexit *x)
 {
-	uint32_t msr = (uint32_t)x->r->rcx;
 	uint64_t val = ((uint64_t)(uint32_t)x->r->rdx << 32) | (uint32_t)x->r->rax;
-	const struct msr_rule *rule = find(msr);
-	int rc;
-	if (rule && rule->write)
-		rc = rule->write(msr, val);
-	else if (outside_bitmap(msr))
-		rc = -1;
-	else
-		unhandled(x, "WRMSR", msr);
-	if (rc) {
-		vmx_inject_exception(VEC_GP, 1, 0);
-		return;
-	}
-	vmx_skip_instruction();
+	if (msr_access(x, 1, &val) == 0)
+		vmx_skip_instruction();
 }

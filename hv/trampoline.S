@@ -31,18 +31,9 @@ tramp32:
 	movw %ax, %ds
 	movw %ax, %es
 	movw %ax, %ss
-	movl %cr4, %eax
-	orl $(1 << 5), %eax		/* PAE */
-	movl %eax, %cr4
 	movl T(tramp_cr3), %eax
 	movl %eax, %cr3
-	movl $0xC0000080, %ecx		/* EFER.LME */
-	rdmsr
-	orl $(1 << 8), %eax
-	wrmsr
-	movl %cr0, %eax
-	orl $0x80000000, %eax		/* PG */
-	movl %eax, %cr0
+	LONG_MODE_ON
 	ljmp $SEL_CODE64, $T(tramp64)
 
 	.code64

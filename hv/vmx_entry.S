@@ -83,12 +83,7 @@ trace_exit:
  */
 	.globl vmx_launch
 vmx_launch:
-	pushq %rbx			/* callee-saved: kept for the failure return */
-	pushq %rbp
-	pushq %r12
-	pushq %r13
-	pushq %r14
-	pushq %r15
+	PUSH_CALLEE_SAVED		/* kept for the failure return */
 	movq %rdi, %rax
 	movq %rsi, %rbx
 	movq %rdx, %rsi
@@ -108,12 +103,7 @@ vmx_launch:
 	vmlaunch
 	pushfq
 	popq %rax
-	popq %r15
-	popq %r14
-	popq %r13
-	popq %r12
-	popq %rbp
-	popq %rbx
+	POP_CALLEE_SAVED
 	ret
 
 	.section .note.GNU-stack, "", @progbits

@@ -10,15 +10,12 @@
  * exp_exit_entry (the VMCS host RIP) on a scratch stack and switches back to the
  * stack exp_run saved.  No NMI-core involvement: no guest is attached.
  */
+#include "hv.h"
+
 	.text
 	.globl exp_run, exp_exit_entry
 exp_run:
-	pushq %rbx
-	pushq %rbp
-	pushq %r12
-	pushq %r13
-	pushq %r14
-	pushq %r15
+	PUSH_CALLEE_SAVED
 	movq %rsp, exp_host_rsp(%rip)
 	movq %rsi, exp_regs(%rip)
 	testl %edi, %edi		/* flags survive the movs below */
@@ -66,12 +63,7 @@ exp_exit_entry:
 	movq %rbx, 0(%rax)
 	movq exp_host_rsp(%rip), %rsp
 	xorl %eax, %eax
-3:	popq %r15
-	popq %r14
-	popq %r13
-	popq %r12
-	popq %rbp
-	popq %rbx
+3:	POP_CALLEE_SAVED
 	ret
 
 	.bss
