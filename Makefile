@@ -12,21 +12,55 @@ variant_macro = NMI_VARIANT_$(shell echo $(1) | tr a-z- A-Z_)
 # core included (docs/variants.md compares -O0 and -O2); other levels build apart.
 OPT ?= -O2
 BUILD := build
-B := $(BUILD)/$(VARIANT)$(filter-out -O2,$(OPT))
 
 # The hypervisor's compiler and code-generation flags.  nmi_core.c is compiled with
-# exactly these, once per variant, and the one object goes into every build.
-HV_CC := gcc
+# exactly these, once per build, and the one object goes into every binary of it.
+# HV_CC=gcc (the default, the shipped build) or HV_CC=clang (clang-14, the project's
+# clang), or the path of either; HV_EXTRA_CFLAGS adds flags (after the others).
+HV_CC ?= gcc
+ifeq ($(HV_CC),clang)
+override HV_CC := clang-14
+endif
+HV_KIND := $(if $(findstring clang,$(notdir $(HV_CC))),clang,gcc)
 HV_CFLAGS := -std=c11 $(OPT) -g -ffreestanding -fno-pic -fno-pie -mno-red-zone \
 	-mgeneral-regs-only -mcmodel=small -fno-stack-protector \
-	-fno-asynchronous-unwind-tables -fno-reorder-blocks-and-partition \
-	-fcf-protection=none -Wall -Wextra -Werror
+	-fno-asynchronous-unwind-tables -fcf-protection=none -Wall -Wextra -Werror
+# gcc splits a function into hot and cold parts (foo.cold, in .text.unlikely) unless
+# told not to, and the whole core must stay in one section.  clang splits functions
+# only with profile data (-fsplit-machine-functions, off by default) and rejects the
+# gcc flag, so it needs none; the core's rule checks the result either way.
+HV_CFLAGS_gcc := -fno-reorder-blocks-and-partition
+HV_CFLAGS_clang :=
+HV_CFLAGS += $(HV_CFLAGS_$(HV_KIND)) $(HV_EXTRA_CFLAGS)
+
+# SANITIZE=address,undefined builds the harness (simulator, decoder, fuzz target,
+# nmisim, unit tests) with clang and those sanitizers; the core stays the shipped
+# object, compiled by HV_CC with HV_CFLAGS as always (docs/fuzzing.md).
+SANITIZE ?=
+SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer)
+
+# Each build other than the shipped one (gcc, -O2, no extra flags, no sanitizer) has a
+# directory of its own: build/<variant>[<OPT>][-clang][-x<hash of HV_EXTRA_CFLAGS>]
+# [-<sanitizers>]/, e.g. build/reentrant-loop-O0-clang/, build/final-address-undefined/.
+comma := ,
+HV_TAG := $(if $(filter-out gcc,$(HV_CC)),-$(if $(filter clang-14,$(HV_CC)),clang,$(notdir $(HV_CC))))$(if \
+	$(strip $(HV_EXTRA_CFLAGS)),-x$(shell printf '%s' '$(strip $(HV_EXTRA_CFLAGS))' | md5sum | cut -c1-8))
+B := $(BUILD)/$(VARIANT)$(filter-out -O2,$(OPT))$(HV_TAG)$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+# The same selection as make variables, for the commands the tools print.
+BUILD_VARS := $(strip $(if $(filter-out -O2,$(OPT)),OPT=$(OPT)) $(if $(filter-out gcc,$(HV_CC)),HV_CC=$(HV_CC)) \
+	$(if $(strip $(HV_EXTRA_CFLAGS)),HV_EXTRA_CFLAGS='$(strip $(HV_EXTRA_CFLAGS))') \
+	$(if $(SANITIZE),SANITIZE=$(SANITIZE)))
 
 # Host (simulator) code: C11, same warnings.  The simulator's own files may use any
 # flags; only nmi_core.o must match the hypervisor.
+FUZZ_CC ?= clang-14
 SIM_CC ?= gcc
-SIM_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -pthread
-SIM_LDFLAGS := -no-pie -pthread
+ifneq ($(SANITIZE),)
+override SIM_CC := $(FUZZ_CC)
+endif
+SIM_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -pthread $(SAN_FLAGS)
+SIM_LDFLAGS := -no-pie -pthread $(SAN_FLAGS)
 SIM_SRCS := sim/machine.c sim/platform_sim.c sim/timeline.c sim/sched.c sim/symbols.c sim/stress.c
 SIM_OBJS := $(patsubst sim/%.c,$(B)/sim/%.o,$(SIM_SRCS))
 
@@ -52,11 +86,16 @@ deps:
 # Its .text becomes the section nmi_core_text so the linker brackets it with
 # __start_nmi_core_text/__stop_nmi_core_text: the simulator single-steps inside it
 # and the byte-identity test finds it in both binaries.
+# Any other code section (a .text.unlikely part, say) would leave core code outside
+# the bracket, so the rule refuses it.  nmi_core.cmd records how the core was built.
 $(B)/nmi_core.o: hv/nmi_core.c hv/nmi_core.h hv/nmi_platform.h Makefile
 	@mkdir -p $(@D)
 	$(HV_CC) $(HV_CFLAGS) -DNMI_VARIANT=$(call variant_macro,$(VARIANT)) -c $< -o $@.tmp
+	@other=$$(objdump -h $@.tmp | awk '/^ *[0-9]+ /{n=$$2} /CODE/{print n}' | grep -vx '.text'); \
+	if [ -n "$$other" ]; then echo "$@: core code outside .text: $$other" >&2; rm -f $@.tmp; exit 1; fi
 	objcopy --rename-section .text=nmi_core_text,alloc,load,readonly,code,contents $@.tmp $@
 	@rm -f $@.tmp
+	@echo '$(HV_CC) $(HV_CFLAGS) -DNMI_VARIANT=$(call variant_macro,$(VARIANT))' > $(B)/nmi_core.cmd
 
 $(B)/sim/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h Makefile
 	@mkdir -p $(@D)
@@ -148,3 +187,14 @@ clean:
 	rm -rf $(BUILD)
 
 include hv/hv.mk
+
+# clang lowers the hypervisor's structure copies and zeroing to calls to memcpy and
+# memset, which gcc with the same flags inlines and the hypervisor does not define:
+# a clang build links toolchain/string.c (weak definitions) into hv.elf.
+ifeq ($(HV_KIND),clang)
+HV_OBJS += $(B)/toolchain/string.o
+$(B)/hv.elf: $(B)/toolchain/string.o
+$(B)/toolchain/string.o: toolchain/string.c Makefile
+	@mkdir -p $(@D)
+	$(HV_CC) $(HV_CFLAGS) -c $< -o $@
+endif
