@@ -8,6 +8,8 @@ Suites (all by default):
   scenarios   corpus/scenarios/*.nmi on every variant, against their `# expect:` line
   corpus      corpus/fuzz seeds pass on final; corpus/regressions/<variant>/ fail on
               their variant and pass on final
+  clang       the core built by clang (make HV_CC=clang): identity in nmisim, fuzz_nmi,
+              test_core and hv.elf, told apart from gcc's, unit tests, scenarios
   input       malformed scenario files are rejected with their line number
   stress      free-running threads + NMI sources on final: 0 lost, 0 violations
   system      the system tests of tests/system/tests.cfg under QEMU and Bochs
@@ -39,19 +41,34 @@ def verdict(kind, name, why=""):
 
 def run(cmd, timeout=600, env=None):
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                           errors="replace")
         return p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         return 124, out + f"\n(timed out after {timeout} s)"
 
 
-def build(variant, *targets):
-    rc, out = run(["make", "-s", f"VARIANT={variant}"] + [f"build/{variant}/{t}" for t in targets])
+def build(variant, *targets, flavour=None):
+    """Build targets of build/<variant><suffix>/; flavour is one of FLAVOURS (None: the
+    shipped build)."""
+    suffix, make_vars = FLAVOURS[flavour]
+    rc, out = run(["make", "-s", f"VARIANT={variant}"] + make_vars
+                  + [f"build/{variant}{suffix}/{t}" for t in targets])
     if rc != 0:
-        verdict("FAIL", f"build {variant}: {' '.join(targets)}", out.strip().splitlines()[-1] if out.strip() else "")
+        verdict("FAIL", f"build {variant}{suffix}: {' '.join(targets)}",
+                out.strip().splitlines()[-1] if out.strip() else "")
         return False
     return True
+
+
+# The builds other than the shipped one that make test covers: (directory suffix,
+# make variables).  The Makefile names the directories (build/<variant><suffix>/).
+FLAVOURS = {
+    None: ("", []),
+    "clang": ("-clang", ["HV_CC=clang"]),
+    "san": ("-address-undefined", ["SANITIZE=address,undefined"]),
+}
 
 
 def relay(out, prefix=""):
@@ -93,27 +110,33 @@ def suite_identity():
                 (out1 if rc1 else out2)[-300:])
 
 
-def expectations(path):
+def expectations(path, flavour=None):
+    """The `# expect:` verdicts, overridden for a build flavour by its
+    `# expect[flavour]:` line (the machine code, hence the verdict, can differ)."""
+    want, override = {}, {}
     with open(path) as f:
         for line in f:
-            m = re.match(r"#\s*expect:\s*(.*)", line)
-            if m:
-                return dict(kv.split("=") for kv in m.group(1).split())
-    return {}
+            m = re.match(r"#\s*expect(?:\[([\w-]+)\])?:\s*(.*)", line)
+            if m and (m.group(1) is None and not want):
+                want = dict(kv.split("=") for kv in m.group(2).split())
+            elif m and m.group(1) == flavour:
+                override.update(kv.split("=") for kv in m.group(2).split())
+    return dict(want, **override)
 
 
-def suite_scenarios():
+def suite_scenarios(flavour=None):
     files = sorted(glob.glob("corpus/scenarios/*.nmi"))
+    suffix = FLAVOURS[flavour][0]
     for v in VARIANTS:
-        if not build(v, "nmisim"):
+        if not build(v, "nmisim", flavour=flavour):
             continue
         for f in files:
-            want = expectations(f).get(v)
-            name = f"scenario {os.path.basename(f)} [{v}]"
+            want = expectations(f, flavour).get(v)
+            name = f"scenario {os.path.basename(f)} [{v}{suffix}]"
             if want not in ("pass", "fail"):
                 verdict("FAIL", name, "no '# expect:' entry for this variant")
                 continue
-            rc, out = run([f"build/{v}/nmisim", "run", "--quiet", f])
+            rc, out = run([f"build/{v}{suffix}/nmisim", "run", "--quiet", f])
             got = {0: "pass", 1: "fail"}.get(rc, f"error (exit {rc})")
             first = out.strip().splitlines()[0] if out.strip() else ""
             if got == want:
@@ -123,55 +146,79 @@ def suite_scenarios():
                 verdict("FAIL", name, f"expected {want}, got {got}: {first}")
 
 
-def replay_input(variant, path):
-    rc, out = run([f"build/{variant}/fuzz_nmi", "-handle_usr1=0", "-handle_usr2=0", path], timeout=120)
+def replay_input(variant, path, suffix=""):
+    rc, out = run([f"build/{variant}{suffix}/fuzz_nmi", "-handle_usr1=0", "-handle_usr2=0", path],
+                  timeout=120)
     m = re.search(r"NMI VIOLATION \[[^]]*\]: (.*)", out)
-    return rc, (m.group(1) if m else None)
+    # A sanitizer's report is a failure of the harness, never a verdict on the core.
+    san = re.search(r"(ERROR: AddressSanitizer: .*|runtime error: .*)", out)
+    return rc, (m.group(1) if m else None), (san.group(1) if san else None)
 
 
-def suite_corpus():
-    if not build("final", "fuzz_nmi"):
+def suite_corpus(flavour=None):
+    suffix = FLAVOURS[flavour][0]
+    tag = f" [{flavour}]" if flavour else ""
+    if not build("final", "fuzz_nmi", flavour=flavour):
         return
     seeds = sorted(glob.glob("corpus/fuzz/*"))
-    bad = [s for s in seeds if replay_input("final", s)[0] != 0]
+    results = [(s, replay_input("final", s, suffix)) for s in seeds]
+    bad = [s for s, (rc, _, san) in results if rc != 0 or san]
     if seeds and not bad:
-        verdict("PASS", f"corpus: all {len(seeds)} seed inputs pass on final")
+        verdict("PASS", f"corpus{tag}: all {len(seeds)} seed inputs pass on final{suffix}")
     else:
-        verdict("FAIL", "corpus: seed inputs", f"{len(bad)} of {len(seeds)} fail on final: {bad[:3]}")
+        verdict("FAIL", f"corpus{tag}: seed inputs",
+                f"{len(bad)} of {len(seeds)} fail on final{suffix}: {bad[:3]} "
+                + "; ".join(san for _, (_, _, san) in results if san)[:300])
     for v in VARIANTS[1:]:
         regs = sorted(glob.glob(f"corpus/regressions/{v}/*.bin"))
         if not regs:
-            verdict("SKIP", f"regressions [{v}]", f"corpus/regressions/{v}/ holds no reproducer")
+            verdict("SKIP", f"regressions{tag} [{v}]", f"corpus/regressions/{v}/ holds no reproducer")
             continue
-        if not build(v, "fuzz_nmi"):
+        if not build(v, "fuzz_nmi", flavour=flavour):
             continue
         for r in regs:
-            rc_v, why = replay_input(v, r)
-            rc_f, why_f = replay_input("final", r)
-            name = f"regression {v}/{os.path.basename(r)}"
-            if rc_v != 0 and why and rc_f == 0:
-                verdict("PASS", name, f"fails on {v} ({why}), passes on final")
+            rc_v, why, san_v = replay_input(v, r, suffix)
+            rc_f, why_f, san_f = replay_input("final", r, suffix)
+            name = f"regression{tag} {v}/{os.path.basename(r)}"
+            if rc_v != 0 and why and rc_f == 0 and not (san_v or san_f):
+                verdict("PASS", name, f"fails on {v}{suffix} ({why}), passes on final{suffix}")
             else:
-                verdict("FAIL", name, f"on {v}: {why or 'no violation'}; on final: {why_f or 'passes'}")
-            # Its decoded form, replayed by the gcc-built nmisim, must agree.
+                verdict("FAIL", name, f"on {v}{suffix}: {san_v or why or 'no violation'}; "
+                        f"on final{suffix}: {san_f or why_f or 'passes'}")
+            # Its decoded form, replayed by the same build's nmisim, must agree.
             text = r[:-4] + ".nmi"
-            if os.path.exists(text) and build(v, "nmisim") and build("final", "nmisim"):
-                rc_tv, _ = run([f"build/{v}/nmisim", "run", "--quiet", text])
-                rc_tf, _ = run(["build/final/nmisim", "run", "--quiet", text])
-                verdict("PASS" if (rc_tv, rc_tf) == (1, 0) else "FAIL",
-                        f"regression {v}/{os.path.basename(text)} (as a scenario)",
-                        f"nmisim: exit {rc_tv} on {v}, {rc_tf} on final")
+            if os.path.exists(text) and build(v, "nmisim", flavour=flavour) \
+                    and build("final", "nmisim", flavour=flavour):
+                rc_tv, out_v = run([f"build/{v}{suffix}/nmisim", "run", "--quiet", text])
+                rc_tf, out_f = run([f"build/final{suffix}/nmisim", "run", "--quiet", text])
+                clean = not re.search(r"ERROR: AddressSanitizer|runtime error:", out_v + out_f)
+                verdict("PASS" if (rc_tv, rc_tf) == (1, 0) and clean else "FAIL",
+                        f"regression{tag} {v}/{os.path.basename(text)} (as a scenario)",
+                        f"nmisim: exit {rc_tv} on {v}{suffix}, {rc_tf} on final{suffix}")
 
 
-BAD_SCENARIOS = [
-    ("cpus 2\ncpu0 mask\ncpu0 frobnicate\n", 3, "unknown operation"),
-    ("cpus 1\ncpu1 mask\n", 2, "beyond the 'cpus' line"),
-    ("cpu0 mask\ncpus 2\n", 2, "before the first step"),
-    ("cpu0 unmask nmi@0\n", 1, "want nmi@N"),
-    ("cpu0 unmask nmi@no_such_function+4\n", 1, "no such function"),
-    ("cpu0 nmi x99\n", 1, "burst"),
-    ("cpus 9\n", 1, "from 1 to 8"),
-]
+def suite_clang():
+    """The core as clang builds it (make HV_CC=clang, build/<variant>-clang/)."""
+    if not build("final", "nmisim", "fuzz_nmi", "test_core", "hv.elf", flavour="clang"):
+        return
+    bins = [f"build/final-clang/{b}" for b in ("nmisim", "fuzz_nmi", "test_core", "hv.elf")]
+    rc, out = run([sys.executable, "-m", "scripts.check_identity", "build/final-clang/nmi_core.o"]
+                  + bins)
+    if relay(out, "clang ") == 0:
+        verdict("FAIL", "clang identity", out.strip()[-300:])
+    # The check tells the compilers apart: the gcc core is not what clang built.
+    if build("final", "nmi_core.o"):
+        rc, out = run([sys.executable, "-m", "scripts.check_identity", "build/final/nmi_core.o",
+                       "build/final-clang/nmisim"])
+        verdict("PASS" if rc == 1 and "FAIL identity" in out else "FAIL",
+                "clang identity: the gcc-built core is told apart from the clang-built one",
+                out.strip()[-200:])
+    rc, out = run(["build/final-clang/test_core"])
+    m = re.search(r"(\d+) passed, (\d+) failed", out)
+    verdict("PASS" if rc == 0 and m and m.group(2) == "0" else "FAIL",
+            "clang unit: the table-driven tests on the clang-built core",
+            m.group(0) if m else out.strip()[-300:])
+    suite_scenarios("clang")
 
 
 def suite_input():
@@ -245,8 +292,8 @@ def suite_style():
         verdict("FAIL", "style", f"not formatted (make format): {' '.join(bad)}")
 
 
-SUITES = ["unit", "identity", "scenarios", "corpus", "input", "stress", "system", "scripts",
-          "style"]
+SUITES = ["unit", "identity", "scenarios", "corpus", "input", "clang",
+          "stress", "system", "scripts", "style"]
 
 
 def main():
