@@ -111,9 +111,13 @@ $(B)/nmisim: $(B)/sim/nmisim.o $(B)/libnmisim.a
 sim: $(B)/nmisim
 
 # ---- libFuzzer: the simulator instrumented by clang, the core as shipped ------------
-FUZZ_CC ?= clang-14
+# A fuzzing service sets the compiler (FUZZ_CC), adds its flags (FUZZ_EXTRA_CFLAGS),
+# links with its own driver (FUZZ_LD) and engine (FUZZ_ENGINE): .clusterfuzzlite/build.sh.
+FUZZ_EXTRA_CFLAGS ?=
+FUZZ_LD ?= $(FUZZ_CC)
+FUZZ_ENGINE ?= -fsanitize=fuzzer
 FUZZ_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -Ifuzz -pthread \
-	-fsanitize=fuzzer-no-link
+	-fsanitize=fuzzer-no-link $(SAN_FLAGS) $(FUZZ_EXTRA_CFLAGS)
 FUZZ_OBJS := $(patsubst sim/%.c,$(B)/fuzz/%.o,$(SIM_SRCS)) $(B)/fuzz/decode.o
 
 $(B)/fuzz/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h Makefile
@@ -125,7 +129,7 @@ $(B)/fuzz/%.o: fuzz/%.c fuzz/decode.h sim/sim.h hv/nmi_core.h Makefile
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
 $(B)/fuzz_nmi: $(B)/fuzz/fuzz_nmi.o $(FUZZ_OBJS) $(B)/nmi_core.o
-	$(FUZZ_CC) -fsanitize=fuzzer -no-pie -pthread $^ -o $@
+	$(FUZZ_LD) $(SAN_FLAGS) -no-pie -pthread $^ $(FUZZ_ENGINE) -o $@
 
 # The fuzz decoder's operation table, read back from the decoder for scripts/mkseeds.py.
 $(B)/fuzz_ops: scripts/fuzz_ops.c fuzz/decode.c fuzz/decode.h $(B)/libnmisim.a

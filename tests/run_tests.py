@@ -10,6 +10,8 @@ Suites (all by default):
               their variant and pass on final
   clang       the core built by clang (make HV_CC=clang): identity in nmisim, fuzz_nmi,
               test_core and hv.elf, told apart from gcc's, unit tests, scenarios
+  sanitizers  the harness under ASan + UBSan with the shipped core (make
+              SANITIZE=address,undefined): the corpus suite and the scenarios on it
   input       malformed scenario files are rejected with their line number
   stress      free-running threads + NMI sources on final: 0 lost, 0 violations
   system      the system tests of tests/system/tests.cfg under QEMU and Bochs
@@ -221,6 +223,22 @@ def suite_clang():
     suite_scenarios("clang")
 
 
+def suite_sanitizers():
+    """The harness under AddressSanitizer + UndefinedBehaviorSanitizer, the core as
+    shipped (make SANITIZE=address,undefined, build/<variant>-address-undefined/)."""
+    for v in VARIANTS:
+        if not (build(v, "nmi_core.o") and build(v, "fuzz_nmi", "nmisim", flavour="san")):
+            continue
+        rc, out = run([sys.executable, "-m", "scripts.check_identity", f"build/{v}/nmi_core.o",
+                       f"build/{v}-address-undefined/fuzz_nmi",
+                       f"build/{v}-address-undefined/nmisim"])
+        verdict("PASS" if rc == 0 else "FAIL",
+                f"sanitizers: the core in build/{v}-address-undefined/ is the shipped gcc object",
+                out.strip().splitlines()[-1] if out.strip() else "")
+    suite_corpus("san")
+    suite_scenarios("san")
+
+
 def suite_input():
     if not build("final", "nmisim"):
         return
@@ -292,7 +310,7 @@ def suite_style():
         verdict("FAIL", "style", f"not formatted (make format): {' '.join(bad)}")
 
 
-SUITES = ["unit", "identity", "scenarios", "corpus", "input", "clang",
+SUITES = ["unit", "identity", "scenarios", "corpus", "input", "clang", "sanitizers",
           "stress", "system", "scripts", "style"]
 
 
