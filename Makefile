@@ -146,12 +146,14 @@ NMIS ?= 2
 CPUS ?= 2
 SOURCES ?= 2
 STRESS_NMIS ?= 1000000
+# Fuzzing workers: JOBS=N > 1 is libFuzzer's fork mode (-fork=N), one corpus.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 fuzz:
 	@scripts/deps.sh sim fuzz
 	@$(MAKE) -s $(B)/fuzz_nmi
 	@python3 -m scripts.fuzz --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
-		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B))
+		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B)) --jobs $(JOBS) --make-vars "$(BUILD_VARS)"
 
 explore: deps
 	@$(MAKE) -s $(B)/nmisim
