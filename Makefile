@@ -64,13 +64,17 @@ SIM_LDFLAGS := -no-pie -pthread $(SAN_FLAGS)
 SIM_SRCS := sim/machine.c sim/platform_sim.c sim/timeline.c sim/sched.c sim/symbols.c sim/stress.c
 SIM_OBJS := $(patsubst sim/%.c,$(B)/sim/%.o,$(SIM_SRCS))
 
-.PHONY: all deps sim test test-sim fuzz explore replay bench clean help format \
+.PHONY: all deps builddir sim test test-sim fuzz explore replay bench clean help format \
 	check-format
 all: sim $(B)/fuzz_nmi
 
 help:
-	@echo "make fuzz      libFuzzer on VARIANT ($(VARIANTS)) for FUZZ_SECONDS (60), MODE=precise|fast"
-	@echo "make test      every test suite (unit, identity, scenarios, corpus, stress, QEMU, Bochs)"
+	@echo "make fuzz      libFuzzer on VARIANT ($(VARIANTS)) for FUZZ_SECONDS (60), MODE=precise|fast,"
+	@echo "               JOBS workers (one per core: libFuzzer -fork=JOBS)"
+	@echo "any target:    OPT=-O0, HV_CC=gcc|clang, HV_EXTRA_CFLAGS=..., SANITIZE=address,undefined"
+	@echo "               build apart, in build/<variant>[-O0][-clang][-x<hash>][-<sanitizers>]/"
+	@echo "make test      every test suite (unit, identity, scenarios, corpus, clang, sanitizers,"
+	@echo "               service, stress, QEMU, Bochs)"
 	@echo "make test-sim  the simulator, fuzz-regression and tooling suites only (fast)"
 	@echo "make explore   every placement of up to NMIS (2) NMIs in corpus/scenarios/*.nmi"
 	@echo "make replay INPUT=file   replay a fuzz input (.bin) or scenario (.nmi) with its timeline"
@@ -81,6 +85,10 @@ help:
 
 deps:
 	@scripts/deps.sh $(DEPS)
+
+# The build directory these variables select: make -s builddir HV_EXTRA_CFLAGS=...
+builddir:
+	@echo $(B)
 
 # ---- The core: compiled once per variant, with the hypervisor's flags ----------------
 # Its .text becomes the section nmi_core_text so the linker brackets it with
@@ -176,7 +184,8 @@ test:
 
 test-sim:
 	@scripts/deps.sh sim fuzz
-	@python3 tests/run_tests.py unit identity scenarios corpus input scripts style
+	@python3 tests/run_tests.py unit identity scenarios corpus input clang sanitizers service \
+		scripts style
 
 bench:
 	@scripts/deps.sh all
