@@ -6,11 +6,13 @@
 For each variant x compiler x optimisation level it builds the core with
 `make HV_CC=... OPT=...` (build/<variant>[-O0][-clang]/), checks that the core is
 byte-identical in nmisim and fuzz_nmi, and measures:
-  - explore: `nmisim run --quiet --nmis 2` on corpus/scenarios/seed-race.nmi (every
-    placement of up to two NMIs in it, at instruction precision): failing schedules;
+  - explore: `nmisim run --quiet --all --nmis 2` on corpus/scenarios/seed-race.nmi
+    (every placement of up to two NMIs in it, at instruction precision): failing
+    schedules;
     with --all, on every canonical scenario too (what `make explore` runs: slow at -O0);
   - fuzz: libFuzzer in precise mode from an empty corpus, seed 1, for up to --seconds:
-    the time to the first finding and what it was, or the executions without one.
+    the time to the first finding and what it was (the books' law it broke, or the
+    core's assertion), or the executions without one.
 It prints one Markdown table row per build as it goes, then, for reentrant-loop, the
 machine code of the drain's decrement (`c->visited--` in nmi_unmask) in each build.
 """
@@ -43,7 +45,8 @@ def build(variant, cc, opt):
 
 
 def explore(b, files):
-    out = subprocess.run([f"{b}/nmisim", "run", "--quiet", "--nmis", "2"] + files,
+    # --all: count every failing placement; without it nmisim stops at the first.
+    out = subprocess.run([f"{b}/nmisim", "run", "--quiet", "--all", "--nmis", "2"] + files,
                          capture_output=True, text=True).stdout
     m = re.search(r"(\d+) schedules in \d+ scenarios \[[^]]*\]: (\d+) failing", out)
     if m:
@@ -79,6 +82,9 @@ def fuzz(b, seconds):
 def short(what):
     if "UINT32_MAX" in what:
         return "counter underflow (assertion)"
+    law = re.search(r"law=([\w-]+)", what)  # books: FAILED law=<name> cpu=<n> ...
+    if law:
+        return f"law {law[1]}"
     if "underflow" in what:
         return "counter underflow (NMI handled twice)"
     if "lost" in what:
@@ -126,7 +132,7 @@ def main():
         print(f"{cc}: {v}")
     print(f"fuzz: precise mode, empty corpus, -seed=1, up to {args.seconds} s; explore: NMIS=2\n")
     print("| variant | compiler | OPT | core identical | fuzz | explore seed-race.nmi |"
-          + (" explore all 6 scenarios |" if args.all else ""))
+          + (f" explore all {len(scenarios)} scenarios |" if args.all else ""))
     print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.all else ""), flush=True)
     builds = []
     for variant in args.variants.split(","):
