@@ -12,33 +12,73 @@ variant_macro = NMI_VARIANT_$(shell echo $(1) | tr a-z- A-Z_)
 # core included (docs/variants.md compares -O0 and -O2); other levels build apart.
 OPT ?= -O2
 BUILD := build
-B := $(BUILD)/$(VARIANT)$(filter-out -O2,$(OPT))
 
 # The hypervisor's compiler and code-generation flags.  nmi_core.c is compiled with
-# exactly these, once per variant, and the one object goes into every build.
-HV_CC := gcc
+# exactly these, once per build, and the one object goes into every binary of it.
+# HV_CC=gcc (the default, the shipped build) or HV_CC=clang (clang-14, the project's
+# clang), or the path of either; HV_EXTRA_CFLAGS adds flags (after the others).
+HV_CC ?= gcc
+ifeq ($(HV_CC),clang)
+override HV_CC := clang-14
+endif
+HV_KIND := $(if $(findstring clang,$(notdir $(HV_CC))),clang,gcc)
 HV_CFLAGS := -std=c11 $(OPT) -g -ffreestanding -fno-pic -fno-pie -mno-red-zone \
 	-mgeneral-regs-only -mcmodel=small -fno-stack-protector \
-	-fno-asynchronous-unwind-tables -fno-reorder-blocks-and-partition \
-	-fcf-protection=none -Wall -Wextra -Werror
+	-fno-asynchronous-unwind-tables -fcf-protection=none -Wall -Wextra -Werror
+# gcc splits a function into hot and cold parts (foo.cold, in .text.unlikely) unless
+# told not to, and the whole core must stay in one section.  clang splits functions
+# only with profile data (-fsplit-machine-functions, off by default) and rejects the
+# gcc flag, so it needs none; the core's rule checks the result either way.
+HV_CFLAGS_gcc := -fno-reorder-blocks-and-partition
+HV_CFLAGS_clang :=
+HV_CFLAGS += $(HV_CFLAGS_$(HV_KIND)) $(HV_EXTRA_CFLAGS)
+
+# SANITIZE=address,undefined builds the harness (simulator, decoder, fuzz target,
+# nmisim, unit tests) with clang and those sanitizers; the core stays the shipped
+# object, compiled by HV_CC with HV_CFLAGS as always (docs/fuzzing.md).
+SANITIZE ?=
+SAN_FLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer)
+
+# Each build other than the shipped one (gcc, -O2, no extra flags, no sanitizer) has a
+# directory of its own: build/<variant>[<OPT>][-clang][-x<hash of HV_EXTRA_CFLAGS>]
+# [-<sanitizers>]/, e.g. build/reentrant-loop-O0-clang/, build/final-address-undefined/.
+comma := ,
+HV_TAG := $(if $(filter-out gcc,$(HV_CC)),-$(if $(filter clang-14,$(HV_CC)),clang,$(notdir $(HV_CC))))$(if \
+	$(strip $(HV_EXTRA_CFLAGS)),-x$(shell printf '%s' '$(strip $(HV_EXTRA_CFLAGS))' | md5sum | cut -c1-8))
+B := $(BUILD)/$(VARIANT)$(filter-out -O2,$(OPT))$(HV_TAG)$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+# The same selection as make variables, for the commands the tools print.
+BUILD_VARS := $(strip $(if $(filter-out -O2,$(OPT)),OPT=$(OPT)) $(if $(filter-out gcc,$(HV_CC)),HV_CC=$(HV_CC)) \
+	$(if $(strip $(HV_EXTRA_CFLAGS)),HV_EXTRA_CFLAGS='$(strip $(HV_EXTRA_CFLAGS))') \
+	$(if $(SANITIZE),SANITIZE=$(SANITIZE)))
 
 # Host (simulator) code: C11, same warnings.  The simulator's own files may use any
 # flags; only nmi_core.o must match the hypervisor.
+FUZZ_CC ?= clang-14
 SIM_CC ?= gcc
-SIM_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -pthread
-SIM_LDFLAGS := -no-pie -pthread
+ifneq ($(SANITIZE),)
+override SIM_CC := $(FUZZ_CC)
+endif
+SIM_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -pthread $(SAN_FLAGS)
+SIM_LDFLAGS := -no-pie -pthread $(SAN_FLAGS)
+# hv/nmi_books.c is the simulator's oracle as well as the hypervisor's books: it is
+# harness code here, built with the simulator's compiler and flags (sanitizers too).
 SIM_SRCS := sim/machine.c sim/mode.c sim/controller.c sim/ops.c sim/nmi_hw.c sim/vmx_hw.c \
 	sim/stepper.c sim/runaway.c sim/failure.c sim/oracle.c sim/platform_sim.c sim/timeline.c \
 	sim/sched.c sim/explore.c sim/symbols.c sim/stress.c hv/nmi_books.c
 SIM_OBJS := $(addprefix $(B)/sim/,$(notdir $(SIM_SRCS:.c=.o)))
 
-.PHONY: all deps sim test test-sim fuzz explore replay bench clean help format \
+.PHONY: all deps builddir sim test test-sim fuzz explore replay bench clean help format \
 	check-format
 all: sim $(B)/fuzz_nmi
 
 help:
-	@echo "make fuzz      libFuzzer on VARIANT ($(VARIANTS)) for FUZZ_SECONDS (60), MODE=precise|fast"
-	@echo "make test      every test suite (unit, identity, scenarios, corpus, stress, QEMU, Bochs)"
+	@echo "make fuzz      libFuzzer on VARIANT ($(VARIANTS)) for FUZZ_SECONDS (60), MODE=precise|fast,"
+	@echo "               JOBS workers (one per core: libFuzzer -fork=JOBS)"
+	@echo "any target:    OPT=-O0, HV_CC=gcc|clang, HV_EXTRA_CFLAGS=..., SANITIZE=address,undefined"
+	@echo "               build apart, in build/<variant>[-O0][-clang][-x<hash>][-<sanitizers>]/"
+	@echo "make test      every test suite (unit, identity, scenarios, corpus, clang, sanitizers,"
+	@echo "               service, stress, QEMU, Bochs)"
 	@echo "make test-sim  the simulator, fuzz-regression and tooling suites only (fast)"
 	@echo "make explore   every placement of up to NMIS (2) NMIs in corpus/scenarios/*.nmi"
 	@echo "make replay INPUT=file   replay a fuzz input (.bin) or scenario (.nmi) with its timeline"
@@ -50,15 +90,24 @@ help:
 deps:
 	@scripts/deps.sh $(DEPS)
 
+# The build directory these variables select: make -s builddir HV_EXTRA_CFLAGS=...
+builddir:
+	@echo $(B)
+
 # ---- The core: compiled once per variant, with the hypervisor's flags ----------------
 # Its .text becomes the section nmi_core_text so the linker brackets it with
 # __start_nmi_core_text/__stop_nmi_core_text: the simulator single-steps inside it
 # and the byte-identity test finds it in both binaries.
+# Any other code section (a .text.unlikely part, say) would leave core code outside
+# the bracket, so the rule refuses it.  nmi_core.cmd records how the core was built.
 $(B)/nmi_core.o: hv/nmi_core.c hv/nmi_core.h hv/nmi_platform.h Makefile
 	@mkdir -p $(@D)
 	$(HV_CC) $(HV_CFLAGS) -DNMI_VARIANT=$(call variant_macro,$(VARIANT)) -c $< -o $@.tmp
+	@other=$$(objdump -h $@.tmp | awk '/^ *[0-9]+ /{n=$$2} /CODE/{print n}' | grep -vx '.text'); \
+	if [ -n "$$other" ]; then echo "$@: core code outside .text: $$other" >&2; rm -f $@.tmp; exit 1; fi
 	objcopy --rename-section .text=nmi_core_text,alloc,load,readonly,code,contents $@.tmp $@
 	@rm -f $@.tmp
+	@echo '$(HV_CC) $(HV_CFLAGS) -DNMI_VARIANT=$(call variant_macro,$(VARIANT))' > $(B)/nmi_core.cmd
 
 $(B)/sim/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h hv/nmi_books.h Makefile
 	@mkdir -p $(@D)
@@ -78,9 +127,13 @@ $(B)/nmisim: $(B)/sim/nmisim.o $(B)/libnmisim.a
 sim: $(B)/nmisim
 
 # ---- libFuzzer: the simulator instrumented by clang, the core as shipped ------------
-FUZZ_CC ?= clang-14
+# A fuzzing service sets the compiler (FUZZ_CC), adds its flags (FUZZ_EXTRA_CFLAGS),
+# links with its own driver (FUZZ_LD) and engine (FUZZ_ENGINE): .clusterfuzzlite/build.sh.
+FUZZ_EXTRA_CFLAGS ?=
+FUZZ_LD ?= $(FUZZ_CC)
+FUZZ_ENGINE ?= -fsanitize=fuzzer
 FUZZ_CFLAGS := -std=c11 -O2 -g -Wall -Wextra -Werror -Ihv -Isim -Ifuzz -pthread \
-	-fsanitize=fuzzer-no-link
+	-fsanitize=fuzzer-no-link $(SAN_FLAGS) $(FUZZ_EXTRA_CFLAGS)
 FUZZ_OBJS := $(addprefix $(B)/fuzz/,$(notdir $(SIM_SRCS:.c=.o))) $(B)/fuzz/decode.o
 
 $(B)/fuzz/%.o: sim/%.c sim/sim.h sim/machine.h hv/nmi_core.h hv/nmi_platform.h hv/nmi_books.h Makefile
@@ -96,7 +149,7 @@ $(B)/fuzz/%.o: fuzz/%.c fuzz/decode.h sim/sim.h hv/nmi_core.h Makefile
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
 $(B)/fuzz_nmi: $(B)/fuzz/fuzz_nmi.o $(FUZZ_OBJS) $(B)/nmi_core.o
-	$(FUZZ_CC) -fsanitize=fuzzer -no-pie -pthread $^ -o $@
+	$(FUZZ_LD) $(SAN_FLAGS) -no-pie -pthread $^ $(FUZZ_ENGINE) -o $@
 
 # The fuzz decoder's operation table, read back from the decoder for scripts/mkseeds.py.
 $(B)/fuzz_ops: scripts/fuzz_ops.c fuzz/decode.c fuzz/decode.h $(B)/libnmisim.a
@@ -117,12 +170,14 @@ NMIS ?= 2
 CPUS ?= 2
 SOURCES ?= 2
 STRESS_NMIS ?= 1000000
+# Fuzzing workers: JOBS=N > 1 is libFuzzer's fork mode (-fork=N), one corpus.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 fuzz:
 	@scripts/deps.sh sim fuzz
 	@$(MAKE) -s $(B)/fuzz_nmi
 	@python3 -m scripts.fuzz --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
-		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B))
+		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B)) --jobs $(JOBS) --make-vars "$(BUILD_VARS)"
 
 explore: deps
 	@$(MAKE) -s $(B)/nmisim
@@ -145,7 +200,8 @@ test:
 
 test-sim:
 	@scripts/deps.sh sim fuzz
-	@python3 tests/run_tests.py unit identity scenarios corpus input scripts style
+	@python3 tests/run_tests.py unit identity scenarios corpus input clang sanitizers service \
+		scripts style
 
 bench:
 	@scripts/deps.sh all
@@ -162,6 +218,17 @@ clean:
 	rm -rf $(BUILD)
 
 include hv/hv.mk
+
+# clang lowers the hypervisor's structure copies and zeroing to calls to memcpy and
+# memset, which gcc with the same flags inlines and the hypervisor does not define:
+# a clang build links toolchain/string.c (weak definitions) into hv.elf.
+ifeq ($(HV_KIND),clang)
+HV_OBJS += $(B)/toolchain/string.o
+$(B)/hv.elf: $(B)/toolchain/string.o
+$(B)/toolchain/string.o: toolchain/string.c Makefile
+	@mkdir -p $(@D)
+	$(HV_CC) $(HV_CFLAGS) -c $< -o $@
+endif
 
 # ==== The Linux guest: tests/linux/, docs/linux-guest.md =============================
 # Kept in one block at the end of the file, apart from the rest.

@@ -3,7 +3,8 @@
   1. stress throughput of the simulator on final (NMIs handled per second, cost per NMI)
   2. time for libFuzzer to find the seed race on racy-counter from an empty corpus,
      instruction-precise mode, over N seeds: median, max, found
-  3. steady-state execs/s of each fuzzing mode on final
+  3. steady-state execs/s of each fuzzing mode on final, and JOBS=2 (libFuzzer's fork
+     mode) against JOBS=1 on final, as figures and a ratio (BENCH_JOBS_SECONDS, 20)
   4. make explore time for the seed scenario (NMIS=1 and 2)
   5. with BENCH_HV=1: the seed's own experiment, a QMP NMI flood against the
      racy-counter hypervisor in QEMU (make bench-hv), and the instruction counts of
@@ -106,6 +107,44 @@ def bench_execs():
         print(f"  fast / precise: {rates['fast'] / rates['precise']:.2f}x")
 
 
+def fuzz_rate(jobs, seconds):
+    """Total execs and execs/s over the wall time (start-up included) of one fuzzing
+    run on final, precise mode, seed corpus: jobs 1 is one process, as make fuzz
+    JOBS=1; jobs N > 1 is libFuzzer's -fork=N, as make fuzz JOBS=N."""
+    d = tempfile.mkdtemp(prefix="nmi-bench-")
+    try:
+        cmd = ["build/final/fuzz_nmi", d, "corpus/fuzz", f"-max_total_time={seconds}",
+               "-print_final_stats=1"] + FLAGS + ([f"-fork={jobs}"] if jobs > 1 else [])
+        t0 = time.monotonic()
+        err = subprocess.run(cmd, capture_output=True, text=True).stderr
+        wall = time.monotonic() - t0
+    finally:
+        shutil.rmtree(d)
+    if jobs > 1:
+        execs = [int(m) for m in re.findall(r"^#(\d+): cov:", err, re.M)]
+        execs = max(execs) if execs else 0
+    else:
+        m = re.search(r"stat::number_of_executed_units:\s+(\d+)", err)
+        execs = int(m[1]) if m else 0
+    return execs, execs / wall if wall else 0.0, wall
+
+
+def bench_jobs():
+    seconds = int(os.environ.get("BENCH_JOBS_SECONDS", "20"))
+    header(f"fuzzing workers: make fuzz JOBS=2 (libFuzzer -fork=2) against JOBS=1, final, "
+           f"precise, {seconds} s each, {os.cpu_count()} cores")
+    rates = {}
+    for jobs in (1, 2):
+        load = os.getloadavg()[0]
+        execs, rate, wall = fuzz_rate(jobs, seconds)
+        rates[jobs] = rate
+        print(f"  JOBS={jobs}: {execs} execs in {wall:.1f} s: {rate:.0f} execs/s "
+              f"(load average {load:.2f} at the start)", flush=True)
+    if rates[1]:
+        print(f"  JOBS=2 / JOBS=1: {rates[2] / rates[1]:.2f}x")
+    return rates
+
+
 def bench_explore():
     header("make explore on the seed scenario")
     for v in ("racy-counter", "final"):
@@ -160,6 +199,7 @@ def main():
     bench_stress()
     fuzz_median = bench_seed_race()
     bench_execs()
+    bench_jobs()
     bench_explore()
     if os.environ.get("BENCH_HV"):
         bench_hv()

@@ -5,13 +5,15 @@ Usage: python3 -m scripts.check_identity CORE_OBJECT BINARY...
 For every function of CORE_OBJECT's nmi_core_text section, finds it in each
 BINARY and compares its bytes.  Fields the linker patches (the object's
 relocations) are compared by meaning instead: each must resolve to the symbol
-the relocation names, or, for string constants, to the same bytes.  Prints one
+the relocation names (directly or through the PLT stub of a shared library's
+function), or, for string constants, to the same bytes.  Prints one
 PASS/FAIL line per binary; exits 1 on any difference.
 """
 import struct
 import sys
 
-SHT_SYMTAB, SHT_RELA = 2, 4
+SHT_SYMTAB, SHT_RELA, SHT_DYNSYM = 2, 4, 11
+R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT = 6, 7
 STT_FUNC = 2
 R_X86_64_64, R_X86_64_PC32, R_X86_64_32, R_X86_64_32S, R_X86_64_PLT32 = 1, 2, 10, 11, 4
 FIELD = {R_X86_64_64: 8, R_X86_64_PC32: 4, R_X86_64_32: 4, R_X86_64_32S: 4, R_X86_64_PLT32: 4}
@@ -46,6 +48,31 @@ class Elf:
                 n, info, other, shndx, value, size = struct.unpack_from("<IBBHQQ", d, s["off"] + k * 24)
                 self.symbols.append(dict(name=self.cstr(names["off"] + n), type=info & 15,
                                          shndx=shndx, value=value, size=size))
+
+        # Dynamic relocations: which GOT slot holds which shared-library symbol, so a
+        # call through the PLT (a core built by clang calls memset, memcpy) can be
+        # followed to the name it reaches.
+        self.got = {}
+        for s in self.sections:
+            if s["type"] != SHT_RELA or self.sections[s["link"]]["type"] != SHT_DYNSYM:
+                continue
+            dynsym = self.sections[s["link"]]
+            names = self.sections[dynsym["link"]]
+            for k in range(s["size"] // 24):
+                off, info, _ = struct.unpack_from("<QQq", d, s["off"] + k * 24)
+                if info & 0xffffffff in (R_X86_64_GLOB_DAT, R_X86_64_JUMP_SLOT):
+                    n, = struct.unpack_from("<I", d, dynsym["off"] + (info >> 32) * 24)
+                    self.got[off] = self.cstr(names["off"] + n)
+
+    def plt_target(self, addr):
+        """The symbol a PLT stub at addr jumps to (jmp *slot(%rip), possibly after
+        endbr64 and a bnd prefix), or None."""
+        stub = self.read(addr, 16) or b""
+        i = stub.find(b"\xff\x25")
+        if i < 0 or i > 6:
+            return None
+        disp, = struct.unpack_from("<i", stub, i + 2)
+        return self.got.get(addr + i + 6 + disp)
 
     def cstr(self, off):
         return self.data[off:self.data.index(b"\0", off)].decode()
@@ -104,7 +131,7 @@ def main():
                 target = field - addend + (place if typ in (R_X86_64_PC32, R_X86_64_PLT32) else 0)
                 if sym["name"] and sym["type"] != 3:  # a named symbol, not a section
                     addrs = {s["value"] for s in binary.symbols if s["name"] == sym["name"]}
-                    if target not in addrs:
+                    if target not in addrs and binary.plt_target(target) != sym["name"]:
                         problems.append(f"{fn['name']}+{at:#x}: does not reach {sym['name']}")
                 else:  # section-relative: compare what it points at (string constants)
                     # The datum is at section + addend (+4 for a PC-relative field,

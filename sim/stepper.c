@@ -117,6 +117,18 @@ __asm__(".text\n"
 	"	popfq\n"
 	"	ret\n");
 
+/* The word at the top of the interrupted code's stack.  Right after the core
+ * calls out it is the return address into the core; right after the core returns
+ * it is whatever lies just below the caller's frame, which an AddressSanitizer build
+ * of the simulator poisons as a redzone (a stack-buffer-underflow report, though
+ * nothing is wrong).  Reading it is legitimate: it is mapped stack of the thread the
+ * trap interrupted, and only its value is compared with the core's bounds.  So this
+ * one read is not instrumented (never inlined into on_trap, which is). */
+__attribute__((no_sanitize_address, noinline)) static uintptr_t stack_top(const uintptr_t *sp)
+{
+	return sp[0];
+}
+
 /* Single-step trap: one per instruction while the trap flag is set. */
 static void on_trap(int sig, siginfo_t *si, void *ucv)
 {
@@ -138,10 +150,11 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		 * just past the last core instruction: step again from there.  Anything
 		 * else is the core returning to the simulator. */
 		uintptr_t *sp = (uintptr_t *)g[REG_RSP];
-		if (sp[0] > c->step.last_rip && sp[0] <= c->step.last_rip + 15 &&
-		    sim_in_core(sp[0])) {
-			tf_return = sp[0];
-			sp[0] = (uintptr_t)sim_tf_trampoline;
+		uintptr_t top = stack_top(sp);
+		if (top > c->step.last_rip && top <= c->step.last_rip + 15 && sim_in_core(top)) {
+			tf_return = top;
+			sp[0] =
+			    (uintptr_t)sim_tf_trampoline; /* a return address: never a redzone */
 		}
 		c->step.last_rip = 0;
 		g[REG_EFL] &= ~0x100;

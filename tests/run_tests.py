@@ -8,6 +8,12 @@ Suites (all by default):
   scenarios   corpus/scenarios/*.nmi on every variant, against their `# expect:` line
   corpus      corpus/fuzz seeds pass on final; corpus/regressions/<variant>/ fail on
               their variant and pass on final
+  clang       the core built by clang (make HV_CC=clang): identity in nmisim, fuzz_nmi,
+              test_core and hv.elf, told apart from gcc's, unit tests, scenarios
+  sanitizers  the harness under ASan + UBSan with the shipped core (make
+              SANITIZE=address,undefined): the corpus suite and the scenarios on it
+  service     .clusterfuzzlite/build.sh with a fuzzing service's environment; the
+              target it builds runs its seed corpus with its options and dictionary
   input       malformed scenario files are rejected with their line number
   stress      free-running threads + NMI sources on final: 0 lost, 0 violations
   system      the system tests of tests/system/tests.cfg under QEMU and Bochs
@@ -28,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 VARIANTS = ["final", "coalescing", "racy-counter", "reentrant-loop"]
@@ -41,19 +48,34 @@ def verdict(kind, name, why=""):
 
 def run(cmd, timeout=600, env=None):
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                           errors="replace")
         return p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         return 124, out + f"\n(timed out after {timeout} s)"
 
 
-def build(variant, *targets):
-    rc, out = run(["make", "-s", f"VARIANT={variant}"] + [f"build/{variant}/{t}" for t in targets])
+def build(variant, *targets, flavour=None):
+    """Build targets of build/<variant><suffix>/; flavour is one of FLAVOURS (None: the
+    shipped build)."""
+    suffix, make_vars = FLAVOURS[flavour]
+    rc, out = run(["make", "-s", f"VARIANT={variant}"] + make_vars
+                  + [f"build/{variant}{suffix}/{t}" for t in targets])
     if rc != 0:
-        verdict("FAIL", f"build {variant}: {' '.join(targets)}", out.strip().splitlines()[-1] if out.strip() else "")
+        verdict("FAIL", f"build {variant}{suffix}: {' '.join(targets)}",
+                out.strip().splitlines()[-1] if out.strip() else "")
         return False
     return True
+
+
+# The builds other than the shipped one that make test covers: (directory suffix,
+# make variables).  The Makefile names the directories (build/<variant><suffix>/).
+FLAVOURS = {
+    None: ("", []),
+    "clang": ("-clang", ["HV_CC=clang"]),
+    "san": ("-address-undefined", ["SANITIZE=address,undefined"]),
+}
 
 
 def relay(out, prefix=""):
@@ -100,27 +122,33 @@ def suite_identity():
                 (out1 if rc1 else out2)[-300:])
 
 
-def expectations(path):
+def expectations(path, flavour=None):
+    """The `# expect:` verdicts, overridden for a build flavour by its
+    `# expect[flavour]:` line (the machine code, hence the verdict, can differ)."""
+    want, override = {}, {}
     with open(path) as f:
         for line in f:
-            m = re.match(r"#\s*expect:\s*(.*)", line)
-            if m:
-                return dict(kv.split("=") for kv in m.group(1).split())
-    return {}
+            m = re.match(r"#\s*expect(?:\[([\w-]+)\])?:\s*(.*)", line)
+            if m and (m.group(1) is None and not want):
+                want = dict(kv.split("=") for kv in m.group(2).split())
+            elif m and m.group(1) == flavour:
+                override.update(kv.split("=") for kv in m.group(2).split())
+    return dict(want, **override)
 
 
-def suite_scenarios():
+def suite_scenarios(flavour=None):
     files = sorted(glob.glob("corpus/scenarios/*.nmi"))
+    suffix = FLAVOURS[flavour][0]
     for v in VARIANTS:
-        if not build(v, "nmisim"):
+        if not build(v, "nmisim", flavour=flavour):
             continue
         for f in files:
-            want = expectations(f).get(v)
-            name = f"scenario {os.path.basename(f)} [{v}]"
+            want = expectations(f, flavour).get(v)
+            name = f"scenario {os.path.basename(f)} [{v}{suffix}]"
             if want not in ("pass", "fail"):
                 verdict("FAIL", name, "no '# expect:' entry for this variant")
                 continue
-            rc, out = run([f"build/{v}/nmisim", "run", "--quiet", f])
+            rc, out = run([f"build/{v}{suffix}/nmisim", "run", "--quiet", f])
             got = {0: "pass", 1: "fail"}.get(rc, f"error (exit {rc})")
             first = out.strip().splitlines()[0] if out.strip() else ""
             if got == want:
@@ -130,44 +158,165 @@ def suite_scenarios():
                 verdict("FAIL", name, f"expected {want}, got {got}: {first}")
 
 
-def replay_input(variant, path):
-    rc, out = run([f"build/{variant}/fuzz_nmi", "-handle_usr1=0", "-handle_usr2=0", path], timeout=120)
+def replay_input(variant, path, suffix=""):
+    rc, out = run([f"build/{variant}{suffix}/fuzz_nmi", "-handle_usr1=0", "-handle_usr2=0", path],
+                  timeout=120)
     m = re.search(r"NMI VIOLATION \[[^]]*\]: (.*)", out)
-    return rc, (m.group(1) if m else None)
+    # A sanitizer's report is a failure of the harness, never a verdict on the core.
+    san = re.search(r"(ERROR: AddressSanitizer: .*|runtime error: .*)", out)
+    return rc, (m.group(1) if m else None), (san.group(1) if san else None)
 
 
-def suite_corpus():
-    if not build("final", "fuzz_nmi"):
+def suite_corpus(flavour=None):
+    suffix = FLAVOURS[flavour][0]
+    tag = f" [{flavour}]" if flavour else ""
+    if not build("final", "fuzz_nmi", flavour=flavour):
         return
     seeds = sorted(glob.glob("corpus/fuzz/*"))
-    bad = [s for s in seeds if replay_input("final", s)[0] != 0]
+    results = [(s, replay_input("final", s, suffix)) for s in seeds]
+    bad = [s for s, (rc, _, san) in results if rc != 0 or san]
     if seeds and not bad:
-        verdict("PASS", f"corpus: all {len(seeds)} seed inputs pass on final")
+        verdict("PASS", f"corpus{tag}: all {len(seeds)} seed inputs pass on final{suffix}")
     else:
-        verdict("FAIL", "corpus: seed inputs", f"{len(bad)} of {len(seeds)} fail on final: {bad[:3]}")
+        verdict("FAIL", f"corpus{tag}: seed inputs",
+                f"{len(bad)} of {len(seeds)} fail on final{suffix}: {bad[:3]} "
+                + "; ".join(san for _, (_, _, san) in results if san)[:300])
     for v in VARIANTS[1:]:
         regs = sorted(glob.glob(f"corpus/regressions/{v}/*.bin"))
         if not regs:
-            verdict("SKIP", f"regressions [{v}]", f"corpus/regressions/{v}/ holds no reproducer")
+            verdict("SKIP", f"regressions{tag} [{v}]", f"corpus/regressions/{v}/ holds no reproducer")
             continue
-        if not build(v, "fuzz_nmi"):
+        if not build(v, "fuzz_nmi", flavour=flavour):
             continue
         for r in regs:
-            rc_v, why = replay_input(v, r)
-            rc_f, why_f = replay_input("final", r)
-            name = f"regression {v}/{os.path.basename(r)}"
-            if rc_v != 0 and why and rc_f == 0:
-                verdict("PASS", name, f"fails on {v} ({why}), passes on final")
+            rc_v, why, san_v = replay_input(v, r, suffix)
+            rc_f, why_f, san_f = replay_input("final", r, suffix)
+            name = f"regression{tag} {v}/{os.path.basename(r)}"
+            if rc_v != 0 and why and rc_f == 0 and not (san_v or san_f):
+                verdict("PASS", name, f"fails on {v}{suffix} ({why}), passes on final{suffix}")
             else:
-                verdict("FAIL", name, f"on {v}: {why or 'no violation'}; on final: {why_f or 'passes'}")
-            # Its decoded form, replayed by the gcc-built nmisim, must agree.
+                verdict("FAIL", name, f"on {v}{suffix}: {san_v or why or 'no violation'}; "
+                        f"on final{suffix}: {san_f or why_f or 'passes'}")
+            # Its decoded form, replayed by the same build's nmisim, must agree.
             text = r[:-4] + ".nmi"
-            if os.path.exists(text) and build(v, "nmisim") and build("final", "nmisim"):
-                rc_tv, _ = run([f"build/{v}/nmisim", "run", "--quiet", text])
-                rc_tf, _ = run(["build/final/nmisim", "run", "--quiet", text])
-                verdict("PASS" if (rc_tv, rc_tf) == (1, 0) else "FAIL",
-                        f"regression {v}/{os.path.basename(text)} (as a scenario)",
-                        f"nmisim: exit {rc_tv} on {v}, {rc_tf} on final")
+            if os.path.exists(text) and build(v, "nmisim", flavour=flavour) \
+                    and build("final", "nmisim", flavour=flavour):
+                rc_tv, out_v = run([f"build/{v}{suffix}/nmisim", "run", "--quiet", text])
+                rc_tf, out_f = run([f"build/final{suffix}/nmisim", "run", "--quiet", text])
+                clean = not re.search(r"ERROR: AddressSanitizer|runtime error:", out_v + out_f)
+                verdict("PASS" if (rc_tv, rc_tf) == (1, 0) and clean else "FAIL",
+                        f"regression{tag} {v}/{os.path.basename(text)} (as a scenario)",
+                        f"nmisim: exit {rc_tv} on {v}{suffix}, {rc_tf} on final{suffix}")
+
+
+def suite_clang():
+    """The core as clang builds it (make HV_CC=clang, build/<variant>-clang/)."""
+    if not build("final", "nmisim", "fuzz_nmi", "test_core", "hv.elf", flavour="clang"):
+        return
+    bins = [f"build/final-clang/{b}" for b in ("nmisim", "fuzz_nmi", "test_core", "hv.elf")]
+    rc, out = run([sys.executable, "-m", "scripts.check_identity", "build/final-clang/nmi_core.o"]
+                  + bins)
+    if relay(out, "clang ") == 0:
+        verdict("FAIL", "clang identity", out.strip()[-300:])
+    # The check tells the compilers apart: the gcc core is not what clang built.
+    if build("final", "nmi_core.o"):
+        rc, out = run([sys.executable, "-m", "scripts.check_identity", "build/final/nmi_core.o",
+                       "build/final-clang/nmisim"])
+        verdict("PASS" if rc == 1 and "FAIL identity" in out else "FAIL",
+                "clang identity: the gcc-built core is told apart from the clang-built one",
+                out.strip()[-200:])
+    rc, out = run(["build/final-clang/test_core"])
+    m = re.search(r"(\d+) passed, (\d+) failed", out)
+    verdict("PASS" if rc == 0 and m and m.group(2) == "0" else "FAIL",
+            "clang unit: the table-driven tests on the clang-built core",
+            m.group(0) if m else out.strip()[-300:])
+    suite_scenarios("clang")
+
+
+def suite_sanitizers():
+    """The harness under AddressSanitizer + UndefinedBehaviorSanitizer, the core as
+    shipped (make SANITIZE=address,undefined, build/<variant>-address-undefined/)."""
+    for v in VARIANTS:
+        if not (build(v, "nmi_core.o") and build(v, "fuzz_nmi", "nmisim", flavour="san")):
+            continue
+        rc, out = run([sys.executable, "-m", "scripts.check_identity", f"build/{v}/nmi_core.o",
+                       f"build/{v}-address-undefined/fuzz_nmi",
+                       f"build/{v}-address-undefined/nmisim"])
+        verdict("PASS" if rc == 0 else "FAIL",
+                f"sanitizers: the core in build/{v}-address-undefined/ is the shipped gcc object",
+                out.strip().splitlines()[-1] if out.strip() else "")
+    suite_corpus("san")
+    suite_scenarios("san")
+
+
+def libfuzzer_options(path):
+    """The [libfuzzer] section of a service's .options file, as command-line flags."""
+    flags, section = [], None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("["):
+                section = line.strip("[]")
+            elif "=" in line and section == "libfuzzer":
+                k, v = (x.strip() for x in line.split("=", 1))
+                if k == "dict":
+                    v = os.path.join(os.path.dirname(path), v)
+                flags.append(f"-{k}={v}")
+    return flags
+
+
+def suite_service():
+    """.clusterfuzzlite/build.sh with the environment a fuzzing service gives it (no
+    Docker here): clang, ASan, libFuzzer, SRC/OUT/WORK in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="nmi-service-") as tmp:
+        src, out, work = (os.path.join(tmp, d) for d in ("src", "out", "work"))
+        for d in (src, out, work):
+            os.makedirs(d)
+        os.symlink(ROOT, os.path.join(src, "nmi-workbench"))
+        shutil.copy(".clusterfuzzlite/build.sh", os.path.join(src, "build.sh"))
+        flags = ("-O1 -fno-omit-frame-pointer -gline-tables-only -fsanitize=address "
+                 "-fsanitize-address-use-after-scope -fsanitize=fuzzer-no-link")
+        env = dict(os.environ, CC="clang-14", CXX="clang++-14", CFLAGS=flags, CXXFLAGS=flags,
+                   LIB_FUZZING_ENGINE="-fsanitize=fuzzer", SRC=src, OUT=out, WORK=work,
+                   SANITIZER="address", FUZZING_ENGINE="libfuzzer", ARCHITECTURE="x86_64",
+                   FUZZING_LANGUAGE="c")
+        rc, log = run(["bash", "-eu", os.path.join(src, "build.sh")], env=env, timeout=300)
+        want = ["fuzz_nmi", "fuzz_nmi_seed_corpus.zip", "fuzz_nmi.dict", "fuzz_nmi.options"]
+        missing = [w for w in want if not os.path.exists(os.path.join(out, w))]
+        verdict("PASS" if rc == 0 and not missing else "FAIL",
+                "service: build.sh builds fuzz_nmi, its seed corpus zip, dictionary and options",
+                f"exit {rc}, missing {missing}: {log.strip()[-300:]}" if rc or missing
+                else ", ".join(sorted(os.listdir(out))))
+        if rc or missing:
+            return
+        target = os.path.join(out, "fuzz_nmi")
+        rc, idout = run([sys.executable, "-m", "scripts.check_identity", "build/final/nmi_core.o",
+                         target])
+        _, syms = run(["nm", target])
+        asan = "__asan_init" in syms
+        verdict("PASS" if rc == 0 and asan else "FAIL",
+                "service: the harness is built with the service's flags (ASan), the core is "
+                "the shipped gcc object", idout.strip().splitlines()[-1][:160]
+                + ("" if asan else "; no __asan_init in the target"))
+        seeds = sorted(glob.glob("corpus/fuzz/*"))
+        corpus = os.path.join(work, "seed_corpus")
+        with zipfile.ZipFile(os.path.join(out, "fuzz_nmi_seed_corpus.zip")) as z:
+            z.extractall(corpus)
+        got = sorted(os.listdir(corpus))
+        same = got == [os.path.basename(s) for s in seeds] and all(
+            open(s, "rb").read() == open(os.path.join(corpus, os.path.basename(s)), "rb").read()
+            for s in seeds)
+        verdict("PASS" if same else "FAIL", f"service: the seed corpus zip holds corpus/fuzz/ "
+                f"({len(got)} inputs)", "" if same else f"zip has {got}")
+        opts = libfuzzer_options(os.path.join(out, "fuzz_nmi.options"))
+        rc, runlog = run([target, "-runs=0"] + opts + [corpus], timeout=120)
+        dic = re.search(r"Dictionary: (\d+) entries", runlog)
+        ran = re.search(r"INITED cov: \d+ ft: \d+ corp: (\d+)", runlog)
+        ok = rc == 0 and dic and int(dic.group(1)) > 0 and ran
+        verdict("PASS" if ok else "FAIL",
+                "service: the target runs the seed corpus with its options and dictionary",
+                (f"{' '.join(opts)}: exit 0, dictionary of {dic.group(1)} entries, "
+                 f"corpus of {ran.group(1)} inputs kept") if ok else f"exit {rc}: {runlog.strip()[-400:]}")
 
 
 BAD_SCENARIOS = [
@@ -263,8 +412,8 @@ def suite_style():
         verdict("FAIL", "style", f"not formatted (make format): {' '.join(bad)}")
 
 
-SUITES = ["unit", "identity", "scenarios", "corpus", "input", "stress", "system", "linux",
-          "scripts", "style"]
+SUITES = ["unit", "identity", "scenarios", "corpus", "input", "clang", "sanitizers", "service",
+          "stress", "system", "linux", "scripts", "style"]
 
 
 def main():

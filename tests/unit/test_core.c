@@ -6,7 +6,8 @@
  *
  * Each case is a scenario and what must hold afterwards: the run's verdict (and a
  * piece of its message when it must fail) and counters of one CPU.  A counter
- * expectation of -1 is not checked.
+ * expectation of -1 is not checked.  An arrival nmi@[function#n] lands on the
+ * function's first instruction the nth time its step runs it (resolve_entry()).
  */
 #define _GNU_SOURCE
 /* E() gives every expectation a default of NONE, then overrides some. */
@@ -71,12 +72,14 @@ static const struct tcase cases[] = {
     {"an exit during NMI delivery: the NMI is queued again and taken once",
      "cpu0 enter\ncpu0 fault\ncpu0 nmi\n", 0, NULL,
      E(.injected = 1, .guest_nmis = 1, .pending = 0, .window = 0)},
-    /* nmi@63 is the first instruction of nmi_mask() in the exit that follows the
-     * faulted delivery: direct = 2 says both NMIs landed before the mask, while the
-     * interrupted NMI was in service but not yet queued again. */
+    /* The giret step runs nmi_mask() twice: in the NMI-window exit that injects the
+     * pending NMI, then in the exit that follows its faulted delivery.  Both NMIs
+     * land on the first instruction of the second one: direct = 2 says both landed
+     * before the mask, while the interrupted NMI was in service but not yet queued
+     * again. */
     {"NMIs before an interrupted NMI delivery is queued again: one waits, one is dropped",
-     "cpu0 enter\ncpu0 nmi\ncpu0 nmi\ncpu0 fault\ncpu0 giret nmi@63 nmi@63\n", 0, NULL,
-     E(.direct = 2, .pending = 1, .coalesced = 1, .injected = 2, .guest_nmis = 2)},
+     "cpu0 enter\ncpu0 nmi\ncpu0 nmi\ncpu0 fault\ncpu0 giret nmi@[nmi_mask#2] nmi@[nmi_mask#2]\n",
+     0, NULL, E(.direct = 2, .pending = 1, .coalesced = 1, .injected = 2, .guest_nmis = 2)},
     {"stop-the-world parks the other CPU once",
      "cpus 2\ncpu0 quiesce\ncpu1 run\ncpu0 run\ncpu1 run\n", 0, NULL,
      E(.cpu = 1, .parks = 1, .direct = 1, .host = 0)},
@@ -107,6 +110,115 @@ static const struct tcase cases[] = {
 
 void test_books(unsigned *passed, unsigned *failed);
 
+/* Where the first NMI that landed inside the core landed (sim_nmi_hook). */
+static volatile uintptr_t landed;
+static void record_landing(uintptr_t rip, const struct nmi_cpu *state, int in_guest)
+{
+	(void)state, (void)in_guest;
+	if (!landed && sim_in_core(rip))
+		landed = rip;
+}
+
+/* Copy scenario to out with every occurrence of mark replaced by rep (or removed). */
+static void replace(const char *scenario, const char *mark, const char *rep, char *out,
+		    size_t outlen)
+{
+	size_t o = 0, m = strlen(mark), r = strlen(rep);
+	for (const char *p = scenario; *p && o + r + 1 < outlen;)
+		if (strncmp(p, mark, m) == 0) {
+			memcpy(out + o, rep, r);
+			o += r;
+			p += m;
+		} else
+			out[o++] = *p++;
+	out[o] = 0;
+}
+
+/* Resolve a scenario's nmi@[function#n] arrivals (all alike, in one step) into
+ * nmi@<index>: the core instruction index, within the step, of the nth execution of
+ * the function's first instruction.  An index depends on the compiler that built the
+ * core (gcc -O2 and clang -O2 emit different instructions), so it is found at run
+ * time, on the core this test links: the step, without those NMIs, is run once
+ * counting its instructions, then once per instruction boundary with one NMI there,
+ * and where each NMI lands (sim_nmi_hook) is compared with the function's address in
+ * the symbol table (sym_lookup).  Everything before an NMI runs exactly as it does
+ * without it, so the nth boundary at that address is the nth execution.  No other
+ * arrival of the scenario may land inside the core (the probe's must be the first).
+ * Writes the scenario to out and, when it placed something, what to note; returns
+ * 0, or -1 with why. */
+static int resolve_entry(const char *scenario, unsigned flags, char *out, size_t outlen, char *why,
+			 size_t wlen, char *note, size_t nlen)
+{
+	const char *at = strstr(scenario, "nmi@["), *end = at ? strchr(at, ']') : NULL;
+	char mark[96], fn[64], err[256];
+	unsigned nth = 0, line = 1;
+	if (!at) {
+		snprintf(out, outlen, "%s", scenario);
+		return 0;
+	}
+	if (!end || (size_t)(end + 1 - at) >= sizeof mark ||
+	    sscanf(at, "nmi@[%63[^#]#%u]", fn, &nth) != 2 || nth == 0) {
+		snprintf(why, wlen, "bad nmi@[function#n] in the scenario");
+		return -1;
+	}
+	memcpy(mark, at, (size_t)(end + 1 - at));
+	mark[end + 1 - at] = 0;
+	for (const char *q = scenario; q < at; q++)
+		line += *q == '\n';
+
+	struct sim_schedule s;
+	struct sim_result r;
+	replace(scenario, mark, "", out, outlen);
+	if (strstr(out, "nmi@[")) {
+		snprintf(why, wlen, "more than one kind of nmi@[function#n] in the scenario");
+		return -1;
+	}
+	if (sched_parse(out, &s, err, sizeof err) != 0) {
+		snprintf(why, wlen, "scenario does not parse: %s", err);
+		return -1;
+	}
+	unsigned si = 0;
+	while (si < s.nsteps && s.step[si].line != (int)line)
+		si++;
+	uintptr_t entry = sym_lookup(fn);
+	if (si == s.nsteps || !entry || !sim_in_core(entry)) {
+		snprintf(why, wlen, "%s: no such core function, or no step", fn);
+		return -1;
+	}
+	/* The probe's NMI must be the first to land inside the core. */
+	sim_nmi_hook = record_landing;
+	landed = 0;
+	sim_run(&s, flags | SIM_STEP_ALL, &r);
+	if (landed) {
+		sim_nmi_hook = NULL;
+		snprintf(why, wlen, "other NMIs of the scenario land inside the core");
+		return -1;
+	}
+	uint32_t n = r.step_insns[si], found = 0, index = 0;
+	struct sim_step *st = &s.step[si];
+	unsigned nat = st->nat;
+	for (uint32_t k = 1; k <= n && !index; k++) {
+		st->at[nat] = (struct sim_at){.kind = AT_INDEX, .index = k};
+		st->nat = nat + 1;
+		landed = 0;
+		sim_run(&s, flags, &r);
+		if (landed == entry && ++found == nth)
+			index = k;
+	}
+	sim_nmi_hook = NULL;
+	if (!index) {
+		snprintf(why, wlen,
+			 "%s starts %u time(s) in its step's %u core instructions, not %u", fn,
+			 found, n, nth);
+		return -1;
+	}
+	char rep[32];
+	snprintf(rep, sizeof rep, "nmi@%u", index);
+	replace(scenario, mark, rep, out, outlen);
+	snprintf(note, nlen, " (%s is %s on this core)", mark, rep);
+	return 0;
+}
+
 int main(void)
 {
 	unsigned passed = 0, failed = 0;
@@ -115,8 +227,11 @@ int main(void)
 		const struct tcase *t = &cases[i];
 		struct sim_schedule s;
 		struct sim_result r;
-		char err[256], why[1024] = "";
-		if (sched_parse(t->scenario, &s, err, sizeof err) != 0) {
+		char err[256], why[1024] = "", text[1024], note[192] = "";
+		if (resolve_entry(t->scenario, t->flags, text, sizeof text, why, sizeof why, note,
+				  sizeof note) != 0) {
+			/* why says what could not be placed */
+		} else if (sched_parse(text, &s, err, sizeof err) != 0) {
 			snprintf(why, sizeof why, "scenario does not parse: %s", err);
 		} else {
 			sim_run(&s, t->flags, &r);
@@ -165,7 +280,7 @@ int main(void)
 			printf("FAIL unit: %s: %s\n", t->name, why);
 			failed++;
 		} else {
-			printf("PASS unit: %s\n", t->name);
+			printf("PASS unit: %s%s\n", t->name, note);
 			passed++;
 		}
 	}
