@@ -235,6 +235,7 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 	new_run(s->ncpus ? s->ncpus : 1);
 	M.flags = flags;
 	M.fast = s->fast;
+	coverage_run_begins(); /* make coverage (sim/coverage.c) */
 
 	for (unsigned i = 0; i < s->nsteps && !M.failed; i++) {
 		const struct sim_step *st = &s->step[i];

@@ -16,6 +16,7 @@
  *   failure.c       recording a violation, stopping a CPU
  *   oracle.c        the checks: nmi_books.c's laws, and the hardware model's own
  *   platform_sim.c  nmi_platform.h, delegating to the above
+ *   coverage.c      where NMIs land, for make coverage (NMI_COVERAGE=file)
  */
 #ifndef SIM_MACHINE_H
 #define SIM_MACHINE_H
@@ -208,6 +209,10 @@ int tl_enabled(void);
 void tl_enable(int on);
 void tl_describe_delta(const struct nmi_cpu *before, const struct nmi_cpu *after, char *buf,
 		       size_t len);
+
+/* coverage.c: off unless NMI_COVERAGE names a file. */
+void coverage_run_begins(void);
+void coverage_nmi_lands(const struct sim_cpu *c, uintptr_t rip);
 
 /* Trap-flag stepping covers the core's own instructions only: the simulator sets
  * the flag right before each call into the core and clears it right after, and

@@ -128,6 +128,7 @@ static void on_nmi(int sig, siginfo_t *si, void *ucv)
 	int saved_errno = errno;
 
 	M.mode->delivered(c);
+	coverage_nmi_lands(c, rip); /* make coverage (sim/coverage.c) */
 	if (sim_nmi_hook)
 		sim_nmi_hook(rip, &c->core, c->vmx.in_guest);
 	if (vmx_hw_nmi_exit(c)) {
