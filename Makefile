@@ -69,7 +69,7 @@ SIM_SRCS := sim/machine.c sim/mode.c sim/controller.c sim/ops.c sim/nmi_hw.c sim
 SIM_OBJS := $(addprefix $(B)/sim/,$(notdir $(SIM_SRCS:.c=.o)))
 
 .PHONY: all deps builddir sim test test-sim fuzz explore replay bench clean help format \
-	check-format
+	check-format coverage
 all: sim $(B)/fuzz_nmi
 
 help:
@@ -82,6 +82,7 @@ help:
 	@echo "make test-sim  the simulator, fuzz-regression and tooling suites only (fast)"
 	@echo "make explore   every placement of up to NMIS (2) NMIs in corpus/scenarios/*.nmi"
 	@echo "make replay INPUT=file   replay a fuzz input (.bin) or scenario (.nmi) with its timeline"
+	@echo "make coverage  the NMI coverage map of CORPUS (corpus/fuzz + grown): build/coverage/<variant>.html"
 	@echo "make stress    free-running stress: CPUS (2) threads, SOURCES (2), NMIS (1000000)"
 	@echo "make bench     figures: stress throughput, time to find the seed race, execs/s"
 	@echo "make qemu | bochs | trace | test-qemu | test-bochs | iso   the hypervisor (docs/booting.md)"
@@ -189,6 +190,16 @@ replay:
 	@$(MAKE) -s $(B)/nmisim $(B)/fuzz_nmi
 	@python3 -m scripts.fuzz --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
 		--replay "$(INPUT)" --nmisim $(B)/nmisim
+
+# The NMI coverage map: replay CORPUS (default corpus/fuzz and the grown corpus of this
+# build and MODE) and write $(BUILD)/coverage/<build>.html (docs/fuzzing.md).
+CORPUS ?=
+coverage:
+	@scripts/deps.sh sim fuzz
+	@$(MAKE) -s $(B)/fuzz_nmi
+	@python3 -m scripts.coverage --binary $(B)/fuzz_nmi --object $(B)/nmi_core.o \
+		--variant $(VARIANT) --mode $(MODE) --tag $(notdir $(B)) \
+		--out $(BUILD)/coverage/$(notdir $(B)).html $(CORPUS)
 
 stress: deps
 	@$(MAKE) -s $(B)/nmisim
