@@ -312,7 +312,7 @@ fig("outside it", "outside", D.outside);
 fig("boundaries hit", "hit", hit + " of " + total);
 for (const [name] of CLASSES) {
   fig(name, name, byClass[name] + " of " + total);
-  sum.dataset["class_" + name.replace(/[^a-z0-9]+/gi, "_")] = byClass[name];
+  sum.dataset["class_" + name.toLowerCase().replace(/[^a-z0-9]+/g, "_")] = byClass[name];
 }
 fig("never reached", "unreached", total - hit);
 sum.append(el("div", "legend", "corpus: " + D.corpus + " · object: " + D.object +

@@ -3,7 +3,8 @@
 #
 # Groups: sim (build the core and the simulator), fuzz (libFuzzer), system (QEMU,
 # Bochs, GRUB rescue ISOs), linux (busybox-static and cpio for the Linux guest's
-# initramfs, plus Debian's cloud kernel fetched into build/linux/), all.  Installs
+# initramfs, plus Debian's cloud kernel fetched into build/linux/), browser (headless
+# chromium, for the coverage page's test), all.  Installs
 # what is missing when run as root with apt-get available; otherwise prints the
 # exact command and fails.
 set -euo pipefail
@@ -13,6 +14,7 @@ declare -A PKGS=(
 	[fuzz]="clang-14 libclang-rt-14-dev llvm-14"
 	[system]="qemu-system-x86 bochs bochsbios vgabios bochs-term grub-pc-bin grub-common xorriso mtools"
 	[linux]="busybox-static cpio gcc"
+	[browser]="chromium"
 )
 
 groups=("$@")
@@ -21,13 +23,13 @@ want=()
 kernel=0
 for g in "${groups[@]}"; do
 	if [ "$g" = all ]; then
-		want+=(${PKGS[sim]} ${PKGS[fuzz]} ${PKGS[system]} ${PKGS[linux]})
+		want+=(${PKGS[sim]} ${PKGS[fuzz]} ${PKGS[system]} ${PKGS[linux]} ${PKGS[browser]})
 		kernel=1
 	elif [ -n "${PKGS[$g]:-}" ]; then
 		want+=(${PKGS[$g]})
 		[ "$g" = linux ] && kernel=1
 	else
-		echo "deps.sh: unknown group '$g' (sim, fuzz, system, linux, all)" >&2
+		echo "deps.sh: unknown group '$g' (sim, fuzz, system, linux, browser, all)" >&2
 		exit 2
 	fi
 done
