@@ -228,7 +228,7 @@ h1{font-size:16px;margin:0 0 4px}
 #summary span.k{display:inline-block;margin:2px 10px 2px 0}
 #summary b{font-variant-numeric:tabular-nums}
 .controls label{margin-right:14px}
-table{border-collapse:collapse;width:100%;font:12px/1.3 ui-monospace,Menlo,Consolas,monospace}
+table{border-collapse:collapse;font:12px/1.3 ui-monospace,Menlo,Consolas,monospace}
 td{padding:0 6px;vertical-align:top;white-space:pre}
 tr.src td{color:#444}
 tr.src.code td{background:#eef1f5;color:#000;border-top:1px solid #dde}
@@ -240,7 +240,8 @@ tr.insn.hit.h2 td.cnt{background:#8fdb8f}
 tr.insn.hit.h3 td.cnt{background:#4cbf4c;color:#fff}
 tr.insn.miss td.cnt{background:#fde2e2;color:#a33}
 td.cnt{text-align:right;width:5em;font-weight:bold}
-td.cls{white-space:normal}
+td.cls{white-space:nowrap;min-width:6em}
+td.fn{color:#667}
 .chip{display:inline-block;border-radius:3px;padding:0 4px;margin:0 3px 1px 0;background:#e8e8f4;font-size:11px}
 .chip.M{background:#fde7c7}.chip.V{background:#dbe9ff}.chip.P{background:#e4d8fb}.chip.B{background:#ffd6e4}
 .legend{color:#555;font-size:12px}
@@ -351,10 +352,10 @@ function insnRow(i) {
   tr.dataset.execs = h ? h.execs : 0;
   tr.dataset.nmis = n;
   tr.append(el("td", "cnt", h ? h.execs + (n !== h.execs ? " (" + n + ")" : "") : "0"));
-  tr.append(el("td", "off", i.off.toString(16)));
-  tr.append(el("td", "", "  " + i.asm));
-  tr.append(el("td", "", (i.func || "") + (i.func !== i.sym ? " in " + i.sym : "")));
   tr.append(cls);
+  tr.append(el("td", "off", i.off.toString(16)));
+  tr.append(el("td", "fn", (i.func || "") + (i.func !== i.sym ? " in " + i.sym : "")));
+  tr.append(el("td", "", i.asm));
   return tr;
 }
 D.source.forEach((text, k) => {
@@ -378,13 +379,25 @@ if (other.length) {
   tbody.append(tr);
   for (const i of other) tbody.append(insnRow(i));
 }
-// page.html#hitonly (or #all: every source line) opens with that view.
+// page.html#hitonly (or #all: every source line) opens with that view, and a
+// checkbox changes it.
 for (const id of ["codeonly", "hitonly"]) {
   const box = document.getElementById(id);
   if (location.hash === "#" + id) box.checked = true;
   if (location.hash === "#all") box.checked = false;
   document.body.classList.toggle(id, box.checked);
   box.addEventListener("change", e => document.body.classList.toggle(id, e.target.checked));
+}
+// page.html#L<n> starts the listing at source line n (a link to a place, and a
+// fixed view for screenshots); page.html shows it all again.
+const at = /^#L(\d+)$/.exec(location.hash);
+if (at) {
+  let before = true;
+  for (const tr of tbody.rows) {
+    if (tr.dataset.line && Number(tr.dataset.line) >= Number(at[1])) before = false;
+    if (!tr.dataset.line && tr.classList.contains("src")) before = false;
+    if (before) tr.style.display = "none";
+  }
 }
 document.body.dataset.rendered = "1";
 </script>
