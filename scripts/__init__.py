@@ -9,6 +9,7 @@ Run them from the repository root (make does) as `python3 -m scripts.<module>`:
   iso             a GRUB rescue ISO (multiboot2, optional guest module)
   elfsym          nm symbols and the Bochs symbol file (the one list of linker markers)
   fuzz            libFuzzer on one variant; minimize, replay with a timeline
+  coverage        the NMI coverage map of a corpus as one HTML page (make coverage)
   bench           the project's figures (make bench)
   check_identity  the core's machine code is the same in every binary
   seed_experiment the racy-counter core against an NMI flood (make bench-hv)
