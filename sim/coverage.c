@@ -50,10 +50,9 @@ void coverage_nmi_lands(const struct sim_cpu *c, uintptr_t rip)
 		       ((c->vmx.vmcs.guest_intr & GUEST_INTR_BLOCK_NMI) ? 8u : 0) |
 		       (c->vmx.in_guest ? 16u : 0);
 	char line[64];
-	int n = sim_in_core(rip)
-		    ? snprintf(line, sizeof line, "N %lx %u\n", (unsigned long)sim_core_offset(rip),
-			       cls)
-		    : snprintf(line, sizeof line, "N - %u\n", cls);
+	int n = sim_in_core(rip) ? snprintf(line, sizeof line, "N %lx %u\n",
+					    (unsigned long)sim_core_offset(rip), cls)
+				 : snprintf(line, sizeof line, "N - %u\n", cls);
 	if (write(cov_fd, line, (size_t)n) != n)
 		cov_fd = -1;
 }
