@@ -158,6 +158,8 @@ $(B)/fuzz/core_bounds.c: $(B)/nmi_core.o
 	  objdump -d --insn-width=16 --section=nmi_core_text $< | \
 	    awk -F'\t' '/^ *[0-9a-f]+:\t/ && NF >= 3 { a = $$1; sub(/^ */, "", a); sub(/:$$/, "", a); print "0x" a "," }'; \
 	  echo '};'; echo 'const unsigned fuzz_core_nbounds = sizeof fuzz_core_bounds / sizeof fuzz_core_bounds[0];'; \
+	  echo 'extern const char __start_nmi_core_text[];'; \
+	  echo 'const char *const fuzz_core_text = __start_nmi_core_text;'; \
 	} > $@.tmp && mv $@.tmp $@
 
 $(B)/fuzz/core_bounds.o: $(B)/fuzz/core_bounds.c

@@ -36,6 +36,7 @@ static const uint8_t op_table[16] = {
  * disassembly of nmi_core.o); absent (weak, 0) where the decoder is linked without. */
 extern const uint32_t fuzz_core_bounds[] __attribute__((weak));
 extern const unsigned fuzz_core_nbounds __attribute__((weak));
+extern const char *const fuzz_core_text __attribute__((weak)); /* __start_nmi_core_text */
 
 static unsigned nbounds(void)
 {
@@ -47,7 +48,7 @@ static struct sim_at bp_at(unsigned hi, unsigned lo, unsigned occ)
 {
 	uintptr_t off = fuzz_core_bounds[(hi << 8 | lo) % nbounds()];
 	return (struct sim_at){
-	    .kind = AT_ADDR, .index = occ, .addr = (uintptr_t)__start_nmi_core_text + off};
+	    .kind = AT_ADDR, .index = occ, .addr = (uintptr_t)fuzz_core_text + off};
 }
 
 void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
