@@ -149,7 +149,24 @@ $(B)/fuzz/%.o: fuzz/%.c fuzz/decode.h sim/sim.h hv/nmi_core.h Makefile
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
-$(B)/fuzz_nmi: $(B)/fuzz/fuzz_nmi.o $(FUZZ_OBJS) $(B)/nmi_core.o
+# The core's instruction boundaries, listed once from its disassembly: the fuzz
+# input's breakpoint form picks one of them (fuzz/decode.c).  Offsets from the start
+# of nmi_core_text, which holds nmi_core.o's code alone.
+$(B)/fuzz/core_bounds.c: $(B)/nmi_core.o
+	@mkdir -p $(@D)
+	@{ echo '/* generated from objdump -d of $< */'; echo '#include <stdint.h>'; \
+	  echo 'const uint32_t fuzz_core_bounds[] = {'; \
+	  objdump -d --insn-width=16 --section=nmi_core_text $< | \
+	    awk -F'\t' '/^ *[0-9a-f]+:\t/ && NF >= 3 { a = $$1; sub(/^ */, "", a); sub(/:$$/, "", a); print "0x" a "," }'; \
+	  echo '};'; echo 'const unsigned fuzz_core_nbounds = sizeof fuzz_core_bounds / sizeof fuzz_core_bounds[0];'; \
+	  echo 'extern const char __start_nmi_core_text[];'; \
+	  echo 'const char *const fuzz_core_text = __start_nmi_core_text;'; \
+	} > $@.tmp && mv $@.tmp $@
+
+$(B)/fuzz/core_bounds.o: $(B)/fuzz/core_bounds.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(B)/fuzz_nmi: $(B)/fuzz/fuzz_nmi.o $(FUZZ_OBJS) $(B)/fuzz/core_bounds.o $(B)/nmi_core.o
 	$(FUZZ_LD) $(SAN_FLAGS) -no-pie -pthread $^ $(FUZZ_ENGINE) -o $@
 
 # The fuzz decoder's operation table, read back from the decoder for scripts/mkseeds.py.

@@ -9,7 +9,18 @@
  *                      for the others, bit 7 = an NMI lands inside the step, at core
  *                      instruction 1 + (b & 63); bit 6 = a second one, whose index is
  *                      the next byte (1 + (c & 63))
+ *                      (index form).  Bit 7 clear and bit 6 set (b = 01rooppp,
+ *                      bits the index form never reads): the breakpoint form, an
+ *                      NMI at a core instruction boundary, the (1 + oo)-th time the
+ *                      step reaches it: boundary fuzz_core_bounds[(ppp << 8 | c) %
+ *                      count] with c the next byte; r = a second one, from the next
+ *                      two bytes x, y: occurrence 1 + (x >> 3 & 3), boundary
+ *                      (x & 7) << 8 | y.  Without the table (fuzz_ops) or with no
+ *                      byte left, no NMI, as before.
  * A trailing odd byte is ignored.  Indices past the end of a step never fire.
+ * The breakpoint form needs no single-stepping (sim/stepper.c): precise mode at the
+ * cost of one trap per NMI.  Every input decodes as it did before that form
+ * existed unless some placement step's b had bit 7 clear and bit 6 set.
  */
 #include <string.h>
 
@@ -20,6 +31,25 @@ static const uint8_t op_table[16] = {
     OP_MASK, OP_UNMASK, OP_CRIT,  OP_DETACH, OP_NMI,     OP_NMI,     OP_NMI, OP_ENTER,
     OP_EXIT, OP_GIRET,  OP_GIRET, OP_BLOCK,  OP_UNBLOCK, OP_QUIESCE, OP_RUN, OP_FAULT,
 };
+
+/* The core's instruction boundaries (build/<variant>/fuzz/core_bounds.c, from the
+ * disassembly of nmi_core.o); absent (weak, 0) where the decoder is linked without. */
+extern const uint32_t fuzz_core_bounds[] __attribute__((weak));
+extern const unsigned fuzz_core_nbounds __attribute__((weak));
+extern const char *const fuzz_core_text __attribute__((weak)); /* __start_nmi_core_text */
+
+static unsigned nbounds(void)
+{
+	return &fuzz_core_nbounds ? fuzz_core_nbounds : 0;
+}
+
+/* An NMI the occ-th time the step reaches boundary (hi << 8 | lo) % count. */
+static struct sim_at bp_at(unsigned hi, unsigned lo, unsigned occ)
+{
+	uintptr_t off = fuzz_core_bounds[(hi << 8 | lo) % nbounds()];
+	return (struct sim_at){
+	    .kind = AT_ADDR, .index = occ, .addr = (uintptr_t)fuzz_core_text + off};
+}
 
 void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
 {
@@ -42,6 +72,14 @@ void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
 			if ((b & 0x40u) && i < n)
 				st->at[st->nat++] =
 				    (struct sim_at){.kind = AT_INDEX, .index = 1u + (d[i++] & 63u)};
+		} else if (st->op != OP_RUN && (b & 0xC0u) == 0x40u && i < n && nbounds()) {
+			st->at[st->nat++] = bp_at(b & 7u, d[i], 1u + (b >> 3 & 3u));
+			i++;
+			if ((b & 0x20u) && i + 1 < n) {
+				st->at[st->nat++] =
+				    bp_at(d[i] & 7u, d[i + 1], 1u + (d[i] >> 3 & 3u));
+				i += 2;
+			}
 		}
 	}
 }

@@ -107,6 +107,37 @@ def bench_execs():
         print(f"  fast / precise: {rates['fast'] / rates['precise']:.2f}x")
 
 
+# ---- issue 12 section 1: precise mode on hardware breakpoints ----------------------
+def bench_hwbp():
+    """Precise mode stepped (NMI_NO_HWBP=1, the fallback) against precise mode with
+    hardware breakpoints against fast mode: execs/s on final, seed corpus, the same run.
+    The seed corpus is in the instruction-index form, which is stepped either way; only
+    inputs in the breakpoint form (docs/fuzzing.md) run unstepped."""
+    seconds = int(os.environ.get("BENCH_HWBP_SECONDS", "20"))
+    header(f"precise mode: stepped against hardware breakpoints against fast, final, "
+           f"{seconds} s each, seed corpus")
+    rates = {}
+    for name, env in (("precise, stepped", dict(NMI_FUZZ_MODE="precise", NMI_NO_HWBP="1")),
+                      ("precise, breakpoints", dict(NMI_FUZZ_MODE="precise")),
+                      ("fast", dict(NMI_FUZZ_MODE="fast"))):
+        d = tempfile.mkdtemp(prefix="nmi-bench-")
+        try:
+            out = subprocess.run(["build/final/fuzz_nmi", d, "corpus/fuzz", f"-max_total_time={seconds}",
+                                  "-print_final_stats=1"] + FLAGS, capture_output=True, text=True,
+                                 env=dict({k: v for k, v in os.environ.items() if k != "NMI_NO_HWBP"},
+                                          **env)).stderr
+        finally:
+            shutil.rmtree(d)
+        m = re.search(r"stat::average_exec_per_sec:\s+(\d+)", out)
+        rates[name] = int(m[1]) if m else 0
+        print(f"  {name:21}: {rates[name]} execs/s", flush=True)
+    if rates["precise, stepped"] and rates["fast"]:
+        print(f"  breakpoints / stepped: {rates['precise, breakpoints'] / rates['precise, stepped']:.2f}x; "
+              f"precise (breakpoints) / fast: {rates['precise, breakpoints'] / rates['fast']:.2f}x "
+              f"(goal >= 1.00)")
+    return rates
+
+
 def fuzz_rate(jobs, seconds):
     """Total execs and execs/s over the wall time (start-up included) of one fuzzing
     run on final, precise mode, seed corpus: jobs 1 is one process, as make fuzz
@@ -199,6 +230,7 @@ def main():
     bench_stress()
     fuzz_median = bench_seed_race()
     bench_execs()
+    bench_hwbp()
     bench_jobs()
     bench_explore()
     if os.environ.get("BENCH_HV"):

@@ -98,6 +98,8 @@ struct sim_stepper {
 	volatile int on; /* the trap flag follows the core in this step     */
 	uint32_t count; /* core instructions (fast: platform calls) crossed */
 	unsigned nat, next;
+	uint32_t hits; /* AT_ADDR: times the next arrival's address was reached */
+	int bp; /* this step's arrivals are placed by a hardware breakpoint  */
 	struct sim_at at[SIM_MAX_AT];
 	uintptr_t last_rip; /* the core instruction of the previous trap    */
 };

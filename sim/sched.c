@@ -11,7 +11,8 @@
  *     cpu0 nmi x3                 a burst: three NMIs at once
  *     cpu0 unmask nmi@7           an NMI lands before the 7th core instruction the
  *                                 step executes; nmi@nmi_unmask+0x1c before that
- *                                 address; nmi@* at every boundary, one run each
+ *                                 address (nmi@nmi_unmask+0x1c:3: its 3rd time);
+ *                                 nmi@* at every boundary, one run each
  *     cpu1 quiesce flush          stop-the-world with TLB flush
  *     cpu1 run                    let a spinning CPU run on
  *     cpu0 fault                  the next NMI injection's delivery exits midway
@@ -81,7 +82,20 @@ static int parse_at(const char *w, struct sim_at *a)
 		a->index = (uint32_t)v;
 		return 0;
 	}
-	/* symbol[+offset] */
+	/* symbol[+offset][:occurrence] */
+	char word[160];
+	unsigned long occ = 1;
+	const char *colon = strchr(p, ':');
+	if (colon) {
+		errno = 0;
+		occ = strtoul(colon + 1, &end, 10);
+		if (*end || errno || occ == 0 || occ > SIM_MAX_AT_INDEX ||
+		    (size_t)(colon - p) >= sizeof word)
+			return -1;
+		memcpy(word, p, (size_t)(colon - p));
+		word[colon - p] = 0;
+		p = word;
+	}
 	char name[128];
 	const char *plus = strchr(p, '+');
 	size_t n = plus ? (size_t)(plus - p) : strlen(p);
@@ -101,6 +115,7 @@ static int parse_at(const char *w, struct sim_at *a)
 		return -2;
 	a->kind = AT_ADDR;
 	a->addr = base + off;
+	a->index = (uint32_t)occ;
 	return 0;
 }
 
@@ -205,7 +220,8 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 				if (rc)
 					return fail(
 					    err, errlen, lineno,
-					    "'%s': want nmi@N, nmi@function+offset or nmi@*", w);
+					    "'%s': want nmi@N, nmi@function+offset[:N] or nmi@*",
+					    w);
 				st->nat++;
 			} else {
 				return fail(err, errlen, lineno, "unexpected '%s'", w);
@@ -266,6 +282,8 @@ void sched_print(FILE *f, const struct sim_schedule *s)
 			const struct sim_at *a = &st->at[k];
 			if (a->kind == AT_INDEX)
 				fprintf(f, " nmi@%u", a->index);
+			else if (a->kind == AT_ADDR && a->index > 1)
+				fprintf(f, " nmi@%s:%u", sym_describe(a->addr), a->index);
 			else if (a->kind == AT_ADDR)
 				fprintf(f, " nmi@%s", sym_describe(a->addr));
 			else

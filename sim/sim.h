@@ -65,7 +65,9 @@ enum sim_op {
 enum sim_at_kind {
 	AT_INDEX, /* before the index-th core instruction this step executes (1-based);
 		   * in fast mode, at the index-th call the core makes to the platform */
-	AT_ADDR, /* before the first execution of the instruction at `addr`            */
+	AT_ADDR, /* before the index-th execution (0 or 1: the first) of the instruction
+		  * at `addr` since the step's previous arrival; a step whose arrivals
+		  * are all AT_ADDR runs unstepped, on a hardware breakpoint          */
 	AT_EVERY, /* scenario wildcard: every boundary, one run each (explore)          */
 };
 
@@ -110,6 +112,10 @@ struct sim_result {
 int sim_init(void);
 void sim_fini(void);
 int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r);
+/* Whether AT_ADDR arrivals use hardware breakpoints in this process (else they are
+ * single-stepped, said once on stderr; NMI_NO_HWBP=1 forces that).  Call from a
+ * thread with no CPU role only to ask: the answer is per process. */
+int sim_hwbp_available(void);
 
 /* Called at every NMI delivery with the interrupted address and the CPU's state
  * there; the fuzzer turns it into coverage of the uninstrumented core. */

@@ -10,10 +10,106 @@
  * point instead, and nothing is stepped.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <linux/hw_breakpoint.h>
+#include <linux/perf_event.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include "machine.h"
+
+#ifndef TRAP_PERF
+#define TRAP_PERF 6 /* si_code of a perf event's SIGTRAP (sigtrap=1, Linux 5.13) */
+#endif
+
+/* ---- Hardware breakpoints --------------------------------------------------------
+ * A step whose arrivals are all AT_ADDR (an address and an occurrence count) needs
+ * no stepping: one debug register per CPU thread, a perf event (PERF_TYPE_BREAKPOINT,
+ * HW_BREAKPOINT_X, sigtrap=1) opened on the thread itself, traps before the armed
+ * address executes, and only there.  The trap is the same SIGTRAP, si_code TRAP_PERF,
+ * and the same arrivals() logic places the NMI, so both paths land it before the same
+ * instruction.  Where perf_event_open fails (perf_event_paranoid, a container,
+ * seccomp) or NMI_NO_HWBP is set, such steps are single-stepped instead, said once. */
+static int hwbp_state; /* 0: not tried yet, 1: available, -1: stepping instead */
+static __thread int bp_fd = -1; /* this CPU thread's breakpoint event */
+
+static void bp_attr(struct perf_event_attr *pa, uintptr_t addr, int disabled)
+{
+	memset(pa, 0, sizeof *pa);
+	pa->type = PERF_TYPE_BREAKPOINT;
+	pa->size = sizeof *pa;
+	pa->bp_type = HW_BREAKPOINT_X;
+	pa->bp_addr = addr;
+	pa->bp_len = sizeof(long);
+	pa->sample_period = 1;
+	pa->disabled = disabled ? 1u : 0u;
+	pa->sigtrap = 1;
+	pa->remove_on_exec = 1;
+	pa->exclude_kernel = 1;
+	pa->exclude_hv = 1;
+}
+
+static void hwbp_unavailable(const char *why)
+{
+	if (__atomic_exchange_n(&hwbp_state, -1, __ATOMIC_SEQ_CST) != -1)
+		fprintf(stderr,
+			"nmisim: hardware breakpoints unavailable (%s): "
+			"NMIs at core addresses are placed by single-stepping\n",
+			why);
+}
+
+/* This thread's breakpoint event, opened disabled on first use; -1: none. */
+static int bp_event(void)
+{
+	if (hwbp_state < 0)
+		return -1;
+	if (bp_fd >= 0)
+		return bp_fd;
+	if (hwbp_state == 0 && getenv("NMI_NO_HWBP")) {
+		hwbp_unavailable("NMI_NO_HWBP is set");
+		return -1;
+	}
+	struct perf_event_attr pa;
+	bp_attr(&pa, (uintptr_t)__start_nmi_core_text, 1);
+	int fd = (int)syscall(SYS_perf_event_open, &pa, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	if (fd < 0) {
+		char why[96];
+		snprintf(why, sizeof why, "perf_event_open: %s", strerror(errno));
+		hwbp_unavailable(why);
+		return -1;
+	}
+	hwbp_state = 1;
+	return bp_fd = fd;
+}
+
+/* Arm this thread's breakpoint at addr (0: disarm).  0 on success. */
+static int bp_arm(uintptr_t addr)
+{
+	struct perf_event_attr pa;
+	bp_attr(&pa, addr ? addr : (uintptr_t)__start_nmi_core_text, !addr);
+	return ioctl(bp_fd, PERF_EVENT_IOC_MODIFY_ATTRIBUTES, &pa);
+}
+
+/* Can this step's arrivals be placed by breakpoints alone? */
+static int bp_step(const struct sim_stepper *st)
+{
+	if (M.fast || (M.flags & SIM_STEP_ALL) || st->nat == 0)
+		return 0;
+	for (unsigned i = 0; i < st->nat; i++)
+		if (st->at[i].kind != AT_ADDR)
+			return 0;
+	return bp_event() >= 0;
+}
+
+int sim_hwbp_available(void)
+{
+	return bp_event() >= 0;
+}
 
 /* Arm the step's arrivals on CPU c.  AT_INDEX arrivals are sorted, so the trap
  * handler only looks at the next one. */
@@ -33,13 +129,24 @@ void stepper_begin(struct sim_cpu *c, const struct sim_step *s)
 			st->at[j] = st->at[j - 1];
 			st->at[j - 1] = t;
 		}
-	st->on = st->nat != 0 || (M.flags & SIM_STEP_ALL);
+	st->hits = 0;
 	st->last_rip = 0;
+	st->bp = 0;
+	if (bp_step(st) && bp_arm(st->at[0].addr) == 0) {
+		st->bp = 1;
+		st->on = 0;
+		return;
+	}
+	st->on = st->nat != 0 || (M.flags & SIM_STEP_ALL);
 }
 
 void stepper_end(struct sim_cpu *c)
 {
 	c->step.on = 0;
+	if (c->step.bp) {
+		c->step.bp = 0;
+		bp_arm(0);
+	}
 }
 
 /* A core instruction boundary (precise mode) or platform call (fast mode) of the
@@ -47,20 +154,28 @@ void stepper_end(struct sim_cpu *c)
 static void arrivals(struct sim_cpu *c, uintptr_t rip)
 {
 	struct sim_stepper *st = &c->step;
-	unsigned n = 0;
+	unsigned n = 0, by_addr = 0;
 	st->count++;
 	while (st->next < st->nat) {
 		struct sim_at *a = &st->at[st->next];
+		/* AT_ADDR: the occurrence-th time rip reaches addr since the previous
+		 * arrival of the step (the boundary where that one landed counts). */
 		int hit = (a->kind == AT_INDEX && a->index == st->count) ||
-			  (a->kind == AT_ADDR && a->addr == rip);
+			  (a->kind == AT_ADDR && a->addr == rip &&
+			   ++st->hits >= (a->index ? a->index : 1u));
 		if (!hit)
 			break;
 		n++;
+		by_addr = a->kind == AT_ADDR;
 		st->next++;
+		st->hits = 0;
 	}
 	if (!n)
 		return;
-	if (tl_enabled())
+	/* The same line whether a breakpoint or the trap flag found the address. */
+	if (tl_enabled() && by_addr)
+		tl_event(c->id, rip, "NMI arrives%s (core address)", n > 1 ? " (burst)" : "");
+	else if (tl_enabled())
 		tl_event(c->id, rip, "NMI arrives%s (%s %u)", n > 1 ? " (burst)" : "",
 			 M.fast ? "platform call" : "core instruction", st->count);
 	sim_send_nmi(c, n);
@@ -133,12 +248,25 @@ __attribute__((no_sanitize_address, noinline)) static uintptr_t stack_top(const 
 static void on_trap(int sig, siginfo_t *si, void *ucv)
 {
 	(void)sig;
-	(void)si;
 	ucontext_t *uc = ucv;
 	struct sim_cpu *c = self;
 	greg_t *g = uc->uc_mcontext.gregs;
 	uintptr_t rip = (uintptr_t)g[REG_RIP];
 
+	if (si && si->si_code == TRAP_PERF) {
+		/* A breakpoint hit.  The NMI handler's own pass over the address is not
+		 * part of the step (stepping never sees it either). */
+		if (!c || !c->step.bp || c->nmi.in_handler)
+			return;
+		arrivals(c, rip);
+		if (c->step.next >= c->step.nat) {
+			c->step.bp = 0;
+			bp_arm(0);
+		} else if (c->step.at[c->step.next].addr != rip) {
+			bp_arm(c->step.at[c->step.next].addr);
+		}
+		return;
+	}
 	if (!c || !c->step.on) {
 		g[REG_EFL] &= ~0x100;
 		return;

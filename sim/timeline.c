@@ -126,6 +126,9 @@ void tl_schedule_step(unsigned idx, const struct sim_step *s, int resume)
 		const struct sim_at *a = &s->at[i];
 		if (a->kind == AT_INDEX)
 			off += snprintf(at + off, sizeof at - off, " nmi@%u", a->index);
+		else if (a->kind == AT_ADDR && a->index > 1)
+			off += snprintf(at + off, sizeof at - off, " nmi@%s:%u",
+					sym_describe(a->addr), a->index);
 		else if (a->kind == AT_ADDR)
 			off +=
 			    snprintf(at + off, sizeof at - off, " nmi@%s", sym_describe(a->addr));

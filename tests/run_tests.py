@@ -211,6 +211,87 @@ def suite_corpus(flavour=None):
                         f"regression{tag} {v}/{os.path.basename(text)} (as a scenario)",
                         f"nmisim: exit {rc_tv} on {v}{suffix}, {rc_tf} on final{suffix}")
 
+    if flavour is None:
+        hwbp_checks()
+
+
+def hwbp_checks():
+    """The breakpoint placement (address + occurrence, docs/fuzzing.md) lands every NMI
+    where the instruction-index placement does; the stepped fallback (NMI_NO_HWBP=1)
+    lands it there too and says so once."""
+    base = "cpus 1\ncpu0 mask\ncpu0 nmi\ncpu0 crit\ncpu0 unmask nmi@{}\n"
+    arrive = re.compile(r"NMI arrives.*\n\s*\|\s+at (\S+)")
+    for v in ("racy-counter", "final"):
+        if not build(v, "nmisim", "fuzz_nmi"):
+            return
+        nmisim = f"build/{v}/nmisim"
+        with tempfile.TemporaryDirectory() as d:
+            def timeline(at, env=None):
+                path = os.path.join(d, "s.nmi")
+                with open(path, "w") as f:
+                    f.write(base.format(at))
+                rc, out = run([nmisim, "run", "--timeline", path], env=env)
+                where = arrive.search(out)
+                # The step's own row and the arrival line name the placement, the
+                # summary line the time taken: drop them.
+                body = [re.sub(r", [\d.]+ s$", "", ln) for ln in out.splitlines()
+                        if "nmi@" not in ln and "NMI arrives" not in ln
+                        and "hardware breakpoints unavailable" not in ln]
+                return rc, (where.group(1) if where else None), body, out
+            seen, same, differ, fallback_ok, i = {}, 0, [], 0, 1
+            while i <= 200:
+                rc_i, where, body_i, _ = timeline(str(i))
+                if where is None:
+                    break  # past the end of the step
+                seen[where] = seen.get(where, 0) + 1
+                at = f"{where}:{seen[where]}"
+                rc_b, where_b, body_b, _ = timeline(at)
+                rc_s, where_s, body_s, out_s = timeline(at, env=dict(os.environ, NMI_NO_HWBP="1"))
+                if (rc_b, where_b, body_b) == (rc_i, where, body_i):
+                    same += 1
+                else:
+                    differ.append(f"nmi@{i} at {where} against nmi@{at} at {where_b}")
+                if (rc_s, where_s, body_s) == (rc_i, where, body_i) and \
+                        out_s.count("hardware breakpoints unavailable (NMI_NO_HWBP is set)") == 1:
+                    fallback_ok += 1
+                i += 1
+            name = f"hwbp [{v}]: nmi@fn+off:N lands where nmi@index does (unmask after a crit)"
+            if same == i - 1 and i > 10:
+                verdict("PASS", name, f"all {same} boundaries of the step, timelines identical")
+            else:
+                verdict("FAIL", name, f"{same} of {i - 1} identical; {differ[:3]}")
+            name = f"hwbp [{v}]: the stepped fallback (NMI_NO_HWBP=1) lands them there too, said once"
+            verdict("PASS" if fallback_ok == i - 1 and i > 10 else "FAIL", name,
+                    f"{fallback_ok} of {i - 1} boundaries")
+    # The fuzz input's breakpoint form (b = 01rooppp) finds the seed race on racy-counter
+    # and passes on final, with breakpoints and with the fallback.
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "bp.bin")
+        found = None
+        for c in range(256 * 8):
+            with open(path, "wb") as f:
+                # 1 CPU; mask; nmi; unmask with the breakpoint form at boundary c.
+                f.write(bytes([0, 0 << 2, 0, 4 << 2, 0, 1 << 2, 0x40 | (c >> 8), c & 255]))
+            rc, why, _ = replay_input("racy-counter", path)
+            if rc != 0 and why:
+                found = c
+                break
+        if found is None:
+            verdict("FAIL", "hwbp: a breakpoint-form input finds the seed race on racy-counter",
+                    "no boundary fails")
+            return
+        res = []
+        for v in ("racy-counter", "final"):
+            for env in (None, dict(os.environ, NMI_NO_HWBP="1")):
+                rc, out = run([f"build/{v}/fuzz_nmi", "-handle_usr1=0", "-handle_usr2=0", path],
+                              env=env)
+                res.append((rc != 0 and "NMI VIOLATION" in out,
+                            out.count("hardware breakpoints unavailable")))
+        ok = res == [(True, 0), (True, 1), (False, 0), (False, 1)]
+        verdict("PASS" if ok else "FAIL",
+                "hwbp: a breakpoint-form fuzz input fails on racy-counter and passes on final, "
+                "with breakpoints and stepped (said once)", f"boundary {found}: {res}")
+
 
 def suite_clang():
     """The core as clang builds it (make HV_CC=clang, build/<variant>-clang/)."""
