@@ -80,6 +80,7 @@ static void *cpu_main(void *arg)
 
 	self = c;
 	c->th.tid = gettid();
+	c->th.stack_hi = (uintptr_t)__builtin_frame_address(0);
 	nmi_hw_block(&unblocked);
 	sigdelset(&unblocked, SIGNMI);
 	controller_hand_back(); /* started: NMIs can be sent to this thread from now on */

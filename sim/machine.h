@@ -62,6 +62,7 @@ struct sim_thread {
 	volatile int cmd;
 	const struct sim_step *step;
 	sigjmp_buf base; /* back to the idle loop when a run is over */
+	uintptr_t stack_hi; /* cpu_main's frame: the top of what a step's stack holds */
 };
 
 /* nmi_hw.c: the NMI line. */
