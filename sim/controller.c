@@ -48,6 +48,9 @@ void controller_wait_turn(struct sim_cpu *c)
 void controller_relax(struct sim_cpu *c)
 {
 	c->busy = 1;
+	/* Its callee-saved registers, for explore.c's hash of the machine's state: the
+	 * rest of this thread's future lies on its stack and in memory. */
+	getcontext(&c->th.parked);
 	controller_hand_back();
 	controller_wait_turn(c);
 }

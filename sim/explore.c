@@ -131,11 +131,14 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
  * same futures, verdict for verdict, and the second is not run.
  *
  * Not covered, and why it cannot make two futures differ:
- *  - CPUs other than the running one: idle in cpu_main's loop (a stack holding
+ *  - CPUs other than the running one, idle in cpu_main's loop: a stack holding
  *    nothing but that loop, the NMI signal blocked, what is pending for it is
- *    nmi.latched/burst, hashed), or suspended at a spin inside the core, whose
- *    callee-saved registers the kernel holds out of reach: a boundary while another
- *    CPU is suspended (busy) gets no key, and is never pruned;
+ *    nmi.latched/burst (hashed).  One suspended at a spin inside the core (busy)
+ *    is covered: the callee-saved registers and RSP/RIP controller_relax() saved
+ *    with getcontext() just before it handed the token back, and its stack from that
+ *    RSP up to its cpu_main's frame.  Caller-saved registers are dead across that
+ *    call, and what it does from there until its return into the core reads only
+ *    those registers, that stack and memory;
  *  - the controller thread (sim_run's loop index is M.cur_step, hashed; the rounds
  *    of service_all and finish_all are not): a boundary outside the first turn of its
  *    own step (M.cur_step != that step) gets no key;
@@ -262,7 +265,7 @@ static void cpu_hash(struct h128 *h, const struct sim_cpu *o)
 }
 
 /* On entry to a trap: the state the child with an NMI here would be in. */
-static void record(const ucontext_t *uc)
+__attribute__((no_sanitize_address)) static void record(const ucontext_t *uc)
 {
 	struct sim_cpu *c = self;
 	if (!c || !c->step.on || M.fast)
@@ -283,9 +286,6 @@ static void record(const ucontext_t *uc)
 	r->ok = 0;
 	if (si != M.cur_step)
 		return;
-	for (unsigned i = 0; i < M.ncpus; i++)
-		if (&M.cpu[i] != c && M.cpu[i].busy)
-			return;
 	uintptr_t rsp = (uintptr_t)g[REG_RSP];
 	if (rsp > c->th.stack_hi || c->th.stack_hi - rsp > STACK_MAX)
 		return;
@@ -302,8 +302,23 @@ static void record(const ucontext_t *uc)
 		hbytes(&h, M.what, strnlen(M.what, sizeof M.what));
 	hw(&h, M.cur_step);
 	hw(&h, (uint64_t)M.fast);
-	for (unsigned i = 0; i < M.ncpus; i++)
-		cpu_hash(&h, &M.cpu[i]);
+	for (unsigned i = 0; i < M.ncpus; i++) {
+		const struct sim_cpu *o = &M.cpu[i];
+		cpu_hash(&h, o);
+		if (o == c || !o->busy)
+			continue;
+		/* Suspended at a spin: its callee-saved registers as controller_relax()
+		 * saved them, and its stack from there up. */
+		static const int saved[] = {REG_RBX, REG_RBP, REG_R12, REG_R13,
+					    REG_R14, REG_R15, REG_RSP, REG_RIP};
+		const greg_t *pg = o->th.parked.uc_mcontext.gregs;
+		for (unsigned k = 0; k < sizeof saved / sizeof saved[0]; k++)
+			hw(&h, (uint64_t)pg[saved[k]]);
+		uintptr_t psp = (uintptr_t)pg[REG_RSP];
+		if (psp > o->th.stack_hi || o->th.stack_hi - psp > STACK_MAX)
+			return;
+		hbytes(&h, (const void *)psp, o->th.stack_hi - psp);
+	}
 	r->h = h;
 	r->ok = 1;
 }
