@@ -353,6 +353,7 @@ struct memo {
 	unsigned long schedules, failures;
 	int root_failed;
 	uint64_t root_what;
+	char what[120]; /* the first schedule's verdict, for the check's report */
 };
 
 static struct {
@@ -409,10 +410,17 @@ static void memo_put(const struct memo *v)
 	*m = *v;
 }
 
-static uint64_t str_hash(const char *s)
+/* A verdict, for comparing twins.  A turn stopped by its CPU time (runaway.c) is
+ * reported where the loop happened to be after 0.1 s, and how far it got: the
+ * host's timing, not the schedule's, so only "runaway: still running" counts. */
+static uint64_t verdict_hash(const char *s)
 {
 	struct h128 h = {1, 2};
-	hbytes(&h, s, strlen(s));
+	size_t n = strlen(s);
+	const char *tail = strstr(s, "still running in ");
+	if (tail && strstr(s, "of CPU time"))
+		n = (size_t)(tail - s);
+	hbytes(&h, s, n);
 	return fmix(h.a);
 }
 
@@ -427,7 +435,7 @@ static unsigned long last_pruned;
  * each an NMI at (step, boundary) at or after (si0, c0).  Its own verdict goes to
  * *root_failed / *root_what. */
 static void node(struct explore *e, const unsigned char *marked, unsigned left, unsigned si0,
-		 uint32_t c0, int *root_failed, uint64_t *root_what)
+		 uint32_t c0, struct memo *v)
 {
 	struct sim_result r;
 	int keys = left > 0 && P.prune;
@@ -443,8 +451,9 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 	e->runs++;
 	if (r.failed)
 		failed(e, &r);
-	*root_failed = r.failed;
-	*root_what = r.failed ? str_hash(r.what) : 0;
+	v->root_failed = r.failed;
+	v->root_what = r.failed ? verdict_hash(r.what) : 0;
+	snprintf(v->what, sizeof v->what, "%s", r.what);
 	if (done(e) || left == 0)
 		return;
 	struct rec *recs = NULL;
@@ -496,7 +505,7 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 			int saved = P.prune;
 			if (check)
 				P.prune = 0; /* the whole subtree, as if never pruned */
-			node(e, marked, left - 1, sj, c, &v.root_failed, &v.root_what);
+			node(e, marked, left - 1, sj, c, &v);
 			P.prune = saved;
 			st->nat--;
 			v.schedules = e->runs + e->pruned - s0;
@@ -510,10 +519,10 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 					P.mismatches++;
 					fprintf(stderr,
 						"nmisim: prune check: step %u boundary %u: %lu "
-						"schedules, "
-						"%lu failing, but its twin had %lu, %lu\n",
-						sj, c, v.schedules, v.failures, twin->schedules,
-						twin->failures);
+						"schedules, %lu failing, '%s'; its twin: %lu, %lu, "
+						"'%s'\n",
+						sj, c, v.schedules, v.failures, v.what,
+						twin->schedules, twin->failures, twin->what);
 				}
 			} else if (rc && !done(e)) {
 				memo_put(&v);
@@ -545,9 +554,8 @@ static void explore_tree(struct explore *e, const struct sim_schedule *s, unsign
 	env = getenv("NMISIM_PRUNE_CHECK");
 	P.check_every = env ? strtoul(env, NULL, 10) : 0;
 	memo_clear();
-	int rf;
-	uint64_t rw;
-	node(e, marked, k_max, 0, 0, &rf, &rw);
+	struct memo root;
+	node(e, marked, k_max, 0, 0, &root);
 }
 
 unsigned long sched_explore_pruned(void)
