@@ -24,6 +24,7 @@ struct explore {
 	unsigned nslots;
 	int all; /* go on after a failure */
 	unsigned long runs, failures;
+	unsigned last_marked; /* the last step that carries nmi@* */
 	unsigned long pruned; /* schedules not run: a twin's subtree counted for them */
 	struct sim_schedule *fail_out;
 	struct sim_result *fail_res;
@@ -446,7 +447,12 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 		R.nsteps = e->work.nsteps;
 		R.n = 0;
 	}
+	/* Stepped throughout: the steps where its children's NMIs may land. */
+	sim_step_all_from = si0;
+	sim_step_all_to = e->last_marked;
 	sim_run(&e->work, left > 0 ? SIM_STEP_ALL : 0, &r);
+	sim_step_all_from = 0;
+	sim_step_all_to = SIM_MAX_STEPS;
 	R.on = 0;
 	e->runs++;
 	if (r.failed)
@@ -542,9 +548,10 @@ static void explore_tree(struct explore *e, const struct sim_schedule *s, unsign
 		struct sim_step *st = &e->work.step[i];
 		unsigned keep = 0;
 		for (unsigned k = 0; k < st->nat; k++) {
-			if (st->at[k].kind == AT_EVERY)
+			if (st->at[k].kind == AT_EVERY) {
 				marked[i] = 1;
-			else
+				e->last_marked = i;
+			} else
 				st->at[keep++] = st->at[k];
 		}
 		st->nat = (uint8_t)keep;

@@ -106,6 +106,10 @@ struct sim_result {
 	4u /* steps reach the core whatever the software mask (`mask` twice):                      \
 	    * for tests of the core's own assertions                   */
 
+/* SIM_STEP_ALL steps only the schedule's steps from..to (default: all): explore.c
+ * needs the counts and states of the steps where NMIs may still land, no others. */
+extern unsigned sim_step_all_from, sim_step_all_to;
+
 /* One simulated machine: threads are created once and reused across runs. */
 int sim_init(void);
 void sim_fini(void);
