@@ -5,7 +5,8 @@
      instruction-precise mode, over N seeds: median, max, found
   3. steady-state execs/s of each fuzzing mode on final, and JOBS=2 (libFuzzer's fork
      mode) against JOBS=1 on final, as figures and a ratio (BENCH_JOBS_SECONDS, 20)
-  4. make explore time for the seed scenario (NMIS=1 and 2)
+  4. make explore time for the seed scenario (NMIS=1 and 2), and for every canonical
+     scenario at NMIS=1, 2, 3: schedules run, pruned, failing, seconds
   5. with BENCH_HV=1: the seed's own experiment, a QMP NMI flood against the
      racy-counter hypervisor in QEMU (make bench-hv), and the instruction counts of
      one host NMI and of one guest NMI under VMX (make trace, Bochs)
@@ -16,6 +17,7 @@
 
 Environment: BENCH_SEEDS (20), BENCH_SEED_TIMEOUT (30 s), BENCH_STRESS_NMIS (1000000).
 """
+import glob
 import os
 import re
 import shutil
@@ -190,6 +192,28 @@ def bench_explore():
             print(f"  {v:13} NMIS={k}: {el:.3f} s, {summary}")
 
 
+def bench_explore_depth():
+    """make explore on every canonical scenario (final) at NMIS=1, 2, 3: schedules
+    covered, run, pruned as the twin of one run (sim/explore.c), failing, seconds,
+    against the goals (NMIS=2 within 1 s, NMIS=3 within 60 s)."""
+    header("make explore NMIS=1,2,3: every canonical scenario, final, with pruning")
+    goals = {2: 1.0, 3: 60.0}
+    files = sorted(glob.glob("corpus/scenarios/*.nmi"))
+    for k in (1, 2, 3):
+        t0 = time.monotonic()
+        out = subprocess.run(["build/final/nmisim", "run", "--quiet", "--nmis", str(k)] + files,
+                             capture_output=True, text=True).stdout
+        el = time.monotonic() - t0
+        m = re.search(r"(\d+) schedules in \d+ scenarios \[[^]]*\]: (\d+) failing.*; "
+                      r"(\d+) run, (\d+) pruned", out)
+        if not m:
+            print(f"  NMIS={k}: no figure ({out.strip()[-120:]})")
+            continue
+        goal = f", goal {goals[k]:g} s: {el / goals[k]:.2f}x the goal" if k in goals else ""
+        print(f"  NMIS={k}: {m[1]} schedules, {m[3]} run, {m[4]} pruned, {m[2]} failing, "
+              f"{el:.3f} s{goal}", flush=True)
+
+
 def bench_hv():
     header("the seed's own experiment: QMP NMI flood against the racy-counter hypervisor (QEMU)")
     subprocess.run(["make", "-s", "bench-hv"])
@@ -233,6 +257,7 @@ def main():
     bench_hwbp()
     bench_jobs()
     bench_explore()
+    bench_explore_depth()
     if os.environ.get("BENCH_HV"):
         bench_hv()
         bench_trace()

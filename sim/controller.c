@@ -20,6 +20,8 @@
 
 #include "machine.h"
 
+unsigned sim_step_all_from = 0, sim_step_all_to = SIM_MAX_STEPS;
+
 static sem_t ctl; /* the token comes back here */
 static int started; /* the CPU threads exist    */
 
@@ -48,6 +50,9 @@ void controller_wait_turn(struct sim_cpu *c)
 void controller_relax(struct sim_cpu *c)
 {
 	c->busy = 1;
+	/* Its callee-saved registers, for explore.c's hash of the machine's state: the
+	 * rest of this thread's future lies on its stack and in memory. */
+	getcontext(&c->th.parked);
 	controller_hand_back();
 	controller_wait_turn(c);
 }
@@ -80,6 +85,7 @@ static void *cpu_main(void *arg)
 
 	self = c;
 	c->th.tid = gettid();
+	c->th.stack_hi = (uintptr_t)__builtin_frame_address(0);
 	nmi_hw_block(&unblocked);
 	sigdelset(&unblocked, SIGNMI);
 	controller_hand_back(); /* started: NMIs can be sent to this thread from now on */
@@ -241,6 +247,9 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 		const struct sim_step *st = &s->step[i];
 		struct sim_cpu *c = &M.cpu[st->cpu % M.ncpus];
 		M.cur_step = i;
+		M.flags = flags & ~SIM_STEP_ALL;
+		if ((flags & SIM_STEP_ALL) && i >= sim_step_all_from && i <= sim_step_all_to)
+			M.flags |= SIM_STEP_ALL;
 		if (c->halted)
 			continue;
 		tl_schedule_step(i, st, c->busy);
@@ -260,6 +269,7 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 	/* The end of the schedule: spinning CPUs run on, masks left held are released,
 	 * then the books must balance. */
 	M.cur_step = s->nsteps;
+	M.flags = flags;
 	if (tl_enabled())
 		tl_step(0, 0, "(end of schedule: spinning CPUs run on, masks are released)");
 	finish_all();

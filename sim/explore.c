@@ -4,10 +4,19 @@
  * at instruction precision.  A scenario stops being expanded at its first failing
  * schedule (unless every failure is wanted): a runaway core fails each of them only
  * after its turn's bound, and the first one already says what is wrong.
+ *
+ * With a number of NMIs (make explore's NMIS, sched_explore's k_max > 0) the
+ * placements form a tree and subtrees that start in a state already explored are
+ * pruned: see "Pruning" below.
  */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <ucontext.h>
 
-#include "sim.h"
+#include "machine.h"
 
 struct explore {
 	struct sim_schedule work;
@@ -15,6 +24,8 @@ struct explore {
 	unsigned nslots;
 	int all; /* go on after a failure */
 	unsigned long runs, failures;
+	unsigned last_marked; /* the last step that carries nmi@* */
+	unsigned long pruned; /* schedules not run: a twin's subtree counted for them */
 	struct sim_schedule *fail_out;
 	struct sim_result *fail_res;
 };
@@ -85,31 +96,487 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
 	explore_slot(e, 0, 1);
 }
 
-/* Every way of sharing `left` arrivals among the marked steps from `at` on, each
- * one explored as wildcards. */
-static void compose(struct explore *e, const struct sim_schedule *s, const unsigned *marked,
-		    unsigned m, unsigned at, unsigned left, unsigned *share)
+/* ---- Pruning ---------------------------------------------------------------------
+ *
+ * With k_max NMIs to place (k_max > 0) the schedules form a tree.  A node is one
+ * schedule: its NMIs at (step, boundary) positions in nondecreasing order, among the
+ * steps that carry nmi@*.  Its children add one NMI at or after its last one, while
+ * fewer than k_max are placed.  Every schedule of up to k_max NMIs is one node, run
+ * once.  A node with children runs stepped throughout (SIM_STEP_ALL), and at each
+ * core instruction boundary B of a marked step after its last NMI, the SIGTRAP
+ * handler (wrapped here: stepper.c is untouched) hashes the machine's state on entry
+ * to the trap, before anything is placed at B.  A child with its new NMI at B is the
+ * same schedule up to B, so it is in that very state at that moment too.
+ *
+ * The key of the subtree "an NMI at B, then up to r-1 more at or after B" is that
+ * hash (128 bits: two independent 64-bit hashes) and r.  What the hash covers:
+ *  - the running CPU's thread: every general register and RIP, RFLAGS, the NMI bit
+ *    of its signal mask, and its whole stack from RSP up to cpu_main's frame (the
+ *    core's frames, ops_run's, step_on_cpu's, cpu_main's locals).  The core is built
+ *    -mno-red-zone, so nothing live lies below RSP; it is -mgeneral-regs-only and
+ *    every vector register is caller-saved across the simulator's call into the
+ *    core, so no vector register is live at a core boundary;
+ *  - the core's only global, nmi_quiesce_state;
+ *  - M: ncpus, failed (and what, once failed), cur_step (the schedule position),
+ *    fast; for every CPU: its struct nmi_cpu, id, busy, halted, spins, the NMI line
+ *    (in_handler, exit_blocked, latched, burst, sent, delivered, dropped), all of
+ *    the VMX part (the five VMCS fields, in_guest, exit_pending, fault_armed,
+ *    vectoring, detached, the books at detach, the guest's books), the stepper's
+ *    count (the instruction position) and its arrivals not placed yet, the turn's
+ *    budget (instructions, platform calls: the runaway bounds), and its thread's
+ *    command and step.
+ * The schedule after B (its steps, their concrete arrivals) is the same for every
+ * node of one scenario.  So when two nodes record the same key at B, their children
+ * there run the same instructions on the same data from B on, and every placement
+ * after B meets the same state at the same index in both: the two subtrees hold the
+ * same futures, verdict for verdict, and the second is not run.
+ *
+ * Not covered, and why it cannot make two futures differ:
+ *  - CPUs other than the running one, idle in cpu_main's loop: a stack holding
+ *    nothing but that loop, the NMI signal blocked, what is pending for it is
+ *    nmi.latched/burst (hashed).  One suspended at a spin inside the core (busy)
+ *    is covered: the callee-saved registers and RSP/RIP controller_relax() saved
+ *    with getcontext() just before it handed the token back, and its stack from that
+ *    RSP up to its cpu_main's frame.  Caller-saved registers are dead across that
+ *    call, and what it does from there until its return into the core reads only
+ *    those registers, that stack and memory;
+ *  - the controller thread (sim_run's loop index is M.cur_step, hashed; the rounds
+ *    of service_all and finish_all are not): a boundary outside the first turn of its
+ *    own step (M.cur_step != that step) gets no key;
+ *  - M.flags, how much is stepped: it changes no verdict, only which bound reports a
+ *    turn of more than SIM_MAX_TURN_INSNS instructions (as without pruning, where
+ *    counting runs are stepped and the others are not);
+ *  - arrivals already placed, tf_return (stale inside the core), the timeline (off).
+ * Fast mode (no traps) and AddressSanitizer builds (locals may live on a fake stack)
+ * record no keys and prune nothing.
+ *
+ * A pruned subtree adds the schedules and the failing schedules of its twin: counts,
+ * with --all the failures too, are those of the search without pruning.
+ * NMISIM_PRUNE=0 turns pruning off.  NMISIM_PRUNE_CHECK=N explores every N-th pruned
+ * subtree all the same, without pruning, and compares its schedules, its failures
+ * and its first schedule's verdict with its twin's; explore_check_report() says how
+ * many were checked and how many differed (any is a bug in the hash's coverage). */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EXPLORE_CAN_PRUNE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EXPLORE_CAN_PRUNE 0
+#endif
+#endif
+#ifndef EXPLORE_CAN_PRUNE
+#define EXPLORE_CAN_PRUNE 1
+#endif
+
+struct h128 {
+	uint64_t a, b;
+};
+
+static inline uint64_t rotl(uint64_t x, int r)
 {
-	if (at == m - 1) {
-		share[at] = left;
-		struct sim_schedule t = *s;
-		for (unsigned i = 0; i < m; i++) {
-			struct sim_step *st = &t.step[marked[i]];
-			unsigned keep = 0;
-			for (unsigned a = 0; a < st->nat; a++)
-				if (st->at[a].kind != AT_EVERY)
-					st->at[keep++] = st->at[a];
-			for (unsigned n = 0; n < share[i] && keep < SIM_MAX_AT; n++)
-				st->at[keep++] = (struct sim_at){.kind = AT_EVERY};
-			st->nat = (uint8_t)keep;
-		}
-		explore_wildcards(e, &t);
+	return (x << r) | (x >> (64 - r));
+}
+
+static inline void hw(struct h128 *h, uint64_t w)
+{
+	h->a = (h->a ^ w) * 0x9e3779b97f4a7c15ull;
+	h->a ^= h->a >> 31;
+	h->b = rotl(h->b + w * 0xc2b2ae3d27d4eb4full, 31) * 0x165667b19e3779f9ull;
+}
+
+__attribute__((no_sanitize_address)) static void hbytes(struct h128 *h, const void *p, size_t n)
+{
+	const unsigned char *q = p;
+	hw(h, n);
+	for (; n >= 8; n -= 8, q += 8) {
+		uint64_t w;
+		memcpy(&w, q, 8);
+		hw(h, w);
+	}
+	if (n) {
+		uint64_t w = 0;
+		memcpy(&w, q, n);
+		hw(h, w);
+	}
+}
+
+static inline uint64_t fmix(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	return x ^ (x >> 33);
+}
+
+/* One boundary of a node's run. */
+struct rec {
+	unsigned step;
+	uint32_t idx;
+	int ok; /* keyed: see above for when a boundary is not */
+	struct h128 h;
+};
+
+#define REC_MAX   (1u << 16)
+#define STACK_MAX (256u << 10)
+
+static struct {
+	int on;
+	unsigned from; /* record steps from this one on */
+	uintptr_t steps; /* the schedule being run: its step array */
+	unsigned nsteps;
+	struct rec v[REC_MAX];
+	unsigned n;
+} R;
+
+static void (*stepper_trap)(int, siginfo_t *, void *);
+
+static void cpu_hash(struct h128 *h, const struct sim_cpu *o)
+{
+	hbytes(h, &o->core, sizeof o->core);
+	hw(h, o->id);
+	hw(h, (uint64_t)o->busy);
+	hw(h, (uint64_t)o->halted);
+	hw(h, o->spins);
+	hw(h, (uint64_t)o->nmi.in_handler);
+	hw(h, (uint64_t)o->nmi.exit_blocked);
+	hw(h, (uint64_t)o->nmi.latched);
+	hw(h, o->nmi.burst);
+	hw(h, o->nmi.sent);
+	hw(h, o->nmi.delivered);
+	hw(h, o->nmi.dropped);
+	hbytes(h, &o->vmx.vmcs, sizeof o->vmx.vmcs);
+	hw(h, (uint64_t)o->vmx.in_guest);
+	hw(h, (uint64_t)o->vmx.exit_pending);
+	hw(h, (uint64_t)o->vmx.fault_armed);
+	hw(h, o->vmx.vectoring);
+	hw(h, (uint64_t)o->vmx.detached);
+	hbytes(h, &o->vmx.at_detach, sizeof o->vmx.at_detach);
+	hbytes(h, &o->vmx.guest, sizeof o->vmx.guest);
+	hw(h, o->step.count);
+	for (unsigned j = o->step.next; j < o->step.nat && j < SIM_MAX_AT; j++) {
+		hw(h, o->step.at[j].kind);
+		hw(h, o->step.at[j].index);
+		hw(h, o->step.at[j].addr);
+	}
+	hw(h, o->budget.insns);
+	hw(h, o->budget.calls);
+	hw(h, (uint64_t)o->th.cmd);
+	hw(h, (uintptr_t)o->th.step);
+}
+
+/* On entry to a trap: the state the child with an NMI here would be in. */
+__attribute__((no_sanitize_address)) static void record(const ucontext_t *uc)
+{
+	struct sim_cpu *c = self;
+	if (!c || !c->step.on || M.fast)
 		return;
+	const greg_t *g = uc->uc_mcontext.gregs;
+	uintptr_t rip = (uintptr_t)g[REG_RIP];
+	if (!sim_in_core(rip))
+		return; /* stepper.c counts only the core's boundaries */
+	uintptr_t sp = (uintptr_t)c->th.step;
+	if (sp < R.steps || sp >= R.steps + R.nsteps * sizeof(struct sim_step))
+		return;
+	unsigned si = (unsigned)((sp - R.steps) / sizeof(struct sim_step));
+	if (si < R.from || R.n >= REC_MAX)
+		return;
+	struct rec *r = &R.v[R.n++];
+	r->step = si;
+	r->idx = c->step.count + 1; /* what stepper.c is about to count */
+	r->ok = 0;
+	if (si != M.cur_step)
+		return;
+	uintptr_t rsp = (uintptr_t)g[REG_RSP];
+	if (rsp > c->th.stack_hi || c->th.stack_hi - rsp > STACK_MAX)
+		return;
+	struct h128 h = {0x243f6a8885a308d3ull, 0x13198a2e03707344ull};
+	for (int i = REG_R8; i <= REG_RIP; i++)
+		hw(&h, (uint64_t)g[i]);
+	hw(&h, (uint64_t)g[REG_EFL]);
+	hw(&h, (uint64_t)sigismember(&uc->uc_sigmask, SIGNMI));
+	hbytes(&h, (const void *)rsp, c->th.stack_hi - rsp);
+	hbytes(&h, &nmi_quiesce_state, sizeof nmi_quiesce_state);
+	hw(&h, M.ncpus);
+	hw(&h, (uint64_t)M.failed);
+	if (M.failed)
+		hbytes(&h, M.what, strnlen(M.what, sizeof M.what));
+	hw(&h, M.cur_step);
+	hw(&h, (uint64_t)M.fast);
+	for (unsigned i = 0; i < M.ncpus; i++) {
+		const struct sim_cpu *o = &M.cpu[i];
+		cpu_hash(&h, o);
+		if (o == c || !o->busy)
+			continue;
+		/* Suspended at a spin: its callee-saved registers as controller_relax()
+		 * saved them, and its stack from there up. */
+		static const int saved[] = {REG_RBX, REG_RBP, REG_R12, REG_R13,
+					    REG_R14, REG_R15, REG_RSP, REG_RIP};
+		const greg_t *pg = o->th.parked.uc_mcontext.gregs;
+		for (unsigned k = 0; k < sizeof saved / sizeof saved[0]; k++)
+			hw(&h, (uint64_t)pg[saved[k]]);
+		uintptr_t psp = (uintptr_t)pg[REG_RSP];
+		if (psp > o->th.stack_hi || o->th.stack_hi - psp > STACK_MAX)
+			return;
+		hbytes(&h, (const void *)psp, o->th.stack_hi - psp);
 	}
-	for (unsigned n = 0; n <= left && !done(e); n++) {
-		share[at] = n;
-		compose(e, s, marked, m, at + 1, left - n, share);
+	r->h = h;
+	r->ok = 1;
+}
+
+static void explore_trap(int sig, siginfo_t *si, void *ucv)
+{
+	if (R.on)
+		record(ucv);
+	stepper_trap(sig, si, ucv);
+}
+
+/* Wrap stepper.c's SIGTRAP handler, once, after sim_init() installed it. */
+static int trap_wrapped(void)
+{
+	static int done_once, ok;
+	if (done_once)
+		return ok;
+	done_once = 1;
+	struct sigaction sa;
+	if (sim_init() != 0 || sigaction(SIGTRAP, NULL, &sa) != 0 || !(sa.sa_flags & SA_SIGINFO) ||
+	    !sa.sa_sigaction)
+		return 0;
+	stepper_trap = sa.sa_sigaction;
+	sa.sa_sigaction = explore_trap;
+	ok = sigaction(SIGTRAP, &sa, NULL) == 0;
+	return ok;
+}
+
+/* The memo: key -> what its subtree held. */
+struct memo {
+	uint64_t a, b; /* a == 0: empty slot */
+	unsigned long schedules, failures;
+	int root_failed;
+	uint64_t root_what;
+	char what[120]; /* the first schedule's verdict, for the check's report */
+};
+
+static struct {
+	struct memo *t;
+	size_t cap, n;
+} T;
+
+static void memo_clear(void)
+{
+	if (T.t)
+		memset(T.t, 0, T.cap * sizeof *T.t);
+	T.n = 0;
+}
+
+static struct memo *memo_slot(uint64_t a, uint64_t b)
+{
+	size_t i = (size_t)fmix(a ^ b) & (T.cap - 1);
+	while (T.t[i].a && (T.t[i].a != a || T.t[i].b != b))
+		i = (i + 1) & (T.cap - 1);
+	return &T.t[i];
+}
+
+static struct memo *memo_find(uint64_t a, uint64_t b)
+{
+	if (!T.cap)
+		return NULL;
+	struct memo *m = memo_slot(a, b);
+	return m->a ? m : NULL;
+}
+
+static void memo_put(const struct memo *v)
+{
+	if (2 * (T.n + 1) > T.cap) {
+		struct memo *old = T.t;
+		size_t oldcap = T.cap;
+		T.cap = T.cap ? 2 * T.cap : 4096;
+		T.t = calloc(T.cap, sizeof *T.t);
+		if (!T.t) {
+			T.t = old;
+			T.cap = oldcap;
+			return; /* not remembered: never pruned */
+		}
+		T.n = 0;
+		for (size_t i = 0; i < oldcap; i++)
+			if (old[i].a) {
+				*memo_slot(old[i].a, old[i].b) = old[i];
+				T.n++;
+			}
+		free(old);
 	}
+	struct memo *m = memo_slot(v->a, v->b);
+	if (!m->a)
+		T.n++;
+	*m = *v;
+}
+
+/* A verdict, for comparing twins.  A turn stopped by its CPU time (runaway.c) is
+ * reported where the loop happened to be after 0.1 s, and how far it got: the
+ * host's timing, not the schedule's, so only "runaway: still running" counts. */
+static uint64_t verdict_hash(const char *s)
+{
+	struct h128 h = {1, 2};
+	size_t n = strlen(s);
+	const char *tail = strstr(s, "still running in ");
+	if (tail && strstr(s, "of CPU time"))
+		n = (size_t)(tail - s);
+	hbytes(&h, s, n);
+	return fmix(h.a);
+}
+
+static struct {
+	int prune;
+	unsigned long check_every, seen, checked, mismatches;
+} P;
+
+static unsigned long last_pruned;
+
+/* The node e->work: run it; with `left` NMIs still to place, explore its children,
+ * each an NMI at (step, boundary) at or after (si0, c0).  Its own verdict goes to
+ * *root_failed / *root_what. */
+static void node(struct explore *e, const unsigned char *marked, unsigned left, unsigned si0,
+		 uint32_t c0, struct memo *v)
+{
+	struct sim_result r;
+	int keys = left > 0 && P.prune;
+	if (keys) {
+		R.on = 1;
+		R.from = si0;
+		R.steps = (uintptr_t)e->work.step;
+		R.nsteps = e->work.nsteps;
+		R.n = 0;
+	}
+	/* Stepped throughout: the steps where its children's NMIs may land. */
+	sim_step_all_from = si0;
+	sim_step_all_to = e->last_marked;
+	sim_run(&e->work, left > 0 ? SIM_STEP_ALL : 0, &r);
+	sim_step_all_from = 0;
+	sim_step_all_to = SIM_MAX_STEPS;
+	R.on = 0;
+	e->runs++;
+	if (r.failed)
+		failed(e, &r);
+	v->root_failed = r.failed;
+	v->root_what = r.failed ? verdict_hash(r.what) : 0;
+	snprintf(v->what, sizeof v->what, "%s", r.what);
+	if (done(e) || left == 0)
+		return;
+	struct rec *recs = NULL;
+	unsigned nrec = 0;
+	if (keys && R.n) {
+		recs = malloc(R.n * sizeof *recs);
+		if (recs) {
+			memcpy(recs, R.v, R.n * sizeof *recs);
+			nrec = R.n;
+		}
+	}
+	unsigned ri = 0;
+	for (unsigned sj = si0; sj < e->work.nsteps && !done(e); sj++) {
+		if (!marked[sj])
+			continue;
+		struct sim_step *st = &e->work.step[sj];
+		uint32_t n = r.step_insns[sj];
+		for (uint32_t c = sj == si0 && c0 ? c0 : 1; c <= n && !done(e); c++) {
+			if (st->nat >= SIM_MAX_AT)
+				break;
+			/* This boundary's record: records come in the order they ran. */
+			const struct rec *rc = NULL;
+			while (ri < nrec &&
+			       (recs[ri].step < sj || (recs[ri].step == sj && recs[ri].idx < c)))
+				ri++;
+			if (ri < nrec && recs[ri].step == sj && recs[ri].idx == c && recs[ri].ok &&
+			    !(sj == si0 && c == c0))
+				rc = &recs[ri];
+			uint64_t ka = 0, kb = 0;
+			if (rc) {
+				ka = fmix(rc->h.a ^ fmix(left)) |
+				     1; /* never 0: 0 is an empty slot */
+				kb = fmix(rc->h.b + left);
+			}
+			struct memo *twin = rc ? memo_find(ka, kb) : NULL;
+			int check = 0;
+			if (twin) {
+				P.seen++;
+				if (!P.check_every || P.seen % P.check_every) {
+					e->pruned += twin->schedules;
+					e->failures += twin->failures;
+					continue;
+				}
+				check = 1;
+			}
+			unsigned long s0 = e->runs + e->pruned, f0 = e->failures;
+			struct memo v = {.a = ka, .b = kb};
+			st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = c};
+			int saved = P.prune;
+			if (check)
+				P.prune = 0; /* the whole subtree, as if never pruned */
+			node(e, marked, left - 1, sj, c, &v);
+			P.prune = saved;
+			st->nat--;
+			v.schedules = e->runs + e->pruned - s0;
+			v.failures = e->failures - f0;
+			if (check) {
+				P.checked++;
+				if (v.schedules != twin->schedules ||
+				    v.failures != twin->failures ||
+				    v.root_failed != twin->root_failed ||
+				    v.root_what != twin->root_what) {
+					P.mismatches++;
+					fprintf(stderr,
+						"nmisim: prune check: step %u boundary %u: %lu "
+						"schedules, %lu failing, '%s'; its twin: %lu, %lu, "
+						"'%s'\n",
+						sj, c, v.schedules, v.failures, v.what,
+						twin->schedules, twin->failures, twin->what);
+				}
+			} else if (rc && !done(e)) {
+				memo_put(&v);
+			}
+		}
+	}
+	free(recs);
+}
+
+/* Every schedule of up to k_max NMIs among the steps that carry nmi@*, as a tree. */
+static void explore_tree(struct explore *e, const struct sim_schedule *s, unsigned k_max)
+{
+	static unsigned char marked[SIM_MAX_STEPS];
+	memset(marked, 0, sizeof marked);
+	e->work = *s;
+	for (unsigned i = 0; i < s->nsteps; i++) {
+		struct sim_step *st = &e->work.step[i];
+		unsigned keep = 0;
+		for (unsigned k = 0; k < st->nat; k++) {
+			if (st->at[k].kind == AT_EVERY) {
+				marked[i] = 1;
+				e->last_marked = i;
+			} else
+				st->at[keep++] = st->at[k];
+		}
+		st->nat = (uint8_t)keep;
+	}
+	const char *env = getenv("NMISIM_PRUNE");
+	P.prune = EXPLORE_CAN_PRUNE && !(env && !strcmp(env, "0")) && trap_wrapped();
+	env = getenv("NMISIM_PRUNE_CHECK");
+	P.check_every = env ? strtoul(env, NULL, 10) : 0;
+	memo_clear();
+	struct memo root;
+	node(e, marked, k_max, 0, 0, &root);
+}
+
+unsigned long sched_explore_pruned(void)
+{
+	return last_pruned;
+}
+
+int explore_check_report(FILE *f)
+{
+	if (!P.check_every)
+		return 0;
+	fprintf(f, "prune check: %lu of %lu pruned subtrees explored anyway, %lu differ%s\n",
+		P.checked, P.seen, P.mismatches, P.mismatches ? ": THE HASH MISSES STATE" : "");
+	return P.mismatches != 0;
 }
 
 int sched_has_wildcard(const struct sim_schedule *s)
@@ -126,23 +593,16 @@ unsigned long sched_explore(const struct sim_schedule *s, unsigned k_max, int al
 			    struct sim_result *fail_res)
 {
 	static struct explore e;
-	static unsigned marked[SIM_MAX_STEPS], share[SIM_MAX_STEPS];
-	unsigned m = 0;
 
 	memset(&e, 0, sizeof e);
 	e.all = all;
 	e.fail_out = fail_out;
 	e.fail_res = fail_res;
-	for (unsigned i = 0; i < s->nsteps; i++)
-		for (unsigned a = 0; a < s->step[i].nat; a++)
-			if (s->step[i].at[a].kind == AT_EVERY) {
-				marked[m++] = i;
-				break;
-			}
-	if (k_max == 0 || m == 0)
+	if (k_max == 0)
 		explore_wildcards(&e, s);
-	for (unsigned k = 1; k <= k_max && m && !done(&e); k++)
-		compose(&e, s, marked, m, 0, k, share);
+	else
+		explore_tree(&e, s, k_max);
 	*failures = e.failures;
+	last_pruned = e.pruned;
 	return e.runs;
 }

@@ -27,6 +27,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <ucontext.h>
 
 #include "nmi_books.h"
 #include "nmi_core.h"
@@ -63,6 +64,8 @@ struct sim_thread {
 	volatile int cmd;
 	const struct sim_step *step;
 	sigjmp_buf base; /* back to the idle loop when a run is over */
+	uintptr_t stack_hi; /* cpu_main's frame: the top of what a step's stack holds */
+	ucontext_t parked; /* the registers where it last handed the token back at a spin */
 };
 
 /* nmi_hw.c: the NMI line. */

@@ -79,22 +79,29 @@ static int cmd_run(int argc, char **argv)
 		}
 	}
 	int worst = 0;
-	unsigned long total_runs = 0, total_failures = 0, failing_files = 0;
+	unsigned long total_runs = 0, total_failures = 0, failing_files = 0, total_pruned = 0;
 	double t_all = now();
 	for (int i = 0; i < nfiles; i++) {
 		const char *name = argv[optind + i];
 		struct sim_result r;
 		struct sim_schedule failing = s[i];
 		double t0 = now();
-		unsigned long runs = 1, failures = 0;
+		unsigned long runs = 1, failures = 0, pruned = 0;
 		if (sched_has_wildcard(&s[i])) {
 			runs = sched_explore(&s[i], nmis, all, &failures, &failing, &r);
+			pruned = sched_explore_pruned();
 		} else {
 			sim_run(&s[i], 0, &r);
 			failures = r.failed;
 		}
 		double el = now() - t0;
+		/* Schedules covered: run, or pruned as the twin of one run (explore.c). */
+		char how[96] = "";
+		if (pruned)
+			snprintf(how, sizeof how, " (%lu run, %lu pruned)", runs, pruned);
+		runs += pruned;
 		total_runs += runs;
+		total_pruned += pruned;
 		total_failures += failures;
 		failing_files += failures != 0;
 		if (failures) {
@@ -103,8 +110,8 @@ static int cmd_run(int argc, char **argv)
 			sim_run(&failing, r.flags | SIM_TIMELINE, &r);
 			printf("FAIL %s [%s]: %s\n", name, nmi_variant_name, r.what);
 			if (runs > 1 && all)
-				printf("  %lu of %lu schedules fail; the first one:\n", failures,
-				       runs);
+				printf("  %lu of %lu schedules fail%s; the first one:\n", failures,
+				       runs, how);
 			else if (runs > 1)
 				printf("  schedule %lu fails (%.3f s); the rest of nmi@* is not "
 				       "explored:\n",
@@ -119,8 +126,8 @@ static int cmd_run(int argc, char **argv)
 				printf("timeline SVG: %s\n", svg);
 			worst = 1;
 		} else {
-			printf("PASS %s [%s]: %lu schedule%s, %.3f s\n", name, nmi_variant_name,
-			       runs, runs == 1 ? "" : "s", el);
+			printf("PASS %s [%s]: %lu schedule%s, %.3f s%s\n", name, nmi_variant_name,
+			       runs, runs == 1 ? "" : "s", el, how);
 			if (timeline || svg) {
 				sim_run(&failing, SIM_TIMELINE, &r);
 				if (timeline)
@@ -132,9 +139,12 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (nfiles > 1)
 		printf(
-		    "%lu schedules in %d scenarios [%s]: %lu failing (in %lu scenarios), %.3f s\n",
+		    "%lu schedules in %d scenarios [%s]: %lu failing (in %lu scenarios), %.3f s; "
+		    "%lu run, %lu pruned\n",
 		    total_runs, nfiles, nmi_variant_name, total_failures, failing_files,
-		    now() - t_all);
+		    now() - t_all, total_runs - total_pruned, total_pruned);
+	if (explore_check_report(stdout))
+		worst = 1;
 	free(s);
 	return worst;
 }

@@ -108,6 +108,10 @@ struct sim_result {
 	4u /* steps reach the core whatever the software mask (`mask` twice):                      \
 	    * for tests of the core's own assertions                   */
 
+/* SIM_STEP_ALL steps only the schedule's steps from..to (default: all): explore.c
+ * needs the counts and states of the steps where NMIs may still land, no others. */
+extern unsigned sim_step_all_from, sim_step_all_to;
+
 /* One simulated machine: threads are created once and reused across runs. */
 int sim_init(void);
 void sim_fini(void);
@@ -137,14 +141,21 @@ const char *sched_op_name(unsigned op);
 
 /* ---- Exploring nmi@* wildcards (explore.c) ------------------------------------- */
 /* Explore every placement of the AT_EVERY wildcards in s (at most SIM_MAX_AT), or
- * with k_max > 0 every placement of 1..k_max arrivals shared among the steps that
- * carry nmi@* (make explore's NMIS).  Stops at the first failing schedule unless
+ * with k_max > 0 every schedule of 0..k_max arrivals among the steps that carry
+ * nmi@* (make explore's NMIS), each run once, pruning those whose state at the new
+ * arrival was already explored.  Stops at the first failing schedule unless
  * `all`.  Returns the number of runs; counts failures; copies the first failing
  * schedule and its result to *fail_out and *fail_res (when non-NULL). */
 unsigned long sched_explore(const struct sim_schedule *s, unsigned k_max, int all,
 			    unsigned long *failures, struct sim_schedule *fail_out,
 			    struct sim_result *fail_res);
 int sched_has_wildcard(const struct sim_schedule *s);
+/* Schedules the last sched_explore() did not run: their state at the new NMI was one
+ * already explored (explore.c, "Pruning"); its failures count all the same. */
+unsigned long sched_explore_pruned(void);
+/* With NMISIM_PRUNE_CHECK=N: how many pruned subtrees were explored anyway and how
+ * many differed from their twin.  Returns 1 if any did. */
+int explore_check_report(FILE *f);
 
 /* ---- Free-running stress ------------------------------------------------------ */
 struct stress_config {

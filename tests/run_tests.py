@@ -159,6 +159,49 @@ def suite_scenarios(flavour=None):
                 verdict("PASS", name, f"{how} as expected ({first.split(': ', 1)[-1]})")
             else:
                 verdict("FAIL", name, f"expected {want}, got {got}: {first}")
+    if flavour is None:
+        explore_checks(files)
+
+
+def explore_checks(files):
+    """make explore's search with pruning (sim/explore.c): at NMIS=2 over every
+    scenario, and NMIS=3 on the seed's, each historical variant still fails every
+    scenario it is expected to fail and final passes them all; pruning changes no
+    count (--all, against NMISIM_PRUNE=0); sampled pruned subtrees, explored anyway
+    (NMISIM_PRUNE_CHECK), match their twins."""
+    seed = "corpus/scenarios/seed-race.nmi"
+    for v in VARIANTS:
+        for k, fs in ((2, files), (3, [seed])):
+            rc, out = run([f"build/{v}/nmisim", "run", "--quiet", "--nmis", str(k)] + fs)
+            failed = set(re.findall(r"^FAIL (\S+) ", out, re.M))
+            want = {f for f in fs if expectations(f).get(v) == "fail"}
+            pruned = re.search(r"run, (\d+) pruned", out) or re.search(r"(\d+) pruned", out)
+            name = f"explore NMIS={k} [{v}]: " + ("every scenario" if len(fs) > 1 else "seed-race")
+            if v == "final":
+                ok = rc == 0 and not failed
+                how = "passes"
+            else:
+                ok = rc == 1 and want <= failed
+                how = f"fails {len(failed)} scenarios, every one of the {len(want)} expected"
+            verdict("PASS" if ok else "FAIL", name,
+                    f"{how} ({pruned[1] if pruned else 0} schedules pruned)" if ok else
+                    f"expected to fail {sorted(want)}, failed {sorted(failed)}: {out[-300:]}")
+    counts = {}
+    for prune in ("1", "0"):
+        rc, out = run(["build/racy-counter/nmisim", "run", "--quiet", "--all", "--nmis", "2", seed],
+                      env=dict(os.environ, NMISIM_PRUNE=prune))
+        m = re.search(r"(\d+) of (\d+) schedules fail", out)
+        counts[prune] = (m[1], m[2]) if m else out[-200:]
+    verdict("PASS" if counts["1"] == counts["0"] and isinstance(counts["1"], tuple) else "FAIL",
+            "explore --all NMIS=2 [racy-counter] seed-race: pruning counts the same failing "
+            "schedules", f"pruned {counts['1']}, unpruned {counts['0']}")
+    for v in ("racy-counter", "final"):
+        rc, out = run([f"build/{v}/nmisim", "run", "--quiet", "--all", "--nmis", "2"] + files,
+                      env=dict(os.environ, NMISIM_PRUNE_CHECK="5"))
+        m = re.search(r"prune check: (\d+) of (\d+) pruned subtrees explored anyway, (\d+) differ", out)
+        verdict("PASS" if m and m[3] == "0" and int(m[1]) > 0 else "FAIL",
+                f"explore prune check [{v}]: every 5th pruned subtree, explored anyway, matches its twin",
+                m[0] if m else out[-300:])
 
 
 def replay_input(variant, path, suffix=""):
