@@ -20,6 +20,22 @@
 
 #include "machine.h"
 
+/* Hold / release this CPU's NMI signal around what hardware does in one
+ * instruction (VM entry, IRET, a VM exit), so no NMI of its own lands in between. */
+static sigset_t nmi_hold(void)
+{
+	sigset_t nmi, old;
+	sigemptyset(&nmi);
+	sigaddset(&nmi, SIGNMI);
+	pthread_sigmask(SIG_BLOCK, &nmi, &old);
+	return old;
+}
+
+static void nmi_release(const sigset_t *old)
+{
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 void vmx_hw_reset(struct sim_cpu *c)
 {
 	c->vmx = (struct sim_vmx){.vmcs = {.pin = PIN_NMI_EXITING | PIN_VIRTUAL_NMIS}};
@@ -59,12 +75,9 @@ static void entry(struct sim_cpu *c);
  * free-running stress the signal is held across it. */
 void vmx_hw_entry(struct sim_cpu *c)
 {
-	sigset_t nmi, old;
-	sigemptyset(&nmi);
-	sigaddset(&nmi, SIGNMI);
-	pthread_sigmask(SIG_BLOCK, &nmi, &old);
+	sigset_t old = nmi_hold();
 	entry(c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	nmi_release(&old);
 }
 
 static void entry(struct sim_cpu *c)
@@ -151,14 +164,12 @@ void vmx_hw_exits(struct sim_cpu *c)
  * NMI lands between them; one that slips in before is handled as the exit it is. */
 void vmx_hw_leave(struct sim_cpu *c)
 {
-	sigset_t nmi, old;
-	sigemptyset(&nmi);
-	sigaddset(&nmi, SIGNMI);
+	sigset_t old;
 	for (;;) {
-		pthread_sigmask(SIG_BLOCK, &nmi, &old);
+		old = nmi_hold();
 		if (M.failed || (!c->vmx.exit_pending && !c->vmx.vectoring))
 			break;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		nmi_release(&old);
 		if (c->vmx.vectoring) {
 			uint32_t info = c->vmx.vectoring;
 			c->vmx.vectoring = 0;
@@ -170,7 +181,7 @@ void vmx_hw_leave(struct sim_cpu *c)
 	}
 	c->vmx.vmcs.idt_vectoring = 0;
 	c->vmx.in_guest = 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	nmi_release(&old);
 }
 
 /* The guest executes IRET: it ends its NMI handler if it is in one.  IRET is one
@@ -183,13 +194,10 @@ void vmx_hw_guest_iret(struct sim_cpu *c)
 {
 	if (!(c->vmx.vmcs.guest_intr & GUEST_INTR_BLOCK_NMI))
 		return;
-	sigset_t nmi, old;
-	sigemptyset(&nmi);
-	sigaddset(&nmi, SIGNMI);
-	pthread_sigmask(SIG_BLOCK, &nmi, &old);
+	sigset_t old = nmi_hold();
 	nmi_books_guest_iret(&c->vmx.guest, &c->core);
 	c->vmx.vmcs.guest_intr &= ~(uint64_t)GUEST_INTR_BLOCK_NMI;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	nmi_release(&old);
 	if (tl_enabled())
 		tl_event(c->id, 0, "guest IRET: virtual-NMI blocking cleared");
 }
