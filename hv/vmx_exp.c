@@ -46,40 +46,24 @@
 #include "hv.h"
 #include "nmi_platform.h"
 #include "vmx.h"
+#include "vmx_exp.h"
 #include "vmx_insn.h"
 #include "x86.h"
 
-#define CODE_PA         0x7000u /* the guest code, copied out of the hypervisor's image */
-#define IDT_PA          0x6000u /* the guest IDT: every vector -> g_handler, 0x21 -> g_h21 */
-#define IDT_VECTORS     64u
-#define GDT_PA          0x6800u /* the guest GDT: flat code 0x08, data 0x10 (IRET reloads CS) */
-#define COUNT_PA        0x6F00u /* g_count's counter (vmx_exp_guest.S) */
-#define STACK_PA        0x7FF0u /* the guest stack, top */
-#define ICR_NMI         0x00004400u
-#define INSN_VMCALL_LEN 3u
-#define DELIVERY_US     1000u /* ample for a self-NMI to arrive */
-#define INJECT_NMI      INTR_INFO_NMI /* 0x80000202 */
-#define INJECT_EXT_21   0x80000021u /* valid, type 0 (external interrupt), vector 0x21 */
-#define WATCHDOG_TICKS  0x2000000u /* VMX-preemption timer: ends an HLT nothing wakes */
-#define EXIT_NONE       0xFFFFu /* run(): the VM entry itself failed */
+#define CODE_PA        0x7000u /* the guest code, copied out of the hypervisor's image */
+#define IDT_PA         0x6000u /* the guest IDT: every vector -> g_handler, 0x21 -> g_h21 */
+#define IDT_VECTORS    64u
+#define GDT_PA         0x6800u /* the guest GDT: flat code 0x08, data 0x10 (IRET reloads CS) */
+#define COUNT_PA       0x6F00u /* g_count's counter (vmx_exp_guest.S) */
+#define STACK_PA       0x7FF0u /* the guest stack, top */
+#define ICR_NMI        0x00004400u
+#define WATCHDOG_TICKS 0x2000000u /* VMX-preemption timer: ends an HLT nothing wakes */
+#define EXIT_NONE      0xFFFFu /* exp_observe(): the VM entry itself failed */
 
-extern const char exp_guest_start[], exp_guest_end[], g_vmcall[], g_loop[], g_iret[],
-    g_iret_after[], g_selfnmi[], g_selfnmi2[], g_nmi_iret[], g_hlt[], g_after_hlt[], g_handler[],
-    g_h21[], g_count[];
 extern char exp_exit_entry[];
 uint64_t exp_run(int resume, struct guest_regs *r);
 
-enum cfg { E0V0, E1V0, E1V1 };
 static const char *const cfg_name[] = {"E0V0", "E1V0", "E1V1"};
-
-struct obs {
-	uint32_t reason; /* basic exit reason; EXIT_NONE: the entry failed */
-	uint32_t rip;
-	int blocked; /* interruptibility bit 3 after the exit */
-	unsigned frames; /* 32-bit interrupt frames on the guest stack (RSP below its top) */
-	uint32_t ret; /* then the EIP the innermost one returns to */
-	uint64_t error; /* EXIT_NONE: the VM-instruction error */
-};
 
 static struct guest_regs regs;
 static int launched, ran, deviations, not_run;
@@ -119,7 +103,7 @@ static void onum(uint64_t v, unsigned base)
 	oput(s);
 }
 
-static uint32_t gaddr(const char *sym)
+uint32_t exp_gaddr(const char *sym)
 {
 	return CODE_PA + (uint32_t)(sym - exp_guest_start);
 }
@@ -138,11 +122,11 @@ static void owhere(uint32_t a)
 	const char *name = 0;
 	uint32_t off = 0;
 	for (unsigned i = 0; i < sizeof syms / sizeof syms[0]; i++)
-		if (a >= gaddr(syms[i].sym) && (!name || a - gaddr(syms[i].sym) <= off)) {
+		if (a >= exp_gaddr(syms[i].sym) && (!name || a - exp_gaddr(syms[i].sym) <= off)) {
 			name = syms[i].name;
-			off = a - gaddr(syms[i].sym);
+			off = a - exp_gaddr(syms[i].sym);
 		}
-	if (!name || a >= gaddr(exp_guest_end)) {
+	if (!name || a >= exp_gaddr(exp_guest_end)) {
 		onum(a, 16);
 		return;
 	}
@@ -152,7 +136,7 @@ static void owhere(uint32_t a)
 }
 
 /* "exit 18 at g_handler+0x0 B=1 ret g_loop+0x0" */
-static void ostep(const char *label, struct obs o)
+void exp_ostep(const char *label, struct obs o)
 {
 	if (olen)
 		oput("; ");
@@ -180,7 +164,7 @@ static void ostep(const char *label, struct obs o)
 	}
 }
 
-static void onote(const char *label, uint64_t v)
+void exp_onote(const char *label, uint64_t v)
 {
 	if (olen)
 		oput(", ");
@@ -190,41 +174,41 @@ static void onote(const char *label, uint64_t v)
 }
 
 /* ---- Host NMIs --------------------------------------------------------------------- */
-static uint64_t host_nmis(void)
+uint64_t exp_host_nmis(void)
 {
 	return __atomic_load_n(&plat_this_cpu()->nmi_entries, __ATOMIC_ACQUIRE);
 }
 
 /* `n` self-NMIs from the host; returns how many reached the vector-2 handler. */
-static uint64_t host_self_nmi(unsigned n)
+uint64_t exp_host_self_nmi(unsigned n)
 {
-	uint64_t before = host_nmis();
+	uint64_t before = exp_host_nmis();
 	for (unsigned i = 0; i < n; i++)
 		lapic_send_ipi(this_percpu()->apic_id, ICR_NMI);
 	udelay(DELIVERY_US);
-	return host_nmis() - before;
+	return exp_host_nmis() - before;
 }
 
 /* An IRET ends any NMI blocking an exit left behind; returns the NMIs that then
  * reached the host's handler (a latched one lands at once). */
-static uint64_t host_iret(void)
+uint64_t exp_host_iret(void)
 {
-	uint64_t before = host_nmis();
+	uint64_t before = exp_host_nmis();
 	plat_nmi_iret();
 	udelay(DELIVERY_US);
-	return host_nmis() - before;
+	return exp_host_nmis() - before;
 }
 
 /* ---- The guest ------------------------------------------------------------------- */
-static void set_gate(unsigned vector, const char *sym)
+void exp_set_gate(unsigned vector, const char *sym)
 {
 	uint64_t *idt = phys_ptr(IDT_PA);
-	uint32_t h = gaddr(sym);
+	uint32_t h = exp_gaddr(sym);
 	idt[vector] =
 	    (h & 0xFFFF) | (0x08ull << 16) | (0x8E00ull << 32) | ((uint64_t)(h >> 16) << 48);
 }
 
-static volatile uint32_t *guest_count(void)
+volatile uint32_t *exp_guest_count(void)
 {
 	return phys_ptr(COUNT_PA);
 }
@@ -236,13 +220,13 @@ static void reset_guest_memory(void)
 	for (const char *s = exp_guest_start; s < exp_guest_end; s++)
 		*code++ = (uint8_t)*s;
 	for (unsigned v = 0; v < IDT_VECTORS; v++)
-		set_gate(v, g_handler);
-	set_gate(0x21, g_h21);
+		exp_set_gate(v, g_handler);
+	exp_set_gate(0x21, g_h21);
 	uint64_t *gdt = phys_ptr(GDT_PA);
 	gdt[0] = 0;
 	gdt[1] = 0x00CF9A000000FFFFull;
 	gdt[2] = 0x00CF92000000FFFFull;
-	*guest_count() = 0;
+	*exp_guest_count() = 0;
 }
 
 /* A fresh VMCS (VMCLEAR, VMPTRLD, every field written): whatever the experiment
@@ -278,7 +262,7 @@ static int cfg_available(enum cfg c, const char **why)
 /* Guest at `entry` in configuration `c` with bit 3 of its interruptibility state
  * `b`, NMI-window exiting `w` (E1V1 only: it needs virtual NMIs, 24.6.2) and
  * `inject` in the VM-entry interruption-information field. */
-static void prepare(enum cfg c, const char *entry, int b, int w, uint32_t inject)
+void exp_prepare(enum cfg c, const char *entry, int b, int w, uint32_t inject)
 {
 	uint32_t pin = pin_base | (c != E0V0 ? PIN_NMI_EXITING : 0) |
 		       (c == E1V1 ? PIN_VIRTUAL_NMIS : 0) | (have_watchdog ? PIN_PREEMPT_TIMER : 0);
@@ -286,7 +270,7 @@ static void prepare(enum cfg c, const char *entry, int b, int w, uint32_t inject
 	vmx_write(VMCS_PROC_BASED_CTLS, proc_base | (w && c == E1V1 ? PROC_NMI_WINDOW_EXITING : 0));
 	if (have_watchdog)
 		vmx_write(VMCS_PREEMPT_TIMER, WATCHDOG_TICKS);
-	vmx_write(VMCS_GUEST_RIP, gaddr(entry));
+	vmx_write(VMCS_GUEST_RIP, exp_gaddr(entry));
 	vmx_write(VMCS_GUEST_RSP, STACK_PA);
 	/* An external interrupt is injected only with RFLAGS.IF = 1 (26.3.1.4); its
 	 * interrupt gate clears IF before the guest's first instruction. */
@@ -299,7 +283,7 @@ static void prepare(enum cfg c, const char *entry, int b, int w, uint32_t inject
 }
 
 /* Enter the guest until its next VM exit. */
-static struct obs run(void)
+struct obs exp_observe(void)
 {
 	struct obs o = {0};
 	uint64_t rflags = exp_run(launched, &regs);
@@ -331,7 +315,7 @@ static struct obs run(void)
 }
 
 /* Past the VMCALL the guest just exited on. */
-static void skip_vmcall(void)
+void exp_skip_vmcall(void)
 {
 	vmx_write(VMCS_GUEST_RIP, vmx_read(VMCS_GUEST_RIP) + INSN_VMCALL_LEN);
 }
@@ -354,490 +338,47 @@ static unsigned stale[32], nstale;
  */
 static void reset_state(unsigned after)
 {
-	host_iret();
-	host_iret();
+	exp_host_iret();
+	exp_host_iret();
 	reset_guest_memory();
 	reset_vmcs();
-	prepare(E1V1, g_loop, 0, 1, 0);
-	struct obs o = run();
+	exp_prepare(E1V1, g_loop, 0, 1, 0);
+	struct obs o = exp_observe();
 	if (o.reason != EXIT_NMI_WINDOW) {
-		prepare(E1V1, g_iret, 1, 0, 0);
-		run();
+		exp_prepare(E1V1, g_iret, 1, 0, 0);
+		exp_observe();
 		if (nstale < sizeof stale / sizeof stale[0])
 			stale[nstale++] = after;
-		host_iret();
+		exp_host_iret();
 	}
 	reset_vmcs();
 	olen = 0;
 	obuf[0] = 0;
 }
 
-static int in(uint32_t rip, const char *from, const char *to)
+int exp_rip_in(uint32_t rip, const char *from, const char *to)
 {
-	return rip >= gaddr(from) && rip < gaddr(to);
+	return rip >= exp_gaddr(from) && rip < exp_gaddr(to);
 }
 
 /* The catalogue's "host blocked" (+ `pend` NMIs sent while blocked): an NMI exit in
  * E1V1 (27.1: the exit's NMI leaves the host NMI-blocked), then `pend` self-NMIs,
  * which must all be held.  0, or -1 with what went wrong in the observation. */
-static int host_blocked(unsigned pend)
+int exp_host_blocked(unsigned pend)
 {
-	prepare(E1V1, g_selfnmi, 0, 0, 0);
-	struct obs o = run();
+	exp_prepare(E1V1, g_selfnmi, 0, 0, 0);
+	struct obs o = exp_observe();
 	if (o.reason != EXIT_EXCEPTION_NMI) {
-		ostep("setup, no NMI exit", o);
+		exp_ostep("setup, no NMI exit", o);
 		return -1;
 	}
-	uint64_t n = host_self_nmi(pend);
+	uint64_t n = exp_host_self_nmi(pend);
 	if (n) {
-		onote("setup: the host took NMIs after its NMI exit:", n);
+		exp_onote("setup: the host took NMIs after its NMI exit:", n);
 		return -1;
 	}
 	return 0;
 }
-
-/* ---- The catalogue ----------------------------------------------------------------- */
-
-/* 1: an NMI wakes the guest from HLT (26.6.2) and, without NMI exiting, goes
- * through its IDT vector 2 (24.6.1); entered with B=0, V=0: nothing blocks it
- * (26.6.1).  The NMI is the one latched while the host was blocked. */
-static int exp1(void)
-{
-	if (host_blocked(1))
-		return 0;
-	prepare(E0V0, g_after_hlt, 0, 0, 0);
-	vmx_write(VMCS_GUEST_ACTIVITY, ACTIVITY_HLT);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_VMCALL && o.rip == gaddr(g_handler) && o.ret == gaddr(g_after_hlt);
-}
-
-/* 2: E0V0 entered with B=1: NMIs are blocked until the guest's IRET (26.6.1), two
- * sent leave one latched (vol. 3A 6.7.1); a VM exit does not end the blocking (the
- * host is blocked: the latched NMI stays latched); the guest's IRET takes it. */
-static int exp2(void)
-{
-	prepare(E0V0, g_selfnmi2, 1, 0, 0);
-	uint64_t before = host_nmis();
-	struct obs a = run();
-	udelay(DELIVERY_US);
-	uint64_t host = host_nmis() - before;
-	ostep("2 self-NMIs", a);
-	onote("host NMIs after the exit", host);
-	prepare(E0V0, g_iret, 1, 0, 0);
-	struct obs b = run();
-	ostep("guest IRET", b);
-	int ok = a.reason == EXIT_VMCALL && in(a.rip, g_selfnmi2, g_nmi_iret) && a.blocked &&
-		 host == 0 && b.reason == EXIT_VMCALL && b.rip == gaddr(g_handler) &&
-		 b.ret == gaddr(g_iret_after);
-	if (b.reason == EXIT_VMCALL && b.rip == gaddr(g_handler)) {
-		skip_vmcall();
-		struct obs c = run();
-		ostep("handler's IRET", c);
-		ok = ok && c.reason == EXIT_VMCALL && in(c.rip, g_iret_after, g_selfnmi);
-	}
-	return ok;
-}
-
-/* 3: host blocked+pend, E0V0 entry with B=0: nothing blocks NMIs after the entry
- * (26.6.1), the latched NMI goes through the guest's IDT before its first
- * instruction. */
-static int exp3(void)
-{
-	if (host_blocked(1))
-		return 0;
-	prepare(E0V0, g_loop, 0, 0, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_VMCALL && o.rip == gaddr(g_handler) && o.ret == gaddr(g_loop);
-}
-
-/* 4: E0V0 entered with B=1, a VMCALL exit: the NMI blocking the guest had is the
- * host's now; an NMI is held until the host's IRET. */
-static int exp4(void)
-{
-	prepare(E0V0, g_vmcall, 1, 0, 0);
-	struct obs o = run();
-	uint64_t held = host_self_nmi(1), after = host_iret();
-	ostep(0, o);
-	onote("host NMIs before its IRET", held);
-	onote("at its IRET", after);
-	return o.reason == EXIT_VMCALL && held == 0 && after == 1;
-}
-
-/* 5: E1V0: an NMI in the guest causes a VM exit (24.6.1). */
-static int exp5(void)
-{
-	prepare(E1V0, g_selfnmi, 0, 0, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_EXCEPTION_NMI && in(o.rip, g_selfnmi, g_selfnmi2);
-}
-
-/* 6: E1V0 with B=1: NMIs stay blocked for the whole stay in non-root operation
- * (26.6.1) and the guest's IRET does not end that (25.3): no exit; the blocking is
- * the host's after the VMCALL exit, its IRET takes the NMI. */
-static int exp6(void)
-{
-	prepare(E1V0, g_nmi_iret, 1, 0, 0);
-	struct obs o = run();
-	uint64_t held = host_self_nmi(0), after = host_iret();
-	ostep(0, o);
-	onote("host NMIs before its IRET", held);
-	onote("at its IRET", after);
-	return o.reason == EXIT_VMCALL && in(o.rip, g_iret_after, g_selfnmi) && o.blocked &&
-	       held == 0 && after == 1;
-}
-
-/* 7: host blocked+pend, E1V0 entry with B=0: the latched NMI exits at once. */
-static int exp7(void)
-{
-	if (host_blocked(1))
-		return 0;
-	prepare(E1V0, g_loop, 0, 0, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_EXCEPTION_NMI && o.rip == gaddr(g_loop);
-}
-
-/* 8: E1V1: an NMI in the guest causes a VM exit (24.6.1). */
-static int exp8(void)
-{
-	prepare(E1V1, g_selfnmi, 0, 0, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_EXCEPTION_NMI && in(o.rip, g_selfnmi, g_selfnmi2);
-}
-
-/* 9: E1V1 with B=1: virtual-NMI blocking does not block NMIs (26.6.1): an exit,
- * B still 1. */
-static int exp9(void)
-{
-	prepare(E1V1, g_selfnmi, 1, 0, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_EXCEPTION_NMI && in(o.rip, g_selfnmi, g_selfnmi2) && o.blocked;
-}
-
-/* 10, 11: host blocked+pend, E1V1 entry: NMIs are not blocked after the entry
- * (26.6.1), the latched one exits before the first instruction, B as entered. */
-static int exp10_11(int b)
-{
-	if (host_blocked(1))
-		return 0;
-	prepare(E1V1, g_loop, b, 0, 0);
-	struct obs o = run();
-	uint64_t after = host_iret();
-	ostep(0, o);
-	onote("host NMIs at its IRET after", after);
-	return o.reason == EXIT_EXCEPTION_NMI && o.rip == gaddr(g_loop) && o.blocked == b;
-}
-static int exp10(void)
-{
-	return exp10_11(0);
-}
-static int exp11(void)
-{
-	return exp10_11(1);
-}
-
-/* 12: E1V1, B=1: the guest's IRET ends virtual-NMI blocking (25.3). */
-static int exp12(void)
-{
-	prepare(E1V1, g_iret, 1, 0, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_VMCALL && in(o.rip, g_iret_after, g_selfnmi) && !o.blocked;
-}
-
-/* 13, 14: host blocked, E1V1 entry and a VMCALL exit, no IRET: the entry ended the
- * host's NMI blocking (26.6.1: with virtual NMIs, NMIs are not blocked after VM
- * entry), so a self-NMI then is taken at once. */
-static int exp13_14(int b)
-{
-	if (host_blocked(0))
-		return 0;
-	prepare(E1V1, g_vmcall, b, 0, 0);
-	struct obs o = run();
-	uint64_t n = host_self_nmi(1), after = host_iret();
-	ostep(0, o);
-	onote("host NMIs at once", n);
-	onote("at its IRET", after);
-	return o.reason == EXIT_VMCALL && n == 1;
-}
-static int exp13(void)
-{
-	return exp13_14(0);
-}
-static int exp14(void)
-{
-	return exp13_14(1);
-}
-
-/* 15: host blocked+pend, E0V0, vector 0x21 injected: the injection is delivered
- * first (26.5.1.1), its handler's first instruction runs, then the NMI goes through
- * the guest's vector 2, returning into the 0x21 handler. */
-static int exp15(void)
-{
-	if (host_blocked(1))
-		return 0;
-	prepare(E0V0, g_loop, 0, 0, INJECT_EXT_21);
-	struct obs a = run();
-	ostep(0, a);
-	int ok = a.reason == EXIT_VMCALL && a.rip == gaddr(g_h21);
-	if (a.reason == EXIT_VMCALL) {
-		skip_vmcall();
-		struct obs b = run();
-		ostep("then", b);
-		ok = ok && b.reason == EXIT_VMCALL && b.rip == gaddr(g_handler) &&
-		     b.ret == gaddr(g_h21) + INSN_VMCALL_LEN;
-	}
-	return ok;
-}
-
-/* 16, 17: host blocked+pend, vector 0x21 injected with NMI exiting: the injection
- * first (26.5.1.1), then the NMI exit at the 0x21 handler's entry (17: B=1 stays). */
-static int exp16_17(enum cfg c, int b)
-{
-	if (host_blocked(1))
-		return 0;
-	prepare(c, g_loop, b, 0, INJECT_EXT_21);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_EXCEPTION_NMI && o.rip == gaddr(g_h21) && o.blocked == b;
-}
-static int exp16(void)
-{
-	return exp16_17(E1V0, 0);
-}
-static int exp17(void)
-{
-	return exp16_17(E1V1, 1);
-}
-
-/* 18: E0V0, an NMI injected: delivered through the guest's vector 2 like any NMI,
- * and, as any NMI's delivery, it blocks NMIs until the IRET (table 24-3, bit 3). */
-static int exp18(void)
-{
-	prepare(E0V0, g_loop, 0, 0, INJECT_NMI);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_VMCALL && o.rip == gaddr(g_handler) && o.ret == gaddr(g_loop) &&
-	       o.blocked;
-}
-
-/* 19: E1V0, an NMI injected: its handler runs; with NMI exiting the guest's NMI
- * blocking is not the host's (B stays 0, the host takes a self-NMI at once). */
-static int exp19(void)
-{
-	prepare(E1V0, g_loop, 0, 0, INJECT_NMI);
-	struct obs o = run();
-	uint64_t n = host_self_nmi(1);
-	ostep(0, o);
-	onote("host NMIs at once", n);
-	return o.reason == EXIT_VMCALL && o.rip == gaddr(g_handler) && !o.blocked && n == 1;
-}
-
-/* 20: E1V1, an NMI injected: virtual-NMI blocking after the entry (26.6.1). */
-static int exp20(void)
-{
-	prepare(E1V1, g_loop, 0, 0, INJECT_NMI);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_VMCALL && o.rip == gaddr(g_handler) && o.blocked;
-}
-
-/* 21: W=1, B=0: the NMI window is open at once (26.6.6). */
-static int exp21(void)
-{
-	prepare(E1V1, g_loop, 0, 1, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_NMI_WINDOW && o.rip == gaddr(g_loop);
-}
-
-/* 22: W=1, B=1: no window exit while virtual-NMI blocking lasts. */
-static int exp22(void)
-{
-	prepare(E1V1, g_loop, 1, 1, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_VMCALL && in(o.rip, g_loop, g_iret) && o.blocked;
-}
-
-/* 23: W=1, B=1, the guest IRETs: the window exit right after that IRET, B=0. */
-static int exp23(void)
-{
-	prepare(E1V1, g_iret, 1, 1, 0);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_NMI_WINDOW && o.rip == gaddr(g_iret_after) && !o.blocked;
-}
-
-/* 24: W=1, host blocked+pend: the window exit comes first (26.6.6: it takes
- * priority over NMIs), and the NMI, no longer blocked after the entry (26.6.1),
- * reaches the host right after that exit. */
-static int exp24(void)
-{
-	if (host_blocked(1))
-		return 0;
-	uint64_t before = host_nmis();
-	prepare(E1V1, g_loop, 0, 1, 0);
-	struct obs o = run();
-	udelay(DELIVERY_US);
-	uint64_t n = host_nmis() - before, after = host_iret();
-	ostep(0, o);
-	onote("host NMIs right after the exit", n);
-	onote("at its IRET", after);
-	return o.reason == EXIT_NMI_WINDOW && o.rip == gaddr(g_loop) && n == 1;
-}
-
-/* 25: W=1 plus an injected NMI: the injection first (26.6.6), the window only
- * after the handler's IRET, at the interrupted instruction. */
-static int exp25(void)
-{
-	prepare(E1V1, g_loop, 0, 1, INJECT_NMI);
-	struct obs a = run();
-	ostep(0, a);
-	int ok = a.reason == EXIT_VMCALL && a.rip == gaddr(g_handler);
-	if (ok) {
-		skip_vmcall();
-		struct obs b = run();
-		ostep("after the handler's IRET", b);
-		ok = b.reason == EXIT_NMI_WINDOW && b.rip == gaddr(g_loop);
-	}
-	return ok;
-}
-
-/* 26: host blocked+pend, E1V1, an NMI injected: the injection first, then the NMI
- * exit at the guest handler's entry, B=1 (the injection's). */
-static int exp26(void)
-{
-	if (host_blocked(1))
-		return 0;
-	prepare(E1V1, g_loop, 0, 0, INJECT_NMI);
-	struct obs o = run();
-	ostep(0, o);
-	return o.reason == EXIT_EXCEPTION_NMI && o.rip == gaddr(g_handler) && o.blocked;
-}
-
-/* 27: host blocked, 2 NMIs sent, E0V0 entry: one was latched, one lost (vol. 3A
- * 6.7.1); the guest's counting handler runs once. */
-static int exp27(void)
-{
-	if (host_blocked(2))
-		return 0;
-	set_gate(2, g_count);
-	prepare(E0V0, g_loop, 0, 0, 0);
-	struct obs o = run();
-	uint32_t count = *guest_count();
-	uint64_t after = host_iret();
-	ostep(0, o);
-	onote("guest NMIs", count);
-	onote("host NMIs at its IRET", after);
-	return o.reason == EXIT_VMCALL && in(o.rip, g_loop, g_iret) && count == 1 && after == 0;
-}
-
-/* 28, 30: host blocked, 2 NMIs sent, entry with NMI exiting: one NMI exit; the
- * host's IRET after it finds nothing latched; the next entry runs to its VMCALL. */
-static int exp28_30(enum cfg c)
-{
-	if (host_blocked(2))
-		return 0;
-	prepare(c, g_loop, 0, 0, 0);
-	struct obs a = run();
-	uint64_t after = host_iret();
-	ostep(0, a);
-	onote("host NMIs at its IRET", after);
-	prepare(c, g_loop, 0, 0, 0);
-	struct obs b = run();
-	ostep("entered again", b);
-	return a.reason == EXIT_EXCEPTION_NMI && a.rip == gaddr(g_loop) && after == 0 &&
-	       b.reason == EXIT_VMCALL;
-}
-static int exp28(void)
-{
-	return exp28_30(E1V0);
-}
-static int exp30(void)
-{
-	return exp28_30(E1V1);
-}
-
-/* 29 (the host alone): NMI-blocked after an NMI exit, three NMIs sent: none
- * before the IRET, exactly one at it (vol. 3A 6.7.1). */
-static int exp29(void)
-{
-	if (host_blocked(3))
-		return 0;
-	uint64_t n = host_iret();
-	onote("host NMIs before its IRET 0, at its IRET", n);
-	return n == 1;
-}
-
-static const struct experiment {
-	unsigned n;
-	enum cfg cfg;
-	int (*fn)(void);
-	int needs_watchdog;
-	const char *setup;
-	const char *expected;
-} catalogue[] = {
-    {1, E0V0, exp1, 1, "host blocked+pend, enter in HLT",
-     "the NMI wakes HLT: vector 2 handler (18 at g_handler) returning to g_after_hlt"},
-    {2, E0V0, exp2, 0, "B=1, guest sends 2 self-NMIs, exit, then guest IRET",
-     "no NMI before the IRET (18 in g_selfnmi2, B=1), host NMIs 0 after the exit, one NMI at "
-     "the IRET (18 at g_handler ret g_iret_after), none after the handler's IRET"},
-    {3, E0V0, exp3, 0, "host blocked+pend, enter B=0",
-     "the guest takes the NMI at the entry RIP (18 at g_handler ret g_loop)"},
-    {4, E0V0, exp4, 0, "enter B=1, VMCALL exit, host self-NMI",
-     "host NMI-blocked: 0 before its IRET, 1 at it"},
-    {5, E1V0, exp5, 0, "guest self-NMI", "NMI exit (0)"},
-    {6, E1V0, exp6, 0, "B=1, guest self-NMI, guest IRET",
-     "no exit, the IRET does not unblock (18 in g_iret_after, B=1); host takes the NMI at its "
-     "IRET (0 before, 1 at it)"},
-    {7, E1V0, exp7, 0, "host blocked+pend, enter B=0", "NMI exit (0) at the entry RIP"},
-    {8, E1V1, exp8, 0, "guest self-NMI", "NMI exit (0)"},
-    {9, E1V1, exp9, 0, "B=1, guest self-NMI", "NMI exit (0), B stays 1"},
-    {10, E1V1, exp10, 0, "host blocked+pend, enter B=0", "NMI exit (0) at the entry RIP, B=0"},
-    {11, E1V1, exp11, 0, "host blocked+pend, enter B=1", "NMI exit (0) at the entry RIP, B=1"},
-    {12, E1V1, exp12, 0, "B=1, guest IRET", "the IRET clears virtual-NMI blocking (18, B=0)"},
-    {13, E1V1, exp13, 0, "host blocked, enter B=0, VMCALL exit, host self-NMI",
-     "host no longer blocked: 1 NMI at once"},
-    {14, E1V1, exp14, 0, "host blocked, enter B=1, VMCALL exit, host self-NMI",
-     "host no longer blocked: 1 NMI at once"},
-    {15, E0V0, exp15, 0, "host blocked+pend, inject vector 0x21",
-     "0x21 handler's first instruction (18 at g_h21), then the guest NMI (18 at g_handler ret "
-     "g_h21+0x3)"},
-    {16, E1V0, exp16, 0, "host blocked+pend, inject vector 0x21",
-     "NMI exit (0) at the 0x21 handler entry"},
-    {17, E1V1, exp17, 0, "host blocked+pend, B=1, inject vector 0x21",
-     "NMI exit (0) at the 0x21 handler entry, B=1"},
-    {18, E0V0, exp18, 0, "inject NMI",
-     "guest handler runs (18 at g_handler ret g_loop), NMI-blocked (B=1) until its IRET"},
-    {19, E1V0, exp19, 0, "inject NMI",
-     "guest handler runs (18 at g_handler), B stays 0, host not blocked (1 NMI at once)"},
-    {20, E1V1, exp20, 0, "inject NMI",
-     "handler's first instruction (18 at g_handler), virtual-NMI-blocked (B=1)"},
-    {21, E1V1, exp21, 0, "W=1 B=0", "NMI-window exit (8) at the entry RIP"},
-    {22, E1V1, exp22, 0, "W=1 B=1, guest spins", "no exit before the VMCALL (18 in g_loop), B=1"},
-    {23, E1V1, exp23, 0, "W=1 B=1, guest IRET", "window exit (8) right after the IRET, B=0"},
-    {24, E1V1, exp24, 0, "W=1, host blocked+pend",
-     "window exit (8) at the entry RIP first, then the host NMI right after the exit (1)"},
-    {25, E1V1, exp25, 0, "W=1 + inject NMI",
-     "handler's first instruction (18 at g_handler), window exit (8) at the entry RIP only "
-     "after the handler's IRET"},
-    {26, E1V1, exp26, 0, "host blocked+pend, inject NMI",
-     "NMI exit (0) at the guest handler's entry, B=1"},
-    {27, E0V0, exp27, 0, "host blocked, 2 NMIs, enter B=0",
-     "the guest gets one NMI, one is lost (guest NMIs 1, host 0)"},
-    {28, E1V0, exp28, 0, "host blocked, 2 NMIs, enter B=0",
-     "one NMI exit (0) at the entry RIP, nothing left at the host's IRET, then the VMCALL (18)"},
-    {29, E1V1, exp29, 0, "host only: NMI exit, 3 host self-NMIs, host IRET",
-     "none before the IRET, exactly 1 at it"},
-    {30, E1V1, exp30, 0, "host blocked, 2 NMIs, enter B=0",
-     "one NMI exit (0) at the entry RIP, nothing left at the host's IRET, then the VMCALL (18)"},
-};
 
 static void run_one(const struct experiment *e, int trace)
 {
@@ -873,21 +414,21 @@ _Noreturn void vmx_experiments(void)
 	pin_must = (uint32_t)pincap;
 	have_watchdog = ((pincap >> 32) & PIN_PREEMPT_TIMER) != 0;
 	pin_base = vmx_caps.pin & ~(PIN_NMI_EXITING | PIN_VIRTUAL_NMIS);
-	image.entry = gaddr(g_loop);
+	image.entry = exp_gaddr(g_loop);
 	reset_vmcs();
 	proc_base = (uint32_t)vmx_read(VMCS_PROC_BASED_CTLS) & ~PROC_NMI_WINDOW_EXITING;
 	unsigned only = (unsigned)cmdline_u64("only", 0);
 	int trace = cmdline_u64("trace_exp", 0) != 0;
 	debug = cmdline_u64("exp_debug", 0) != 0; /* every exit's fields, for a human */
-	kprintf("vmx-exp: %u experiments, %s; VMX-preemption timer %s\n",
-		(unsigned)(sizeof catalogue / sizeof catalogue[0]), only ? "one (only=)" : "all",
+	kprintf("vmx-exp: %u experiments, %s; VMX-preemption timer %s\n", exp_catalogue_n,
+		only ? "one (only=)" : "all",
 		have_watchdog ? "available (ends an HLT nothing wakes)" : "absent");
 	unsigned last = 0;
-	for (unsigned i = 0; i < sizeof catalogue / sizeof catalogue[0]; i++)
-		if (!only || catalogue[i].n == only) {
+	for (unsigned i = 0; i < exp_catalogue_n; i++)
+		if (!only || exp_catalogue[i].n == only) {
 			reset_state(last);
-			run_one(&catalogue[i], trace && only);
-			last = catalogue[i].n;
+			run_one(&exp_catalogue[i], trace && only);
+			last = exp_catalogue[i].n;
 		}
 	reset_state(last);
 	kprintf("vmx-exp: reset: virtual-NMI blocking left over after experiment(s)");
