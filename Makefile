@@ -65,7 +65,7 @@ SIM_LDFLAGS := -no-pie -pthread $(SAN_FLAGS)
 # harness code here, built with the simulator's compiler and flags (sanitizers too).
 SIM_SRCS := sim/machine.c sim/mode.c sim/controller.c sim/ops.c sim/nmi_hw.c sim/vmx_hw.c \
 	sim/stepper.c sim/runaway.c sim/failure.c sim/oracle.c sim/platform_sim.c sim/timeline.c \
-	sim/sched.c sim/explore.c sim/symbols.c sim/stress.c sim/coverage.c hv/nmi_books.c
+	sim/sched.c sim/explore.c sim/state_hash.c sim/symbols.c sim/stress.c sim/coverage.c hv/nmi_books.c
 SIM_OBJS := $(addprefix $(B)/sim/,$(notdir $(SIM_SRCS:.c=.o)))
 
 .PHONY: all deps builddir sim test test-sim fuzz explore replay bench clean help format \

@@ -11,11 +11,11 @@
 
 #define INSN_VMCALL_LEN 3u
 
-#define DELIVERY_US     1000u /* ample for a self-NMI to arrive */
+#define DELIVERY_US 1000u /* ample for a self-NMI to arrive */
 
-#define INJECT_NMI      INTR_INFO_NMI /* 0x80000202 */
+#define INJECT_NMI INTR_INFO_NMI /* 0x80000202 */
 
-#define INJECT_EXT_21   0x80000021u /* valid, type 0 (external interrupt), vector 0x21 */
+#define INJECT_EXT_21 0x80000021u /* valid, type 0 (external interrupt), vector 0x21 */
 
 extern const char exp_guest_start[], exp_guest_end[], g_vmcall[], g_loop[], g_iret[],
     g_iret_after[], g_selfnmi[], g_selfnmi2[], g_nmi_iret[], g_hlt[], g_after_hlt[], g_handler[],

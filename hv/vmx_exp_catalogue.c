@@ -22,7 +22,8 @@ static int exp1(void)
 	vmx_write(VMCS_GUEST_ACTIVITY, ACTIVITY_HLT);
 	struct obs o = exp_observe();
 	exp_ostep(0, o);
-	return o.reason == EXIT_VMCALL && o.rip == exp_gaddr(g_handler) && o.ret == exp_gaddr(g_after_hlt);
+	return o.reason == EXIT_VMCALL && o.rip == exp_gaddr(g_handler) &&
+	       o.ret == exp_gaddr(g_after_hlt);
 }
 
 /* 2: E0V0 entered with B=1: NMIs are blocked until the guest's IRET (26.6.1), two
@@ -40,9 +41,9 @@ static int exp2(void)
 	exp_prepare(E0V0, g_iret, 1, 0, 0);
 	struct obs b = exp_observe();
 	exp_ostep("guest IRET", b);
-	int ok = a.reason == EXIT_VMCALL && exp_rip_in(a.rip, g_selfnmi2, g_nmi_iret) && a.blocked &&
-		 host == 0 && b.reason == EXIT_VMCALL && b.rip == exp_gaddr(g_handler) &&
-		 b.ret == exp_gaddr(g_iret_after);
+	int ok = a.reason == EXIT_VMCALL && exp_rip_in(a.rip, g_selfnmi2, g_nmi_iret) &&
+		 a.blocked && host == 0 && b.reason == EXIT_VMCALL &&
+		 b.rip == exp_gaddr(g_handler) && b.ret == exp_gaddr(g_iret_after);
 	if (b.reason == EXIT_VMCALL && b.rip == exp_gaddr(g_handler)) {
 		exp_skip_vmcall();
 		struct obs c = exp_observe();
@@ -62,7 +63,8 @@ static int exp3(void)
 	exp_prepare(E0V0, g_loop, 0, 0, 0);
 	struct obs o = exp_observe();
 	exp_ostep(0, o);
-	return o.reason == EXIT_VMCALL && o.rip == exp_gaddr(g_handler) && o.ret == exp_gaddr(g_loop);
+	return o.reason == EXIT_VMCALL && o.rip == exp_gaddr(g_handler) &&
+	       o.ret == exp_gaddr(g_loop);
 }
 
 /* 4: E0V0 entered with B=1, a VMCALL exit: the NMI blocking the guest had is the
@@ -129,7 +131,8 @@ static int exp9(void)
 	exp_prepare(E1V1, g_selfnmi, 1, 0, 0);
 	struct obs o = exp_observe();
 	exp_ostep(0, o);
-	return o.reason == EXIT_EXCEPTION_NMI && exp_rip_in(o.rip, g_selfnmi, g_selfnmi2) && o.blocked;
+	return o.reason == EXIT_EXCEPTION_NMI && exp_rip_in(o.rip, g_selfnmi, g_selfnmi2) &&
+	       o.blocked;
 }
 
 /* 10, 11: host blocked+pend, E1V1 entry: NMIs are not blocked after the entry
@@ -235,8 +238,8 @@ static int exp18(void)
 	exp_prepare(E0V0, g_loop, 0, 0, INJECT_NMI);
 	struct obs o = exp_observe();
 	exp_ostep(0, o);
-	return o.reason == EXIT_VMCALL && o.rip == exp_gaddr(g_handler) && o.ret == exp_gaddr(g_loop) &&
-	       o.blocked;
+	return o.reason == EXIT_VMCALL && o.rip == exp_gaddr(g_handler) &&
+	       o.ret == exp_gaddr(g_loop) && o.blocked;
 }
 
 /* 19: E1V0, an NMI injected: its handler runs; with NMI exiting the guest's NMI
@@ -348,7 +351,8 @@ static int exp27(void)
 	exp_ostep(0, o);
 	exp_onote("guest NMIs", count);
 	exp_onote("host NMIs at its IRET", after);
-	return o.reason == EXIT_VMCALL && exp_rip_in(o.rip, g_loop, g_iret) && count == 1 && after == 0;
+	return o.reason == EXIT_VMCALL && exp_rip_in(o.rip, g_loop, g_iret) && count == 1 &&
+	       after == 0;
 }
 
 /* 28, 30: host blocked, 2 NMIs sent, entry with NMI exiting: one NMI exit; the

@@ -17,6 +17,7 @@
 #include <ucontext.h>
 
 #include "machine.h"
+#include "state_hash.h"
 
 struct explore {
 	struct sim_schedule work;
@@ -168,47 +169,6 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
 #define EXPLORE_CAN_PRUNE 1
 #endif
 
-struct h128 {
-	uint64_t a, b;
-};
-
-static inline uint64_t rotl(uint64_t x, int r)
-{
-	return (x << r) | (x >> (64 - r));
-}
-
-static inline void hw(struct h128 *h, uint64_t w)
-{
-	h->a = (h->a ^ w) * 0x9e3779b97f4a7c15ull;
-	h->a ^= h->a >> 31;
-	h->b = rotl(h->b + w * 0xc2b2ae3d27d4eb4full, 31) * 0x165667b19e3779f9ull;
-}
-
-__attribute__((no_sanitize_address)) static void hbytes(struct h128 *h, const void *p, size_t n)
-{
-	const unsigned char *q = p;
-	hw(h, n);
-	for (; n >= 8; n -= 8, q += 8) {
-		uint64_t w;
-		memcpy(&w, q, 8);
-		hw(h, w);
-	}
-	if (n) {
-		uint64_t w = 0;
-		memcpy(&w, q, n);
-		hw(h, w);
-	}
-}
-
-static inline uint64_t fmix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ull;
-	return x ^ (x >> 33);
-}
-
 /* One boundary of a node's run. */
 struct rec {
 	unsigned step;
@@ -217,8 +177,7 @@ struct rec {
 	struct h128 h;
 };
 
-#define REC_MAX   (1u << 16)
-#define STACK_MAX (256u << 10)
+#define REC_MAX (1u << 16)
 
 static struct {
 	int on;
@@ -230,40 +189,6 @@ static struct {
 } R;
 
 static void (*stepper_trap)(int, siginfo_t *, void *);
-
-static void cpu_hash(struct h128 *h, const struct sim_cpu *o)
-{
-	hbytes(h, &o->core, sizeof o->core);
-	hw(h, o->id);
-	hw(h, (uint64_t)o->busy);
-	hw(h, (uint64_t)o->halted);
-	hw(h, o->spins);
-	hw(h, (uint64_t)o->nmi.in_handler);
-	hw(h, (uint64_t)o->nmi.exit_blocked);
-	hw(h, (uint64_t)o->nmi.latched);
-	hw(h, o->nmi.burst);
-	hw(h, o->nmi.sent);
-	hw(h, o->nmi.delivered);
-	hw(h, o->nmi.dropped);
-	hbytes(h, &o->vmx.vmcs, sizeof o->vmx.vmcs);
-	hw(h, (uint64_t)o->vmx.in_guest);
-	hw(h, (uint64_t)o->vmx.exit_pending);
-	hw(h, (uint64_t)o->vmx.fault_armed);
-	hw(h, o->vmx.vectoring);
-	hw(h, (uint64_t)o->vmx.detached);
-	hbytes(h, &o->vmx.at_detach, sizeof o->vmx.at_detach);
-	hbytes(h, &o->vmx.guest, sizeof o->vmx.guest);
-	hw(h, o->step.count);
-	for (unsigned j = o->step.next; j < o->step.nat && j < SIM_MAX_AT; j++) {
-		hw(h, o->step.at[j].kind);
-		hw(h, o->step.at[j].index);
-		hw(h, o->step.at[j].addr);
-	}
-	hw(h, o->budget.insns);
-	hw(h, o->budget.calls);
-	hw(h, (uint64_t)o->th.cmd);
-	hw(h, (uintptr_t)o->th.step);
-}
 
 /* On entry to a trap: the state the child with an NMI here would be in. */
 __attribute__((no_sanitize_address)) static void record(const ucontext_t *uc)
@@ -287,41 +212,7 @@ __attribute__((no_sanitize_address)) static void record(const ucontext_t *uc)
 	r->ok = 0;
 	if (si != M.cur_step)
 		return;
-	uintptr_t rsp = (uintptr_t)g[REG_RSP];
-	if (rsp > c->th.stack_hi || c->th.stack_hi - rsp > STACK_MAX)
-		return;
-	struct h128 h = {0x243f6a8885a308d3ull, 0x13198a2e03707344ull};
-	for (int i = REG_R8; i <= REG_RIP; i++)
-		hw(&h, (uint64_t)g[i]);
-	hw(&h, (uint64_t)g[REG_EFL]);
-	hw(&h, (uint64_t)sigismember(&uc->uc_sigmask, SIGNMI));
-	hbytes(&h, (const void *)rsp, c->th.stack_hi - rsp);
-	hbytes(&h, &nmi_quiesce_state, sizeof nmi_quiesce_state);
-	hw(&h, M.ncpus);
-	hw(&h, (uint64_t)M.failed);
-	if (M.failed)
-		hbytes(&h, M.what, strnlen(M.what, sizeof M.what));
-	hw(&h, M.cur_step);
-	hw(&h, (uint64_t)M.fast);
-	for (unsigned i = 0; i < M.ncpus; i++) {
-		const struct sim_cpu *o = &M.cpu[i];
-		cpu_hash(&h, o);
-		if (o == c || !o->busy)
-			continue;
-		/* Suspended at a spin: its callee-saved registers as controller_relax()
-		 * saved them, and its stack from there up. */
-		static const int saved[] = {REG_RBX, REG_RBP, REG_R12, REG_R13,
-					    REG_R14, REG_R15, REG_RSP, REG_RIP};
-		const greg_t *pg = o->th.parked.uc_mcontext.gregs;
-		for (unsigned k = 0; k < sizeof saved / sizeof saved[0]; k++)
-			hw(&h, (uint64_t)pg[saved[k]]);
-		uintptr_t psp = (uintptr_t)pg[REG_RSP];
-		if (psp > o->th.stack_hi || o->th.stack_hi - psp > STACK_MAX)
-			return;
-		hbytes(&h, (const void *)psp, o->th.stack_hi - psp);
-	}
-	r->h = h;
-	r->ok = 1;
+	r->ok = state_hash(uc, c, &r->h) == 0;
 }
 
 static void explore_trap(int sig, siginfo_t *si, void *ucv)

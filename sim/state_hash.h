@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* state_hash.h - the simulated machine's state as a 128-bit hash (state_hash.c). */
+#ifndef SIM_STATE_HASH_H
+#define SIM_STATE_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <ucontext.h>
+
+struct sim_cpu;
+
+/* Two independent 64-bit hashes. */
+struct h128 {
+	uint64_t a, b;
+};
+
+static inline uint64_t rotl64(uint64_t x, int r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+/* Mix one word into `h` (inline: the hot path hashes whole stacks). */
+static inline void hw(struct h128 *h, uint64_t w)
+{
+	h->a = (h->a ^ w) * 0x9e3779b97f4a7c15ull;
+	h->a ^= h->a >> 31;
+	h->b = rotl64(h->b + w * 0xc2b2ae3d27d4eb4full, 31) * 0x165667b19e3779f9ull;
+}
+
+/* Mix `n` bytes into `h`; finish a 64-bit value. */
+void hbytes(struct h128 *h, const void *p, size_t n);
+uint64_t fmix(uint64_t x);
+
+/* The machine's state at the trap `uc` taken by CPU `c`: 0 and *out, or -1 when a
+ * stack is not where a CPU thread's stack can be (not hashable). */
+int state_hash(const ucontext_t *uc, const struct sim_cpu *c, struct h128 *out);
+
+#endif /* SIM_STATE_HASH_H */
