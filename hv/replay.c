@@ -426,12 +426,16 @@ static _Noreturn void controller(void)
 		verdict("-");
 	} else {
 		struct replay_at *w = &steps[wild_step].at[wild_at];
-		/* The count: the step without its wildcard, every core instruction. */
+		/* The count: the schedule with the wildcard's NMI placed nowhere, its step
+		 * stepped through.  Its verdict is a case too (at=none); when it fails
+		 * before the step ran, every placement would fail the same way. */
 		w->kind = AT_INDEX;
 		w->index = 0; /* matches no boundary */
+		rcpu[steps[wild_step].cpu].st.counted = 0;
 		run_case(wild_step);
 		unsigned n = rcpu[steps[wild_step].cpu].st.counted;
 		kprintf("REPLAY: count step=%d insns=%u\n", wild_step + 1, n);
+		verdict("none");
 		for (unsigned k = 1; k <= n; k++) {
 			char at[12];
 			w->index = k;
