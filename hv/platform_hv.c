@@ -44,6 +44,7 @@ void plat_vmcs_write(uint32_t field, uint64_t value)
 {
 	if (vmwrite(field, value))
 		plat_halt(__FILE__, __LINE__, "VMWRITE failed");
+	replay_vmcs_written(field, value);
 }
 
 void plat_send_nmi(unsigned id)
@@ -57,6 +58,7 @@ void plat_send_nmi(unsigned id)
 /* An IRET to the next instruction, on the current stack, ends NMI blocking. */
 void plat_nmi_iret(void)
 {
+	replay_nmi_iret();
 	__asm__ __volatile__("movq %%rsp, %%rax\n\t"
 			     "pushq %0\n\t" /* SS */
 			     "pushq %%rax\n\t" /* RSP */
