@@ -57,6 +57,15 @@ struct replay_step {
 	struct replay_at at[REPLAY_MAX_AT];
 };
 
+/* A schedule (replay_sched.c). */
+struct replay_sched {
+	unsigned ncpus, nsteps;
+	struct replay_step step[REPLAY_MAX_STEPS];
+	int wild_step; /* the step with nmi@*, or -1 */
+	unsigned wild_at; /* its index in that step's arrivals */
+};
+const char *replay_sched_parse(struct replay_sched *s);
+
 /* What the controller asks of a scenario CPU with the token. */
 enum replay_cmd { CMD_NONE, CMD_OP, CMD_SERVICE, CMD_RESUME, CMD_ABORT, CMD_FLUSH };
 
