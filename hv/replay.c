@@ -58,6 +58,39 @@ void replay_fail(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* An assertion of the core: recorded as it is, worded at the verdict (formatting
+ * it here would bury the race in a TRACE=1 trace). */
+static struct {
+	unsigned cpu;
+	const char *file, *what;
+	int line;
+} assertion;
+
+void replay_fail_assert(unsigned cpu, const char *file, int line, const char *what)
+{
+	if (__atomic_exchange_n(&replay_failed, 1, __ATOMIC_ACQ_REL))
+		return;
+	assertion.cpu = cpu;
+	assertion.file = file;
+	assertion.line = line;
+	assertion.what = what;
+}
+
+static void print_verdict(const char *at)
+{
+	if (!assertion.file) {
+		kprintf("REPLAY: case at=%s verdict=FAIL what=%s\n", at, replay_what);
+		return;
+	}
+	const char *base = assertion.file;
+	for (const char *p = assertion.file; *p; p++)
+		if (*p == '/')
+			base = p + 1;
+	kprintf("REPLAY: case at=%s verdict=FAIL what=cpu%u: NMI core assertion failed at %s:%d: "
+		"%s\n",
+		at, assertion.cpu, base, assertion.line, assertion.what);
+}
+
 static _Noreturn void machinery(const char *why, unsigned cpu)
 {
 	kprintf("RESULT: FAIL replay: cpu%u: %s\n", cpu, why);
@@ -228,6 +261,7 @@ static void new_case(void)
 	}
 	replay_failed = 0;
 	replay_what[0] = 0;
+	assertion.file = 0;
 }
 
 static void finish(void)
@@ -289,15 +323,13 @@ static unsigned cases, failures;
 
 static void verdict(const char *at)
 {
-	if (replay_trace_now)
-		magic_break(); /* make replay TRACE=1: the trace ends at the verdict */
 	replay_trace_now = 0;
 	cases++;
 	if (replay_failed) {
 		failures++;
 		if (verbose)
 			books_table();
-		kprintf("REPLAY: case at=%s verdict=FAIL what=%s\n", at, replay_what);
+		print_verdict(at);
 	} else {
 		kprintf("REPLAY: case at=%s verdict=pass\n", at);
 	}
