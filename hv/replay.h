@@ -98,6 +98,7 @@ struct replay_cpu {
 	/* replay_guest.c */
 	int in_guest; /* the CPU is in VMX non-root operation between steps      */
 	int launched, needs_setup;
+	int fault_armed, fault_active; /* `fault`: the next injection meets an EPT violation */
 	uint64_t vm_proc, vm_entry_intr; /* the core's last writes of these fields */
 	int detached; /* the guest was detached for good                        */
 	struct nmi_cpu at_detach;
