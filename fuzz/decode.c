@@ -1,6 +1,37 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * decode.c - the fuzzer's input format.
+ * decode.c - the fuzzer's input format: two formats, told apart by the first two
+ * bytes (docs/fuzzing.md, "What an input is").
+ *
+ * Format 1 (inputs that start with FUZZ_MAGIC, what new seeds and the dictionary
+ * use): an NMI's place is a core instruction boundary by default, so precise mode
+ * places it with one hardware breakpoint instead of one trap per stepped
+ * instruction.
+ *
+ *   bytes 0, 1      FUZZ_MAGIC
+ *   byte 2          number of CPUs: 1 + b % 3
+ *   then per step   a: CPU and operation, as in format 0
+ *                   b: for nmi and quiesce, as in format 0; for the others
+ *                      (run excepted) b = kk oo ssss:
+ *                      kk 00: no NMI, but b == 0x3F (FUZZ_INDEX_MARKER) is the
+ *                             index form: the next byte x gives an NMI before core
+ *                             instruction 1 + (x & 63) of the step, x bit 6 a second
+ *                             one at 1 + (y & 63), y the byte after (format 0's
+ *                             index form, without its bit 7);
+ *                      kk 01, 10: one NMI, at a boundary (below), the (1 + oo)-th
+ *                             time the step reaches it; the selector is
+ *                             ssss << 8 | c, c the next byte;
+ *                      kk 11: that one and a second, from the two bytes after,
+ *                             x = .. oo ssss and y: occurrence 1 + oo, selector
+ *                             ssss << 8 | y.
+ *   A selector (12 bits) = slot (its top 2 bits) and k (the low 10): slots 0 to 2
+ *   are the core functions this step's operation runs (op_funcs below, taken in
+ *   turn), the k % n-th of that function's n boundaries in address order; slot 3 is
+ *   the whole core, boundary k % count.  In fast mode (no instruction boundaries)
+ *   the same placement is the (1 + k % 64)-th platform call of the step instead.
+ *
+ * Format 0 (every other input: the seeds and reproducers written before format 1,
+ * and anything a campaign grew from them; decoded exactly as before format 1):
  *
  *   byte 0          number of CPUs: 1 + b % 3
  *   then per step   a: CPU (a & 3, modulo the CPU count) and operation (a >> 2,
@@ -17,10 +48,10 @@
  *                      two bytes x, y: occurrence 1 + (x >> 3 & 3), boundary
  *                      (x & 7) << 8 | y.  Without the table (fuzz_ops) or with no
  *                      byte left, no NMI, as before.
- * A trailing odd byte is ignored.  Indices past the end of a step never fire.
- * The breakpoint form needs no single-stepping (sim/stepper.c): precise mode at the
- * cost of one trap per NMI.  Every input decodes as it did before that form
- * existed unless some placement step's b had bit 7 clear and bit 6 set.
+ *
+ * In both, a trailing odd byte is ignored and indices past the end of a step never
+ * fire.  Without the boundary table (fuzz_ops links none) a format-1 breakpoint
+ * placement is no NMI, its bytes consumed all the same.
  */
 #include <string.h>
 
@@ -43,15 +74,22 @@ static unsigned nbounds(void)
 	return &fuzz_core_nbounds ? fuzz_core_nbounds : 0;
 }
 
+/* An NMI the occ-th time the step reaches core boundary k. */
+static struct sim_at bound_at(unsigned k, unsigned occ)
+{
+	return (struct sim_at){
+	    .kind = AT_ADDR, .index = occ, .addr = (uintptr_t)fuzz_core_text + fuzz_core_bounds[k]};
+}
+
+/* ---- Format 0 ------------------------------------------------------------------ */
+
 /* An NMI the occ-th time the step reaches boundary (hi << 8 | lo) % count. */
 static struct sim_at bp_at(unsigned hi, unsigned lo, unsigned occ)
 {
-	uintptr_t off = fuzz_core_bounds[(hi << 8 | lo) % nbounds()];
-	return (struct sim_at){
-	    .kind = AT_ADDR, .index = occ, .addr = (uintptr_t)fuzz_core_text + off};
+	return bound_at((hi << 8 | lo) % nbounds(), occ);
 }
 
-void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
+static void decode_v0(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
 {
 	size_t i = 0;
 	memset(s, 0, sizeof *s);
@@ -82,4 +120,135 @@ void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
 			}
 		}
 	}
+}
+
+/* ---- Format 1 ------------------------------------------------------------------ */
+
+/* The core functions each operation runs on its CPU (sim/ops.c, and the VM exits of
+ * sim/vmx_hw.c an operation in or into guest mode handles), the one where its races
+ * are first.  Only a density: a placement may name any boundary, and one the step
+ * never reaches is simply no NMI; so where a function is missing from a build (a
+ * compiler inlined it), its slots fall to the others. */
+#define OP_NFUNCS 3
+static const char *const op_funcs[OP__COUNT][OP_NFUNCS] = {
+    [OP_MASK] = {"nmi_mask"},
+    [OP_UNMASK] = {"nmi_unmask", "handle_one"},
+    [OP_CRIT] = {"nmi_unmask", "handle_one", "nmi_mask"},
+    [OP_ENTER] = {"nmi_guest_attach", "nmi_unmask", "nmi_vmexit_nmi"},
+    [OP_EXIT] = {"nmi_unmask", "nmi_vmexit_nmi", "nmi_vmexit_vectoring"},
+    [OP_GIRET] = {"nmi_vmexit_nmi_window", "nmi_unmask", "handle_one"},
+    [OP_BLOCK] = {"nmi_guest_block", "nmi_unmask", "handle_one"},
+    [OP_UNBLOCK] = {"nmi_guest_unblock", "nmi_unmask", "handle_one"},
+    [OP_FAULT] = {"nmi_vmexit_vectoring", "nmi_unmask"},
+    [OP_DETACH] = {"nmi_guest_detach", "nmi_unmask", "handle_one"},
+};
+
+/* A function's boundaries: fuzz_core_bounds[first .. first + count). */
+struct span {
+	unsigned first, count;
+};
+static struct span op_span[OP__COUNT][OP_NFUNCS];
+static unsigned op_nspans[OP__COUNT];
+
+/* The boundaries of core function `name` (count 0: not in this build's core). */
+static struct span func_span(const char *name)
+{
+	struct span sp = {0, 0};
+	uintptr_t start = sym_lookup(name);
+	size_t len = strlen(name);
+	for (unsigned k = 0; start && k < nbounds(); k++) {
+		uintptr_t a = (uintptr_t)fuzz_core_text + fuzz_core_bounds[k];
+		/* sym_describe names the function an address is in, "name+0x..";
+		 * padding after the function's last instruction is in none. */
+		const char *in = sym_describe(a);
+		int inside = a >= start && strncmp(in, name, len) == 0 && in[len] == '+';
+		if (inside && !sp.count++)
+			sp.first = k;
+		else if (!inside && sp.count)
+			break;
+	}
+	return sp;
+}
+
+/* The spans of op_funcs, found once in this executable's symbol table. */
+static void find_spans(void)
+{
+	static int done;
+	if (done)
+		return;
+	done = 1;
+	sym_load();
+	for (unsigned op = 0; op < OP__COUNT; op++)
+		for (unsigned f = 0; f < OP_NFUNCS && op_funcs[op][f]; f++) {
+			struct span sp = func_span(op_funcs[op][f]);
+			if (sp.count)
+				op_span[op][op_nspans[op]++] = sp;
+		}
+}
+
+/* The placement a selector and an occurrence name for operation op (see above);
+ * 0: none (no boundary table). */
+static int v1_at(unsigned op, unsigned sel, unsigned occ, int fast, struct sim_at *a)
+{
+	unsigned slot = sel >> 10, k = sel & 1023u;
+	if (fast) {
+		*a = (struct sim_at){.kind = AT_INDEX, .index = 1u + (k & 63u)};
+		return 1;
+	}
+	if (!nbounds())
+		return 0;
+	find_spans();
+	if (slot == 3 || !op_nspans[op]) {
+		*a = bound_at(k % nbounds(), occ);
+	} else {
+		const struct span *sp = &op_span[op][slot % op_nspans[op]];
+		*a = bound_at(sp->first + k % sp->count, occ);
+	}
+	return 1;
+}
+
+static void decode_v1(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
+{
+	size_t i = 0;
+	memset(s, 0, sizeof *s);
+	s->fast = (unsigned)fast;
+	s->ncpus = n ? 1u + d[i++] % 3u : 1u;
+	while (i + 1 < n && s->nsteps < FUZZ_MAX_STEPS) {
+		uint8_t a = d[i++], b = d[i++];
+		struct sim_step *st = &s->step[s->nsteps++];
+		st->cpu = (uint8_t)((a & 3u) % s->ncpus);
+		st->op = op_table[(a >> 2) & 15u];
+		if (st->op == OP_NMI) {
+			st->arg = (uint8_t)(1u + (b & 3u));
+		} else if (st->op == OP_QUIESCE) {
+			st->arg = b & 1u;
+		} else if (st->op == OP_RUN) {
+			continue;
+		} else if (b == FUZZ_INDEX_MARKER && i < n) {
+			uint8_t x = d[i++];
+			st->at[st->nat++] =
+			    (struct sim_at){.kind = AT_INDEX, .index = 1u + (x & 63u)};
+			if ((x & 0x40u) && i < n)
+				st->at[st->nat++] =
+				    (struct sim_at){.kind = AT_INDEX, .index = 1u + (d[i++] & 63u)};
+		} else if ((b & 0xC0u) && i < n) {
+			unsigned sel = (b & 15u) << 8 | d[i++];
+			st->nat +=
+			    (uint8_t)v1_at(st->op, sel, 1u + (b >> 4 & 3u), fast, &st->at[st->nat]);
+			if ((b & 0xC0u) == 0xC0u && i + 1 < n) {
+				sel = (d[i] & 15u) << 8 | d[i + 1];
+				st->nat += (uint8_t)v1_at(st->op, sel, 1u + (d[i] >> 4 & 3u), fast,
+							  &st->at[st->nat]);
+				i += 2;
+			}
+		}
+	}
+}
+
+void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
+{
+	if (n >= sizeof FUZZ_MAGIC - 1 && memcmp(d, FUZZ_MAGIC, sizeof FUZZ_MAGIC - 1) == 0)
+		decode_v1(d + sizeof FUZZ_MAGIC - 1, n - (sizeof FUZZ_MAGIC - 1), fast, s);
+	else
+		decode_v0(d, n, fast, s);
 }
