@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * decode.c - the fuzzer's input format: two formats, told apart by the first two
+ * decode.c - the fuzzer's input format: two formats, told apart by the first four
  * bytes (docs/fuzzing.md, "What an input is").
  *
  * Format 1 (inputs that start with FUZZ_MAGIC, what new seeds and the dictionary
@@ -8,8 +8,8 @@
  * places it with one hardware breakpoint instead of one trap per stepped
  * instruction.
  *
- *   bytes 0, 1      FUZZ_MAGIC
- *   byte 2          number of CPUs: 1 + b % 3
+ *   bytes 0 to 3    FUZZ_MAGIC ("NMI", version 1)
+ *   byte 4          number of CPUs: 1 + b % 3
  *   then per step   a: CPU and operation, as in format 0
  *                   b: for nmi and quiesce, as in format 0; for the others
  *                      (run excepted) b = kk oo ssss:
@@ -207,8 +207,12 @@ static int v1_at(unsigned op, unsigned sel, unsigned occ, int fast, struct sim_a
 	return 1;
 }
 
-static void decode_v1(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
+/* Decode a format-1 body; *marker (if given) is the offset of its first index
+ * marker that decoded as one, or -1. */
+static void decode_v1(const uint8_t *d, size_t n, int fast, struct sim_schedule *s, long *marker)
 {
+	if (marker)
+		*marker = -1;
 	size_t i = 0;
 	memset(s, 0, sizeof *s);
 	s->fast = (unsigned)fast;
@@ -225,6 +229,8 @@ static void decode_v1(const uint8_t *d, size_t n, int fast, struct sim_schedule 
 		} else if (st->op == OP_RUN) {
 			continue;
 		} else if (b == FUZZ_INDEX_MARKER && i < n) {
+			if (marker && *marker < 0)
+				*marker = (long)i - 1;
 			uint8_t x = d[i++];
 			st->at[st->nat++] =
 			    (struct sim_at){.kind = AT_INDEX, .index = 1u + (x & 63u)};
@@ -245,10 +251,32 @@ static void decode_v1(const uint8_t *d, size_t n, int fast, struct sim_schedule 
 	}
 }
 
+int fuzz_format1(const uint8_t *d, size_t n)
+{
+	return n >= FUZZ_MAGIC_LEN && memcmp(d, FUZZ_MAGIC, FUZZ_MAGIC_LEN) == 0;
+}
+
 void fuzz_decode(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
 {
-	if (n >= sizeof FUZZ_MAGIC - 1 && memcmp(d, FUZZ_MAGIC, sizeof FUZZ_MAGIC - 1) == 0)
-		decode_v1(d + sizeof FUZZ_MAGIC - 1, n - (sizeof FUZZ_MAGIC - 1), fast, s);
+	if (fuzz_format1(d, n))
+		decode_v1(d + FUZZ_MAGIC_LEN, n - FUZZ_MAGIC_LEN, fast, s, NULL);
 	else
 		decode_v0(d, n, fast, s);
+}
+
+void fuzz_unmark(uint8_t *d, size_t n)
+{
+	static struct sim_schedule s; /* 10 KiB: not on the stack of every mutation */
+	long at;
+	if (!fuzz_format1(d, n))
+		return;
+	/* Everything before the first marker is left as it is, so each pass moves the
+	 * first marker on (the bytes after one may read differently once it is gone):
+	 * at most one pass per byte. */
+	for (;;) {
+		decode_v1(d + FUZZ_MAGIC_LEN, n - FUZZ_MAGIC_LEN, 0, &s, &at);
+		if (at < 0)
+			return;
+		d[FUZZ_MAGIC_LEN + (size_t)at] = FUZZ_UNMARKED;
+	}
 }
