@@ -7,6 +7,11 @@
  * Coverage of the core comes from __libfuzzer_extra_counters, bumped at every NMI
  * delivery and keyed on where in the core it landed and the NMI state there.
  *
+ * New inputs are format 1 (fuzz/decode.c): LLVMFuzzerCustomMutator below mutates
+ * what follows the format's magic and keeps the magic, and turns an input of the
+ * format before (an old seed, a reproducer, a corpus grown before) into one.  The
+ * inputs themselves still run as they are: only their mutants change format.
+ *
  * Environment:
  *   NMI_FUZZ_MODE=fast     nmi@N counts platform calls instead of instructions
  *   NMI_TIMELINE=PREFIX    (replay) write PREFIX.txt, PREFIX.svg and PREFIX.nmi
@@ -63,6 +68,63 @@ static void report(const struct sim_schedule *s, const char *prefix)
 	}
 	snprintf(path, sizeof path, "%s.svg", prefix);
 	sim_timeline_svg(path);
+}
+
+/* libFuzzer's own mutations (FuzzerInterface.h), called by the mutator below. */
+size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned seed);
+
+/* Every mutant is format 1, and its NMIs are breakpoint placements: precise mode
+ * places each with one hardware breakpoint trap, no single-stepping.
+ *  - libFuzzer's mutations on the whole input would break the magic in a fraction
+ *    of mutants (any that insert, erase or change the first bytes), each a format-0
+ *    input whose placements are mostly stepped; so they work on the body alone.  A
+ *    format-0 input gets the magic in front of its bytes, which format 1 reads as
+ *    another schedule: that is its mutation too.
+ *  - An index marker a mutation makes (or keeps, from a seed) is rewritten as a
+ *    breakpoint placement.  The index form is stepped, and stepping pays libFuzzer
+ *    in coverage: the simulator's trap handler is instrumented, and the more
+ *    instructions a run steps the higher the hit-count buckets of its edges, each a
+ *    new feature.  Left alone, a campaign breeds placements past the end of their
+ *    step (measured: 4% of steps, 45 instructions each, most of precise mode's time).
+ *    Written on purpose (a seed, a converted reproducer), the form runs as written. */
+size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsigned seed)
+{
+	(void)seed; /* libFuzzer's mutations draw from its own generator, seeded by -seed */
+	if (max_size <= FUZZ_MAGIC_LEN)
+		return LLVMFuzzerMutate(data, size, max_size);
+	if (!fuzz_format1(data, size)) {
+		size = size < max_size - FUZZ_MAGIC_LEN ? size : max_size - FUZZ_MAGIC_LEN;
+		memmove(data + FUZZ_MAGIC_LEN, data, size);
+		memcpy(data, FUZZ_MAGIC, FUZZ_MAGIC_LEN);
+		size += FUZZ_MAGIC_LEN;
+	}
+	size = FUZZ_MAGIC_LEN + LLVMFuzzerMutate(data + FUZZ_MAGIC_LEN, size - FUZZ_MAGIC_LEN,
+						 max_size - FUZZ_MAGIC_LEN);
+	fuzz_unmark(data, size);
+	return size;
+}
+
+/* libFuzzer turns its length control (-len_control, the gradual growth of inputs)
+ * off by default when a target has a custom mutator, since such a mutator's sizes
+ * may mean nothing to it.  This one is libFuzzer's own byte mutations behind the
+ * magic, so the default stays as it was before the mutator, unless the command line
+ * sets one: without it inputs grow to 40 steps and more within seconds, and every
+ * run costs more in either mode.  libFuzzer parses the flags after this returns. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	static const char flag[] = "-len_control=";
+	for (int i = 1; i < *argc; i++)
+		if (strncmp((*argv)[i], flag, sizeof flag - 1) == 0)
+			return 0;
+	char **args = calloc((size_t)*argc + 2, sizeof *args);
+	if (!args)
+		return 0;
+	memcpy(args, *argv, (size_t)*argc * sizeof *args);
+	args[(*argc)++] = (char *)"-len_control=100";
+	*argv = args;
+	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
