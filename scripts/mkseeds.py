@@ -1,12 +1,25 @@
 """Write the fuzzer's seed corpus (corpus/fuzz/) from readable schedules.
 
-    python3 -m scripts.mkseeds [OUTDIR]
+    python3 -m scripts.mkseeds [--format 0|1] [OUTDIR]
 
 The byte format is fuzz/decode.c's.  Which value of a step's first byte selects
 which operation is read from the decoder itself: `make build/final/fuzz_ops`
 (scripts/fuzz_ops.c) decodes every value and prints the operation it gives, and a
 seed uses the first value for each operation.  Each seed is one meaningful
 situation, not a finding.
+
+Format 1 (the default) writes `v1-<name>.bin`: the placements are breakpoint
+placements, which precise mode lands without single-stepping.  A placement `@N`
+is the N-th instruction boundary, in address order, of the first core function of
+the step's operation (decode.c's op_funcs), `@N/S` of its function slot S (3: the
+whole core), `@N:O` the O-th time the step reaches it, `@iN` the index form (the
+N-th instruction the step executes, stepped).  In fast mode each is the N-th
+platform call of the step, as `@N` was in format 0.
+
+`--format 0` writes `<name>.bin` in the format before (every placement in the
+index form): the seeds corpus/fuzz/ kept from then, which stay as regression
+inputs and are never rewritten (tests/run_tests.py checks that this reproduces
+them byte for byte).
 """
 import os
 import subprocess
@@ -27,7 +40,8 @@ def decoder_ops(tool=OPS_TOOL):
     return ops
 
 
-SEEDS = {
+# Format-0 seeds: kept as they were written (corpus/fuzz/<name>.bin).
+SEEDS_V0 = {
     "crit": (1, ["cpu0 crit"]),
     "crit-nmi-inside": (1, ["cpu0 crit @3"]),
     "masked-nmi-drain": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask"]),
@@ -42,36 +56,90 @@ SEEDS = {
     "delivery-fault": (1, ["cpu0 enter", "cpu0 fault", "cpu0 nmi", "cpu0 nmi", "cpu0 giret"]),
 }
 
+# Format-1 seeds (corpus/fuzz/v1-<name>.bin): the same situations, their NMIs at
+# boundaries of the functions the step runs (decode.c's op_funcs: crit's slot 2 is
+# nmi_mask, so crit @3/2 is inside the critical section as the format-0 seed was).
+SEEDS = dict(SEEDS_V0, **{
+    "crit-nmi-inside": (1, ["cpu0 crit @3/2"]),
+    # The drain loop with a second NMI inside it (nmi_unmask, then handle_one).
+    "drain-nmi": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @12"]),
+    "drain-nmi-handler": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @6/1"]),
+    "drain-two-nmis": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @10 @12"]),
+    # One placement in the index form, so the marker is in the corpus too.
+    "index-form": (1, ["cpu0 crit @i3"]),
+})
 
-def encode(ncpus, steps, ops):
-    out = bytearray([ncpus - 1])
+MAGIC = b"NMI\x01"     # FUZZ_MAGIC (fuzz/decode.h)
+INDEX_MARKER = 0x3F    # FUZZ_INDEX_MARKER
+
+
+def placement_v1(word):
+    """The two bytes of a format-1 breakpoint placement `@N[/S][:O]`: the occurrence
+    and the selector's high nibble, then its low byte."""
+    body = word[1:]
+    occ = 1
+    if ":" in body:
+        body, o = body.split(":")
+        occ = int(o)
+    slot = 0
+    if "/" in body:
+        body, sl = body.split("/")
+        slot = int(sl)
+    k = int(body) - 1
+    assert 0 <= k < 1024 and 0 <= slot < 4 and 1 <= occ <= 4, word
+    sel = slot << 10 | k
+    return ((occ - 1) << 4 | sel >> 8, sel & 0xFF)
+
+
+def encode(ncpus, steps, ops, fmt=1):
+    """The input for a schedule of steps: `cpuN op [xK|flush] [@...]`."""
+    out = bytearray(MAGIC if fmt == 1 else b"") + bytes([ncpus - 1])
     for text in steps:
         words = text.split()
         cpu = int(words[0][3:])
         op = words[1]
         a = (ops[op] << 2) | cpu
-        b = 0
-        ats = [int(w[1:]) for w in words[2:] if w.startswith("@")]
+        ats = [w for w in words[2:] if w.startswith("@")]
         if op == "nmi":
-            b = int(words[2][1:]) - 1 if len(words) > 2 else 0
+            out += bytes([a, int(words[2][1:]) - 1 if len(words) > 2 else 0])
         elif op == "quiesce":
-            b = 1 if "flush" in words else 0
-        elif ats:
-            b = 0x80 | (ats[0] - 1) | (0x40 if len(ats) > 1 else 0)
-        out += bytes([a, b])
-        if len(ats) > 1:
-            out.append(ats[1] - 1)
+            out += bytes([a, 1 if "flush" in words else 0])
+        elif ats and (fmt == 0 or ats[0].startswith("@i")):
+            # The index form: format 0's b has bit 7 set, format 1's follows the marker.
+            idx = [int(w.lstrip("@i")) for w in ats]
+            assert len(idx) <= 2
+            b = (idx[0] - 1) | (0x40 if len(idx) > 1 else 0)
+            out += bytes([a, 0x80 | b] if fmt == 0 else [a, INDEX_MARKER, b])
+            if len(idx) > 1:
+                out.append(idx[1] - 1)
+        else:
+            places = [placement_v1(w) for w in ats]
+            assert len(places) <= 2
+            kind = [0x00, 0x40, 0xC0][len(places)]
+            if places:
+                hi, lo = places[0]
+                out += bytes([a, kind | hi, lo])
+                for hi, lo in places[1:]:
+                    out += bytes([hi, lo])
+            else:
+                out += bytes([a, 0])
     return bytes(out)
 
 
 def main():
-    outdir = sys.argv[1] if len(sys.argv) > 1 else "corpus/fuzz"
+    args = sys.argv[1:]
+    fmt = 1
+    if args[:1] == ["--format"]:
+        fmt = int(args[1])
+        args = args[2:]
+    outdir = args[0] if args else "corpus/fuzz"
     os.makedirs(outdir, exist_ok=True)
     ops = decoder_ops()
-    for name, (ncpus, steps) in SEEDS.items():
-        with open(os.path.join(outdir, name + ".bin"), "wb") as f:
-            f.write(encode(ncpus, steps, ops))
-    print(f"{len(SEEDS)} seeds in {outdir}/")
+    seeds, prefix = (SEEDS, "v1-") if fmt == 1 else (SEEDS_V0, "")
+    for name, (ncpus, steps) in seeds.items():
+        with open(os.path.join(outdir, prefix + name + ".bin"), "wb") as f:
+            f.write(encode(ncpus, steps, ops, fmt))
+    print(f"{len(seeds)} format-{fmt} seeds in {outdir}/")
 
 
 if __name__ == "__main__":
