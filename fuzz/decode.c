@@ -12,23 +12,29 @@
  *   byte 4          number of CPUs: 1 + b % 3
  *   then per step   a: CPU and operation, as in format 0
  *                   b: for nmi and quiesce, as in format 0; for the others
- *                      (run excepted) b = kk oo ssss:
+ *                      (run excepted) b = kk oo ss hh:
  *                      kk 00: no NMI, but b == 0x3F (FUZZ_INDEX_MARKER) is the
  *                             index form: the next byte x gives an NMI before core
  *                             instruction 1 + (x & 63) of the step, x bit 6 a second
  *                             one at 1 + (y & 63), y the byte after (format 0's
  *                             index form, without its bit 7);
- *                      kk 01, 10: one NMI, at a boundary (below), the (1 + oo)-th
- *                             time the step reaches it; the selector is
- *                             ssss << 8 | c, c the next byte;
+ *                      kk 01, 10: one NMI at a core instruction boundary: with c
+ *                             the next byte, the (hh << 8 | c) % 64-th boundary of
+ *                             the step's path from function ss (below), reached
+ *                             for the first time (oo 0 to 2) or the second (oo 3);
  *                      kk 11: that one and a second, from the two bytes after,
- *                             x = .. oo ssss and y: occurrence 1 + oo, selector
- *                             ssss << 8 | y.
- *   A selector (12 bits) = slot (its top 2 bits) and k (the low 10): slots 0 to 2
- *   are the core functions this step's operation runs (op_funcs below, taken in
- *   turn), the k % n-th of that function's n boundaries in address order; slot 3 is
- *   the whole core, boundary k % count.  In fast mode (no instruction boundaries)
- *   the same placement is the (1 + k % 64)-th platform call of the step instead.
+ *                             x = .. oo hhhh and y: on the same path,
+ *                             (hhhh << 8 | y) % 64 boundaries after the first (0:
+ *                             the same boundary, both NMIs at once), reached the
+ *                             first or second time after the first NMI, as above.
+ *   A step's path: the core functions its operation runs, in the order it runs
+ *   them (op_funcs below), each in address order; ss 0 and 1 start it at the first,
+ *   ss 2 at the second, ss 3 at the third (modulo their number), and a placement
+ *   counts at most 64 boundaries on, into the functions after (% 64 is modulo the
+ *   boundaries left where the path has fewer).  An operation with
+ *   none of them in this build counts in the whole core instead (hh << 8 | c,
+ *   modulo its boundaries).  In fast mode (no instruction boundaries) a placement
+ *   is the (1 + (c & 63))-th platform call of the step instead (y for the second).
  *
  * Format 0 (every other input: the seeds and reproducers written before format 1,
  * and anything a campaign grew from them; decoded exactly as before format 1):
@@ -124,23 +130,28 @@ static void decode_v0(const uint8_t *d, size_t n, int fast, struct sim_schedule 
 
 /* ---- Format 1 ------------------------------------------------------------------ */
 
-/* The core functions each operation runs on its CPU (sim/ops.c, and the VM exits of
- * sim/vmx_hw.c an operation in or into guest mode handles), the one where its races
- * are first.  Only a density: a placement may name any boundary, and one the step
- * never reaches is simply no NMI; so where a function is missing from a build (a
- * compiler inlined it), its slots fall to the others. */
-#define OP_NFUNCS 3
+/* The core functions each operation runs on its CPU, in the order it runs them
+ * (sim/ops.c, and the VM exits of sim/vmx_hw.c that an operation in or into guest
+ * mode handles under the mask).  A placement starts at one of them and counts on
+ * through the ones after, address order within each: for short straight-line
+ * functions that is the order the step executes their boundaries, so the first 64
+ * of such a path are about as dense in what the step runs as the index form's
+ * 1 to 64 were, without stepping.  Only a density: a placement may name any
+ * boundary, and one the step never reaches is no NMI; a function missing from a
+ * build (inlined by its compiler) is left out of the path. */
+#define OP_NFUNCS 4
+#define PATH_SPAN 64
 static const char *const op_funcs[OP__COUNT][OP_NFUNCS] = {
     [OP_MASK] = {"nmi_mask"},
     [OP_UNMASK] = {"nmi_unmask", "handle_one"},
-    [OP_CRIT] = {"nmi_unmask", "handle_one", "nmi_mask"},
-    [OP_ENTER] = {"nmi_guest_attach", "nmi_unmask", "nmi_vmexit_nmi"},
-    [OP_EXIT] = {"nmi_unmask", "nmi_vmexit_nmi", "nmi_vmexit_vectoring"},
-    [OP_GIRET] = {"nmi_vmexit_nmi_window", "nmi_unmask", "handle_one"},
-    [OP_BLOCK] = {"nmi_guest_block", "nmi_unmask", "handle_one"},
-    [OP_UNBLOCK] = {"nmi_guest_unblock", "nmi_unmask", "handle_one"},
-    [OP_FAULT] = {"nmi_vmexit_vectoring", "nmi_unmask"},
-    [OP_DETACH] = {"nmi_guest_detach", "nmi_unmask", "handle_one"},
+    [OP_CRIT] = {"nmi_mask", "nmi_unmask", "handle_one"},
+    [OP_ENTER] = {"nmi_mask", "nmi_guest_attach", "nmi_unmask", "nmi_vmexit_nmi"},
+    [OP_EXIT] = {"nmi_mask", "nmi_vmexit_nmi", "nmi_unmask", "handle_one"},
+    [OP_GIRET] = {"nmi_mask", "nmi_vmexit_nmi_window", "nmi_unmask", "handle_one"},
+    [OP_BLOCK] = {"nmi_mask", "nmi_guest_block", "nmi_unmask", "handle_one"},
+    [OP_UNBLOCK] = {"nmi_mask", "nmi_guest_unblock", "nmi_unmask", "handle_one"},
+    [OP_FAULT] = {"nmi_mask", "nmi_vmexit_vectoring", "nmi_unmask"},
+    [OP_DETACH] = {"nmi_mask", "nmi_guest_detach", "nmi_unmask", "handle_one"},
 };
 
 /* A function's boundaries: fuzz_core_bounds[first .. first + count). */
@@ -186,25 +197,74 @@ static void find_spans(void)
 		}
 }
 
-/* The placement a selector and an occurrence name for operation op (see above);
- * 0: none (no boundary table). */
-static int v1_at(unsigned op, unsigned sel, unsigned occ, int fast, struct sim_at *a)
+/* The occurrence bits oo of a placement: the first pass 3 times in 4, else the
+ * second.  Most windows a step has are passed once; a loop's second pass is the
+ * one that differs from its first (a third: a second NMI after the first). */
+static unsigned v1_occ(unsigned oo)
 {
-	unsigned slot = sel >> 10, k = sel & 1023u;
+	return oo < 3 ? 1u : 2u;
+}
+
+/* The boundaries a placement counts through: operation op's functions from its
+ * f-th on, or (op OP__COUNT: an operation without them) the whole core.  The slot
+ * picks f: the first function twice as often as the second and the third. */
+struct path {
+	unsigned op, f, len;
+};
+
+static struct path path_of(unsigned op, unsigned slot)
+{
+	static const uint8_t start[4] = {0, 0, 1, 2};
+	struct path p = {OP__COUNT, 0, nbounds()};
+	if (!op_nspans[op])
+		return p;
+	p = (struct path){op, start[slot & 3u] % op_nspans[op], 0};
+	for (unsigned g = p.f; g < op_nspans[op]; g++)
+		p.len += op_span[op][g].count;
+	return p;
+}
+
+/* The index in fuzz_core_bounds of a path's j-th boundary (j < len). */
+static unsigned path_at(const struct path *p, unsigned j)
+{
+	for (unsigned g = p->f; p->op < OP__COUNT; g++) {
+		if (j < op_span[p->op][g].count)
+			return op_span[p->op][g].first + j;
+		j -= op_span[p->op][g].count;
+	}
+	return j;
+}
+
+/* How far on a placement may count from where it starts: PATH_SPAN boundaries or
+ * to the end of the path. */
+static unsigned reach(unsigned left)
+{
+	return left < PATH_SPAN ? left : PATH_SPAN;
+}
+
+/* A step's format-1 placement: p = b c (and q = x y, the second one, or NULL). */
+static void v1_place(struct sim_step *st, const uint8_t *p, const uint8_t *q, int fast)
+{
+	unsigned k = (p[0] & 15u) << 8 | p[1], k2 = q ? (q[0] & 15u) << 8 | q[1] : 0;
 	if (fast) {
-		*a = (struct sim_at){.kind = AT_INDEX, .index = 1u + (k & 63u)};
-		return 1;
+		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = 1u + (k & 63u)};
+		if (q)
+			st->at[st->nat++] =
+			    (struct sim_at){.kind = AT_INDEX, .index = 1u + (k2 & 63u)};
+		return;
 	}
 	if (!nbounds())
-		return 0;
+		return;
 	find_spans();
-	if (slot == 3 || !op_nspans[op]) {
-		*a = bound_at(k % nbounds(), occ);
-	} else {
-		const struct span *sp = &op_span[op][slot % op_nspans[op]];
-		*a = bound_at(sp->first + k % sp->count, occ);
-	}
-	return 1;
+	struct path path = path_of(st->op, k >> 10);
+	unsigned j = (k & 1023u) % (path.op < OP__COUNT ? reach(path.len) : path.len);
+	st->at[st->nat++] = bound_at(path_at(&path, j), v1_occ(p[0] >> 4 & 3u));
+	if (!q)
+		return;
+	/* The second counts on from the first (it can only land after it): offset 0
+	 * is the same boundary, a second NMI at the same instant. */
+	j += k2 % reach(path.len - j);
+	st->at[st->nat++] = bound_at(path_at(&path, j), v1_occ(q[0] >> 4 & 3u));
 }
 
 /* Decode a format-1 body; *marker (if given) is the offset of its first index
@@ -238,15 +298,10 @@ static void decode_v1(const uint8_t *d, size_t n, int fast, struct sim_schedule 
 				st->at[st->nat++] =
 				    (struct sim_at){.kind = AT_INDEX, .index = 1u + (d[i++] & 63u)};
 		} else if ((b & 0xC0u) && i < n) {
-			unsigned sel = (b & 15u) << 8 | d[i++];
-			st->nat +=
-			    (uint8_t)v1_at(st->op, sel, 1u + (b >> 4 & 3u), fast, &st->at[st->nat]);
-			if ((b & 0xC0u) == 0xC0u && i + 1 < n) {
-				sel = (d[i] & 15u) << 8 | d[i + 1];
-				st->nat += (uint8_t)v1_at(st->op, sel, 1u + (d[i] >> 4 & 3u), fast,
-							  &st->at[st->nat]);
-				i += 2;
-			}
+			const uint8_t first[2] = {b, d[i++]};
+			int two = (b & 0xC0u) == 0xC0u && i + 1 < n;
+			v1_place(st, first, two ? d + i : NULL, fast);
+			i += two ? 2 : 0;
 		}
 	}
 }

@@ -10,11 +10,12 @@ situation, not a finding.
 
 Format 1 (the default) writes `v1-<name>.bin`: the placements are breakpoint
 placements, which precise mode lands without single-stepping.  A placement `@N`
-is the N-th instruction boundary, in address order, of the first core function of
-the step's operation (decode.c's op_funcs), `@N/S` of its function slot S (3: the
-whole core), `@N:O` the O-th time the step reaches it, `@iN` the index form (the
-N-th instruction the step executes, stepped).  In fast mode each is the N-th
-platform call of the step, as `@N` was in format 0.
+is the N-th instruction boundary (N <= 64) of the step's path, the core functions
+its operation runs in the order it runs them (decode.c's op_funcs); `@N/F` counts
+from the path's function F (0 to 2) instead; `@N:2` is the second time the step
+reaches it.  A step's second placement is on the same path, at or after the first.
+`@iN` is the index form (the N-th instruction the step executes, stepped).  In
+fast mode each is the N-th platform call of the step, as `@N` was in format 0.
 
 `--format 0` writes `<name>.bin` in the format before (every placement in the
 index form): the seeds corpus/fuzz/ kept from then, which stay as regression
@@ -57,13 +58,13 @@ SEEDS_V0 = {
 }
 
 # Format-1 seeds (corpus/fuzz/v1-<name>.bin): the same situations, their NMIs at
-# boundaries of the functions the step runs (decode.c's op_funcs: crit's slot 2 is
-# nmi_mask, so crit @3/2 is inside the critical section as the format-0 seed was).
+# boundaries of the functions the step runs (a path through decode.c's op_funcs
+# follows the step's own order, so `@N` is where format 0's `@N` was for straight-
+# line code), and a few more.
 SEEDS = dict(SEEDS_V0, **{
-    "crit-nmi-inside": (1, ["cpu0 crit @3/2"]),
     # The drain loop with a second NMI inside it (nmi_unmask, then handle_one).
     "drain-nmi": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @12"]),
-    "drain-nmi-handler": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @6/1"]),
+    "drain-nmi-handler": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @6/1"]),  # handle_one
     "drain-two-nmis": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @10 @12"]),
     # One placement in the index form, so the marker is in the corpus too.
     "index-form": (1, ["cpu0 crit @i3"]),
@@ -73,22 +74,32 @@ MAGIC = b"NMI\x01"     # FUZZ_MAGIC (fuzz/decode.h)
 INDEX_MARKER = 0x3F    # FUZZ_INDEX_MARKER
 
 
-def placement_v1(word):
-    """The two bytes of a format-1 breakpoint placement `@N[/S][:O]`: the occurrence
-    and the selector's high nibble, then its low byte."""
-    body = word[1:]
-    occ = 1
+def parse_v1(word):
+    """(N, F, O) of a format-1 placement word `@N[/F][:O]`."""
+    body, occ, start = word[1:], 1, 0
     if ":" in body:
         body, o = body.split(":")
         occ = int(o)
-    slot = 0
     if "/" in body:
-        body, sl = body.split("/")
-        slot = int(sl)
-    k = int(body) - 1
-    assert 0 <= k < 1024 and 0 <= slot < 4 and 1 <= occ <= 4, word
-    sel = slot << 10 | k
-    return ((occ - 1) << 4 | sel >> 8, sel & 0xFF)
+        body, f = body.split("/")
+        start = int(f)
+    assert 1 <= int(body) <= 64 and 0 <= start <= 2 and 1 <= occ <= 2, word
+    return int(body), start, occ
+
+
+def placements_v1(words):
+    """The bytes of a step's format-1 breakpoint placements (one or two words),
+    after its operation byte: b c, or b c x y."""
+    (n1, start, occ1), rest = parse_v1(words[0]), [parse_v1(w) for w in words[1:]]
+    assert len(rest) <= 1, words
+    slot = {0: 0, 1: 2, 2: 3}[start]          # decode.c's path_of: slots 0, 1 start at 0
+    oo = {1: 0, 2: 3}                          # decode.c's v1_occ
+    out = bytearray([(0xC0 if rest else 0x40) | oo[occ1] << 4 | slot << 2, n1 - 1])
+    for n2, start2, occ2 in rest:
+        # The second counts on from the first, on the same path.
+        assert start2 == start and n2 >= n1, words
+        out += bytes([oo[occ2] << 4, n2 - n1])
+    return bytes(out)
 
 
 def encode(ncpus, steps, ops, fmt=1):
@@ -113,16 +124,7 @@ def encode(ncpus, steps, ops, fmt=1):
             if len(idx) > 1:
                 out.append(idx[1] - 1)
         else:
-            places = [placement_v1(w) for w in ats]
-            assert len(places) <= 2
-            kind = [0x00, 0x40, 0xC0][len(places)]
-            if places:
-                hi, lo = places[0]
-                out += bytes([a, kind | hi, lo])
-                for hi, lo in places[1:]:
-                    out += bytes([hi, lo])
-            else:
-                out += bytes([a, 0])
+            out += bytes([a]) + (placements_v1(ats) if ats else bytes([0]))
     return bytes(out)
 
 
