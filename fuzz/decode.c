@@ -34,7 +34,8 @@
  *   boundaries left where the path has fewer).  An operation with
  *   none of them in this build counts in the whole core instead (hh << 8 | c,
  *   modulo its boundaries).  In fast mode (no instruction boundaries) a placement
- *   is the (1 + (c & 63))-th platform call of the step instead (y for the second).
+ *   is the (1 + (c & 63))-th platform call of the step instead, and a second one
+ *   (y & 63) calls after it.
  *
  * Format 0 (every other input: the seeds and reproducers written before format 1,
  * and anything a campaign grew from them; decoded exactly as before format 1):
@@ -247,10 +248,11 @@ static void v1_place(struct sim_step *st, const uint8_t *p, const uint8_t *q, in
 {
 	unsigned k = (p[0] & 15u) << 8 | p[1], k2 = q ? (q[0] & 15u) << 8 | q[1] : 0;
 	if (fast) {
-		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = 1u + (k & 63u)};
+		unsigned i = 1u + (k & 63u);
+		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = i};
 		if (q)
 			st->at[st->nat++] =
-			    (struct sim_at){.kind = AT_INDEX, .index = 1u + (k2 & 63u)};
+			    (struct sim_at){.kind = AT_INDEX, .index = i + (k2 & 63u)};
 		return;
 	}
 	if (!nbounds())
