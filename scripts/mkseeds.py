@@ -23,6 +23,7 @@ inputs and are never rewritten (tests/run_tests.py checks that this reproduces
 them byte for byte).
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -70,8 +71,22 @@ SEEDS = dict(SEEDS_V0, **{
     "index-form": (1, ["cpu0 crit @i3"]),
 })
 
-MAGIC = b"NMI\x01"     # FUZZ_MAGIC (fuzz/decode.h)
-INDEX_MARKER = 0x3F    # FUZZ_INDEX_MARKER
+
+
+def decode_h(name):
+    """A constant of fuzz/decode.h, where the format's bytes are defined once: a C
+    string literal as bytes, or an integer."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz",
+                           "decode.h")) as f:
+        m = re.search(r"#define\s+" + name + r"\s+(\"(?:[^\"\\]|\\.)*\"|0x[0-9a-fA-F]+)", f.read())
+    text = m.group(1)
+    if text.startswith('"'):
+        return text[1:-1].encode("latin-1").decode("unicode_escape").encode("latin-1")
+    return int(text, 16)
+
+
+MAGIC = decode_h("FUZZ_MAGIC")                 # b"NMI\x01"
+INDEX_MARKER = decode_h("FUZZ_INDEX_MARKER")   # 0x3F
 
 
 def parse_v1(word):
