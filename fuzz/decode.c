@@ -159,8 +159,6 @@ static const char *const op_funcs[OP__COUNT][OP_NFUNCS] = {
 struct span {
 	unsigned first, count;
 };
-static struct span op_span[OP__COUNT][OP_NFUNCS];
-static unsigned op_nspans[OP__COUNT];
 
 /* The boundaries of core function `name` (count 0: not in this build's core). */
 static struct span func_span(const char *name)
@@ -182,19 +180,72 @@ static struct span func_span(const char *name)
 	return sp;
 }
 
-/* The spans of op_funcs, found once in this executable's symbol table. */
-static void find_spans(void)
+/* The opcode of the instruction at boundary k (prefixes skipped), with *len the
+ * instruction's length and *o the opcode's offset in it. */
+static const uint8_t *insn(unsigned k, unsigned *len, unsigned *o)
+{
+	const uint8_t *p = (const uint8_t *)fuzz_core_text + fuzz_core_bounds[k];
+	*len = fuzz_core_bounds[k + 1] - fuzz_core_bounds[k];
+	for (*o = 0; *o + 1 < *len; ++*o) {
+		uint8_t b = p[*o];
+		if (!(b == 0x66 || b == 0x67 || b == 0xF2 || b == 0xF3 || b == 0x2E || b == 0x3E ||
+		      b == 0x26 || b == 0x36 || b == 0x64 || b == 0x65 || (b & 0xF0) == 0x40))
+			break;
+	}
+	return p;
+}
+
+/* Whether boundary k is one no run of the step can usefully stop at: alignment
+ * padding (a nop, never reached), or on the straight way into a failed assertion
+ * (NMI_ASSERT's call of plat_halt, where the run has already failed).  An NMI
+ * there is never one the fuzzer wants, and these are a quarter of a function like
+ * nmi_unmask; leaving them out of the paths makes the rest denser.  Anything not
+ * recognised ends the scan as hot. */
+static int cold(unsigned k, uintptr_t halt)
+{
+	for (unsigned m = k, len, o; m + 1 < nbounds(); m++) {
+		const uint8_t *p = insn(m, &len, &o);
+		uint8_t op = p[o], op2 = o + 1 < len ? p[o + 1] : 0;
+		if (m == k && (op == 0x90 || (op == 0x0F && op2 == 0x1F)))
+			return 1;
+		if (op == 0xE8 && o + 5 == len) {
+			int32_t rel;
+			memcpy(&rel, p + o + 1, sizeof rel);
+			return halt && (uintptr_t)(p + len) + (uintptr_t)(intptr_t)rel == halt;
+		}
+		/* ret, jmp, jcc, loop/jcxz, call/jmp indirect, int3, ud2, hlt. */
+		if (op == 0xC3 || op == 0xC2 || op == 0xE9 || op == 0xEB || (op & 0xF0) == 0x70 ||
+		    (op >= 0xE0 && op <= 0xE3) || op == 0xFF || op == 0xCC || op == 0xF4 ||
+		    (op == 0x0F && ((op2 & 0xF0) == 0x80 || op2 == 0x0B)))
+			return 0;
+	}
+	return 0;
+}
+
+/* Format 1's paths (below), found once in this executable: for each operation, the
+ * hot boundaries of its functions in op_funcs' order (indices in fuzz_core_bounds),
+ * and where each function's part begins. */
+#define PATH_MAX_BOUNDS 1024
+static uint16_t op_path[OP__COUNT][PATH_MAX_BOUNDS];
+static unsigned op_plen[OP__COUNT], op_nfuncs[OP__COUNT], op_fstart[OP__COUNT][OP_NFUNCS];
+
+static void find_paths(void)
 {
 	static int done;
 	if (done)
 		return;
 	done = 1;
 	sym_load();
+	uintptr_t halt = sym_lookup("plat_halt");
 	for (unsigned op = 0; op < OP__COUNT; op++)
 		for (unsigned f = 0; f < OP_NFUNCS && op_funcs[op][f]; f++) {
 			struct span sp = func_span(op_funcs[op][f]);
-			if (sp.count)
-				op_span[op][op_nspans[op]++] = sp;
+			unsigned from = op_plen[op];
+			for (unsigned k = sp.first; k < sp.first + sp.count; k++)
+				if (!cold(k, halt) && op_plen[op] < PATH_MAX_BOUNDS)
+					op_path[op][op_plen[op]++] = (uint16_t)k;
+			if (op_plen[op] > from)
+				op_fstart[op][op_nfuncs[op]++] = from;
 		}
 }
 
@@ -206,34 +257,27 @@ static unsigned v1_occ(unsigned oo)
 	return oo < 3 ? 1u : 2u;
 }
 
-/* The boundaries a placement counts through: operation op's functions from its
- * f-th on, or (op OP__COUNT: an operation without them) the whole core.  The slot
- * picks f: the first function twice as often as the second and the third. */
+/* The boundaries a placement counts through: op_path[op] from `start` on, or (op
+ * OP__COUNT: an operation without functions in this build) the whole core.  The
+ * slot picks the function it starts at: the first twice as often as the second
+ * and the third. */
 struct path {
-	unsigned op, f, len;
+	unsigned op, start, len;
 };
 
 static struct path path_of(unsigned op, unsigned slot)
 {
-	static const uint8_t start[4] = {0, 0, 1, 2};
-	struct path p = {OP__COUNT, 0, nbounds()};
-	if (!op_nspans[op])
-		return p;
-	p = (struct path){op, start[slot & 3u] % op_nspans[op], 0};
-	for (unsigned g = p.f; g < op_nspans[op]; g++)
-		p.len += op_span[op][g].count;
-	return p;
+	static const uint8_t first[4] = {0, 0, 1, 2};
+	if (!op_nfuncs[op])
+		return (struct path){OP__COUNT, 0, nbounds()};
+	unsigned start = op_fstart[op][first[slot & 3u] % op_nfuncs[op]];
+	return (struct path){op, start, op_plen[op] - start};
 }
 
 /* The index in fuzz_core_bounds of a path's j-th boundary (j < len). */
 static unsigned path_at(const struct path *p, unsigned j)
 {
-	for (unsigned g = p->f; p->op < OP__COUNT; g++) {
-		if (j < op_span[p->op][g].count)
-			return op_span[p->op][g].first + j;
-		j -= op_span[p->op][g].count;
-	}
-	return j;
+	return p->op < OP__COUNT ? op_path[p->op][p->start + j] : j;
 }
 
 /* How far on a placement may count from where it starts: PATH_SPAN boundaries or
@@ -257,7 +301,7 @@ static void v1_place(struct sim_step *st, const uint8_t *p, const uint8_t *q, in
 	}
 	if (!nbounds())
 		return;
-	find_spans();
+	find_paths();
 	struct path path = path_of(st->op, k >> 10);
 	unsigned j = (k & 1023u) % (path.op < OP__COUNT ? reach(path.len) : path.len);
 	st->at[st->nat++] = bound_at(path_at(&path, j), v1_occ(p[0] >> 4 & 3u));
