@@ -56,9 +56,10 @@
  *                      (x & 7) << 8 | y.  Without the table (fuzz_ops) or with no
  *                      byte left, no NMI, as before.
  *
- * In both, a trailing odd byte is ignored and indices past the end of a step never
- * fire.  Without the boundary table (fuzz_ops links none) a format-1 breakpoint
- * placement is no NMI, its bytes consumed all the same.
+ * In both, a trailing odd byte is ignored, a placement whose bytes the input ends
+ * before is no NMI, and indices past the end of a step never fire.  Without the
+ * boundary table (fuzz_ops links none) a format-1 breakpoint placement is no NMI,
+ * its bytes consumed all the same.
  */
 #include <string.h>
 

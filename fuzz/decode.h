@@ -20,9 +20,10 @@
 #define FUZZ_MAGIC_LEN (sizeof FUZZ_MAGIC - 1)
 /* Format 1: this placement byte selects the index form (stepped) explicitly. */
 #define FUZZ_INDEX_MARKER 0x3Fu
-/* ... and what fuzz_unmark() makes of it: a breakpoint placement, the first time
- * the step reaches boundary x of its operation's first function (x the byte after),
- * where the index form put the NMI before the step's (1 + x % 64)-th instruction. */
+/* ... and what fuzz_unmark() makes of it: a breakpoint placement, the first time the
+ * step reaches boundary x % 64 of its path from its first function (x the byte
+ * after), where the index form put the NMI before the step's (1 + x % 64)-th
+ * instruction. */
 #define FUZZ_UNMARKED 0x40u
 
 /* Decode `data` into `s`.  Total: never fails, every byte string gives a schedule
