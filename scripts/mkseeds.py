@@ -42,8 +42,10 @@ def decoder_ops(tool=OPS_TOOL):
     return ops
 
 
-# Format-0 seeds: kept as they were written (corpus/fuzz/<name>.bin).
-SEEDS_V0 = {
+# Format-0 seeds: kept as they were written (corpus/fuzz/<name>.bin).  The name
+# and encode()'s default are the format's, as before format 1, for what reads them
+# (tests/unit/test_scripts.py re-encodes these byte for byte).
+SEEDS = {
     "crit": (1, ["cpu0 crit"]),
     "crit-nmi-inside": (1, ["cpu0 crit @3"]),
     "masked-nmi-drain": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask"]),
@@ -62,7 +64,7 @@ SEEDS_V0 = {
 # boundaries of the functions the step runs (a path through decode.c's op_funcs
 # follows the step's own order, so `@N` is where format 0's `@N` was for straight-
 # line code), and a few more.
-SEEDS = dict(SEEDS_V0, **{
+SEEDS_V1 = dict(SEEDS, **{
     # The drain loop with a second NMI inside it (nmi_unmask, then handle_one).
     "drain-nmi": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @12"]),
     "drain-nmi-handler": (1, ["cpu0 mask", "cpu0 nmi", "cpu0 unmask @6/1"]),  # handle_one
@@ -117,7 +119,7 @@ def placements_v1(words):
     return bytes(out)
 
 
-def encode(ncpus, steps, ops, fmt=1):
+def encode(ncpus, steps, ops, fmt=0):
     """The input for a schedule of steps: `cpuN op [xK|flush] [@...]`."""
     out = bytearray(MAGIC if fmt == 1 else b"") + bytes([ncpus - 1])
     for text in steps:
@@ -152,7 +154,7 @@ def main():
     outdir = args[0] if args else "corpus/fuzz"
     os.makedirs(outdir, exist_ok=True)
     ops = decoder_ops()
-    seeds, prefix = (SEEDS, "v1-") if fmt == 1 else (SEEDS_V0, "")
+    seeds, prefix = (SEEDS_V1, "v1-") if fmt == 1 else (SEEDS, "")
     for name, (ncpus, steps) in seeds.items():
         with open(os.path.join(outdir, prefix + name + ".bin"), "wb") as f:
             f.write(encode(ncpus, steps, ops, fmt))
