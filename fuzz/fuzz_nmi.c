@@ -109,8 +109,8 @@ size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size, unsi
  * off by default when a target has a custom mutator, since such a mutator's sizes
  * may mean nothing to it.  This one is libFuzzer's own byte mutations behind the
  * magic, so the default stays as it was before the mutator, unless the command line
- * sets one: without it inputs grow to 40 steps and more within seconds, and every
- * run costs more in either mode.  libFuzzer parses the flags after this returns. */
+ * sets one: without it inputs averaged about 40 steps after 20 s, and every run
+ * cost more in either mode.  libFuzzer parses the flags after this returns. */
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
