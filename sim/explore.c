@@ -239,83 +239,6 @@ static int trap_wrapped(void)
 	return ok;
 }
 
-/* The memo: key -> what its subtree held. */
-struct memo {
-	uint64_t a, b; /* a == 0: empty slot */
-	unsigned long schedules, failures;
-	int root_failed;
-	uint64_t root_what;
-	char what[120]; /* the first schedule's verdict, for the check's report */
-};
-
-static struct {
-	struct memo *t;
-	size_t cap, n;
-} T;
-
-static void memo_clear(void)
-{
-	if (T.t)
-		memset(T.t, 0, T.cap * sizeof *T.t);
-	T.n = 0;
-}
-
-static struct memo *memo_slot(uint64_t a, uint64_t b)
-{
-	size_t i = (size_t)fmix(a ^ b) & (T.cap - 1);
-	while (T.t[i].a && (T.t[i].a != a || T.t[i].b != b))
-		i = (i + 1) & (T.cap - 1);
-	return &T.t[i];
-}
-
-static struct memo *memo_find(uint64_t a, uint64_t b)
-{
-	if (!T.cap)
-		return NULL;
-	struct memo *m = memo_slot(a, b);
-	return m->a ? m : NULL;
-}
-
-static void memo_put(const struct memo *v)
-{
-	if (2 * (T.n + 1) > T.cap) {
-		struct memo *old = T.t;
-		size_t oldcap = T.cap;
-		T.cap = T.cap ? 2 * T.cap : 4096;
-		T.t = calloc(T.cap, sizeof *T.t);
-		if (!T.t) {
-			T.t = old;
-			T.cap = oldcap;
-			return; /* not remembered: never pruned */
-		}
-		T.n = 0;
-		for (size_t i = 0; i < oldcap; i++)
-			if (old[i].a) {
-				*memo_slot(old[i].a, old[i].b) = old[i];
-				T.n++;
-			}
-		free(old);
-	}
-	struct memo *m = memo_slot(v->a, v->b);
-	if (!m->a)
-		T.n++;
-	*m = *v;
-}
-
-/* A verdict, for comparing twins.  A turn stopped by its CPU time (runaway.c) is
- * reported where the loop happened to be after 0.1 s, and how far it got: the
- * host's timing, not the schedule's, so only "runaway: still running" counts. */
-static uint64_t verdict_hash(const char *s)
-{
-	struct h128 h = {1, 2};
-	size_t n = strlen(s);
-	const char *tail = strstr(s, "still running in ");
-	if (tail && strstr(s, "of CPU time"))
-		n = (size_t)(tail - s);
-	hbytes(&h, s, n);
-	return fmix(h.a);
-}
-
 static struct {
 	int prune;
 	unsigned long check_every, seen, checked, mismatches;
@@ -350,7 +273,7 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 		failed(e, &r);
 	v->root_failed = r.failed;
 	v->root_what = r.failed ? verdict_hash(r.what) : 0;
-	snprintf(v->what, sizeof v->what, "%s", r.what);
+	snprintf(v->what, sizeof v->what, "%.*s", (int)sizeof v->what - 1, r.what);
 	if (done(e) || left == 0)
 		return;
 	struct rec *recs = NULL;

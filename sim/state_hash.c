@@ -5,10 +5,11 @@
  * "Pruning", says what is covered and why what is left out cannot change the
  * future).  The running CPU's registers, signal mask and stack; every other CPU's
  * state and, when it waits at a spin, its saved registers and stack; the core's one
- * global; the machine's own fields.
+ * global; the machine's own fields.  And the table of keys already explored.
  */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <ucontext.h>
 
@@ -115,4 +116,74 @@ __attribute__((no_sanitize_address)) int state_hash(const ucontext_t *uc, const 
 	}
 	*out = h;
 	return 0;
+}
+
+/* ---- The memo: open addressing, linear probing, a == 0 marks an empty slot ---- */
+
+static struct {
+	struct memo *t;
+	size_t cap, n;
+} T;
+
+void memo_clear(void)
+{
+	if (T.t)
+		memset(T.t, 0, T.cap * sizeof *T.t);
+	T.n = 0;
+}
+
+static struct memo *memo_slot(uint64_t a, uint64_t b)
+{
+	size_t i = (size_t)fmix(a ^ b) & (T.cap - 1);
+	while (T.t[i].a && (T.t[i].a != a || T.t[i].b != b))
+		i = (i + 1) & (T.cap - 1);
+	return &T.t[i];
+}
+
+struct memo *memo_find(uint64_t a, uint64_t b)
+{
+	if (!T.cap)
+		return NULL;
+	struct memo *m = memo_slot(a, b);
+	return m->a ? m : NULL;
+}
+
+void memo_put(const struct memo *v)
+{
+	if (2 * (T.n + 1) > T.cap) {
+		struct memo *old = T.t;
+		size_t oldcap = T.cap;
+		T.cap = T.cap ? 2 * T.cap : 4096;
+		T.t = calloc(T.cap, sizeof *T.t);
+		if (!T.t) {
+			T.t = old;
+			T.cap = oldcap;
+			return; /* not remembered: never pruned */
+		}
+		T.n = 0;
+		for (size_t i = 0; i < oldcap; i++)
+			if (old[i].a) {
+				*memo_slot(old[i].a, old[i].b) = old[i];
+				T.n++;
+			}
+		free(old);
+	}
+	struct memo *m = memo_slot(v->a, v->b);
+	if (!m->a)
+		T.n++;
+	*m = *v;
+}
+
+/* A verdict, for comparing twins.  A turn stopped by its CPU time (runaway.c) is
+ * reported where the loop happened to be after 0.1 s, and how far it got: the
+ * host's timing, not the schedule's, so only "runaway: still running" counts. */
+uint64_t verdict_hash(const char *s)
+{
+	struct h128 h = {1, 2};
+	size_t n = strlen(s);
+	const char *tail = strstr(s, "still running in ");
+	if (tail && strstr(s, "of CPU time"))
+		n = (size_t)(tail - s);
+	hbytes(&h, s, n);
+	return fmix(h.a);
 }

@@ -35,4 +35,21 @@ uint64_t fmix(uint64_t x);
  * stack is not where a CPU thread's stack can be (not hashable). */
 int state_hash(const ucontext_t *uc, const struct sim_cpu *c, struct h128 *out);
 
+/* ---- The explorer's memo (explore.c, "Pruning"): a key -> what its subtree held --- */
+struct memo {
+	uint64_t a, b; /* a == 0: empty slot */
+	unsigned long schedules, failures;
+	int root_failed;
+	uint64_t root_what;
+	char what[120]; /* the first schedule's verdict, for the check's report */
+};
+
+void memo_clear(void);
+/* The entry of key (a, b), a != 0; NULL when there is none. */
+struct memo *memo_find(uint64_t a, uint64_t b);
+/* Remember v (when memory runs out, it is not remembered: never pruned). */
+void memo_put(const struct memo *v);
+/* A verdict, for comparing twins (the host's timing left out). */
+uint64_t verdict_hash(const char *s);
+
 #endif /* SIM_STATE_HASH_H */
