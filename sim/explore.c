@@ -20,7 +20,10 @@
 #include "state_hash.h"
 
 struct explore {
-	struct sim_schedule work;
+	struct sim_schedule work; /* the schedule that runs                          */
+	struct sim_schedule show; /* the same with every NMI by instruction index: what a
+				   * failing schedule is reported and replayed as    */
+	uint8_t base_nat[SIM_MAX_STEPS]; /* the scenario's own concrete arrivals */
 	unsigned slot_step[SIM_MAX_STEPS * SIM_MAX_AT];
 	unsigned nslots;
 	int all; /* go on after a failure */
@@ -40,7 +43,7 @@ static void failed(struct explore *e, const struct sim_result *r)
 {
 	if (e->failures++ == 0) {
 		if (e->fail_out)
-			*e->fail_out = e->work;
+			*e->fail_out = e->show;
 		if (e->fail_res)
 			*e->fail_res = *r;
 	}
@@ -71,6 +74,7 @@ static void explore_slot(struct explore *e, unsigned k, uint32_t from)
 	uint32_t n = r.step_insns[si];
 	for (uint32_t pos = from; pos <= n && !done(e); pos++) {
 		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = pos};
+		e->show = e->work;
 		int same = k + 1 < e->nslots && e->slot_step[k + 1] == si;
 		explore_slot(e, k + 1, same ? pos : 1);
 		st->nat--;
@@ -94,6 +98,7 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
 		}
 		st->nat = (uint8_t)keep;
 	}
+	e->show = e->work;
 	explore_slot(e, 0, 1);
 }
 
@@ -169,11 +174,16 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
 #define EXPLORE_CAN_PRUNE 1
 #endif
 
+#ifndef TRAP_PERF
+#define TRAP_PERF 6 /* si_code of a hardware breakpoint's SIGTRAP (stepper.c) */
+#endif
+
 /* One boundary of a node's run. */
 struct rec {
 	unsigned step;
 	uint32_t idx;
 	int ok; /* keyed: see above for when a boundary is not */
+	uintptr_t rip; /* the instruction there: where a child's NMI is placed by address */
 	struct h128 h;
 };
 
@@ -181,6 +191,7 @@ struct rec {
 
 static struct {
 	int on;
+	int hash; /* key the boundaries (pruning), not only their addresses */
 	unsigned from; /* record steps from this one on */
 	uintptr_t steps; /* the schedule being run: its step array */
 	unsigned nsteps;
@@ -190,11 +201,12 @@ static struct {
 
 static void (*stepper_trap)(int, siginfo_t *, void *);
 
-/* On entry to a trap: the state the child with an NMI here would be in. */
-__attribute__((no_sanitize_address)) static void record(const ucontext_t *uc)
+/* On entry to a single-step trap: the state the child with an NMI here would be in,
+ * and where it is.  A breakpoint's trap is no boundary of a stepped step. */
+__attribute__((no_sanitize_address)) static void record(const siginfo_t *si, const ucontext_t *uc)
 {
 	struct sim_cpu *c = self;
-	if (!c || !c->step.on || M.fast)
+	if (!c || !c->step.on || M.fast || (si && si->si_code == TRAP_PERF))
 		return;
 	const greg_t *g = uc->uc_mcontext.gregs;
 	uintptr_t rip = (uintptr_t)g[REG_RIP];
@@ -203,14 +215,15 @@ __attribute__((no_sanitize_address)) static void record(const ucontext_t *uc)
 	uintptr_t sp = (uintptr_t)c->th.step;
 	if (sp < R.steps || sp >= R.steps + R.nsteps * sizeof(struct sim_step))
 		return;
-	unsigned si = (unsigned)((sp - R.steps) / sizeof(struct sim_step));
-	if (si < R.from || R.n >= REC_MAX)
+	unsigned i = (unsigned)((sp - R.steps) / sizeof(struct sim_step));
+	if (i < R.from || R.n >= REC_MAX)
 		return;
 	struct rec *r = &R.v[R.n++];
-	r->step = si;
+	r->step = i;
 	r->idx = c->step.count + 1; /* what stepper.c is about to count */
+	r->rip = rip;
 	r->ok = 0;
-	if (si != M.cur_step)
+	if (i != M.cur_step || !R.hash)
 		return;
 	r->ok = state_hash(uc, c, &r->h) == 0;
 }
@@ -218,7 +231,7 @@ __attribute__((no_sanitize_address)) static void record(const ucontext_t *uc)
 static void explore_trap(int sig, siginfo_t *si, void *ucv)
 {
 	if (R.on)
-		record(ucv);
+		record(si, ucv);
 	stepper_trap(sig, si, ucv);
 }
 
@@ -246,6 +259,106 @@ static struct {
 
 static unsigned long last_pruned;
 
+/* ---- Placing by address ----------------------------------------------------------
+ *
+ * An NMI placed by index, nmi@K, is single-stepped to: K traps (about 14 us each
+ * here), and most runs are leaves that only need to get there.  Their parent ran
+ * stepped and recorded the instruction at every boundary, so the child's new NMI is
+ * placed by address instead (AT_ADDR: that address, its n-th execution since the
+ * step's previous arrival, which counts): the child runs the same instructions as its
+ * parent up to that boundary, so that n-th execution is that boundary.  stepper.c
+ * places a step whose arrivals are all by address on a hardware breakpoint, one trap
+ * per execution of the address, and steps nothing; its arrivals() serves both forms,
+ * so the NMI lands the same.  A node (NMIs left to place) still runs stepped from its
+ * last NMI's step on: its boundaries are its children's places and keys; steps before
+ * it are not stepped.  The schedule reported and replayed for a failure is the same
+ * one in the index form (e->show).
+ *
+ * The index form stays where hardware breakpoints are unavailable (stepper.c says why,
+ * once; NMI_NO_HWBP=1 forces it), in fast mode, in a step with arrivals of its own,
+ * and at a boundary whose address went unrecorded.  NMISIM_ADDR_CHECK=N runs every
+ * N-th schedule placed by address in the index form as well, both with their
+ * timelines, and compares them (explore_check_report()). */
+
+static struct {
+	int on;
+	unsigned long check_every, seen, checked, differ;
+} A;
+
+/* The address of each boundary 1..n of step sj in the parent's run (0: unknown).  The
+ * step's first turn is recorded first; a later one (a resumed spin) counts on past n. */
+static uintptr_t *step_rips(const struct rec *recs, unsigned nrec, unsigned sj, uint32_t n)
+{
+	uintptr_t *rips = calloc((size_t)n + 1, sizeof *rips);
+	for (unsigned q = 0; rips && q < nrec; q++)
+		if (recs[q].step == sj && recs[q].idx >= 1 && recs[q].idx <= n &&
+		    !rips[recs[q].idx])
+			rips[recs[q].idx] = recs[q].rip;
+	return rips;
+}
+
+/* An NMI before boundary c of a step whose previous arrival landed at boundary
+ * `from` (1 when none): by address when every boundary from there is known. */
+static struct sim_at place(const uintptr_t *rips, uint32_t from, uint32_t c)
+{
+	struct sim_at by_index = {.kind = AT_INDEX, .index = c};
+	uint32_t nth = 0;
+	for (uint32_t i = from; rips && i <= c; i++) {
+		if (!rips[i])
+			return by_index;
+		nth += rips[i] == rips[c];
+	}
+	return rips ? (struct sim_at){.kind = AT_ADDR, .index = nth, .addr = rips[c]} : by_index;
+}
+
+/* The last run's timeline as text, less what names the placement (the schedule's
+ * rows, "nmi@...", and "NMI arrives (core instruction N)" or "(core address)"): the
+ * line after an arrival, where it landed, stays. */
+static char *timeline_text(void)
+{
+	char *buf = NULL, *w;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	sim_timeline_print(f);
+	fclose(f);
+	w = buf;
+	for (char *l = buf; *l;) {
+		char *nl = strchr(l, '\n');
+		size_t n = nl ? (size_t)(nl - l + 1) : strlen(l);
+		if (!memmem(l, n, "nmi@", 4) && !memmem(l, n, "NMI arrives", 11)) {
+			memmove(w, l, n);
+			w += n;
+		}
+		l += n;
+	}
+	*w = 0;
+	return buf;
+}
+
+/* NMISIM_ADDR_CHECK: e->work, placed by address, against e->show, by index. */
+static void addr_check(struct explore *e, unsigned flags)
+{
+	struct sim_result ri, ra;
+	sim_run(&e->show, flags | SIM_TIMELINE, &ri);
+	char *ti = timeline_text();
+	sim_run(&e->work, flags | SIM_TIMELINE, &ra);
+	char *ta = timeline_text();
+	/* Where a turn stopped by its CPU time was is the host's timing (verdict_hash). */
+	int timed = ri.failed && strstr(ri.what, "of CPU time");
+	A.checked++;
+	if (ri.failed != ra.failed || verdict_hash(ri.what) != verdict_hash(ra.what) || !ti ||
+	    !ta || (!timed && strcmp(ti, ta))) {
+		A.differ++;
+		fprintf(stderr, "nmisim: address check: '%s' by index, '%s' by address:\n", ri.what,
+			ra.what);
+		sched_print(stderr, &e->work);
+	}
+	free(ti);
+	free(ta);
+}
+
 /* The node e->work: run it; with `left` NMIs still to place, explore its children,
  * each an NMI at (step, boundary) at or after (si0, c0).  Its own verdict goes to
  * *root_failed / *root_what. */
@@ -254,17 +367,22 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 {
 	struct sim_result r;
 	int keys = left > 0 && P.prune;
-	if (keys) {
+	unsigned flags = left > 0 ? SIM_STEP_ALL : 0;
+	/* Stepped throughout: the steps where its children's NMIs may land. */
+	sim_step_all_from = si0;
+	sim_step_all_to = e->last_marked;
+	if (A.check_every && memcmp(&e->work, &e->show, sizeof e->work) &&
+	    ++A.seen % A.check_every == 0)
+		addr_check(e, flags);
+	if (left > 0 && (keys || A.on)) {
 		R.on = 1;
+		R.hash = keys;
 		R.from = si0;
 		R.steps = (uintptr_t)e->work.step;
 		R.nsteps = e->work.nsteps;
 		R.n = 0;
 	}
-	/* Stepped throughout: the steps where its children's NMIs may land. */
-	sim_step_all_from = si0;
-	sim_step_all_to = e->last_marked;
-	sim_run(&e->work, left > 0 ? SIM_STEP_ALL : 0, &r);
+	sim_run(&e->work, flags, &r);
 	sim_step_all_from = 0;
 	sim_step_all_to = SIM_MAX_STEPS;
 	R.on = 0;
@@ -278,7 +396,7 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 		return;
 	struct rec *recs = NULL;
 	unsigned nrec = 0;
-	if (keys && R.n) {
+	if (R.n && (keys || A.on)) {
 		recs = malloc(R.n * sizeof *recs);
 		if (recs) {
 			memcpy(recs, R.v, R.n * sizeof *recs);
@@ -289,9 +407,10 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 	for (unsigned sj = si0; sj < e->work.nsteps && !done(e); sj++) {
 		if (!marked[sj])
 			continue;
-		struct sim_step *st = &e->work.step[sj];
-		uint32_t n = r.step_insns[sj];
-		for (uint32_t c = sj == si0 && c0 ? c0 : 1; c <= n && !done(e); c++) {
+		struct sim_step *st = &e->work.step[sj], *sh = &e->show.step[sj];
+		uint32_t n = r.step_insns[sj], from = sj == si0 && c0 ? c0 : 1;
+		uintptr_t *rips = A.on && !e->base_nat[sj] ? step_rips(recs, nrec, sj, n) : NULL;
+		for (uint32_t c = from; c <= n && !done(e); c++) {
 			if (st->nat >= SIM_MAX_AT)
 				break;
 			/* This boundary's record: records come in the order they ran. */
@@ -321,13 +440,15 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 			}
 			unsigned long s0 = e->runs + e->pruned, f0 = e->failures;
 			struct memo v = {.a = ka, .b = kb};
-			st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = c};
+			st->at[st->nat++] = place(rips, from, c);
+			sh->at[sh->nat++] = (struct sim_at){.kind = AT_INDEX, .index = c};
 			int saved = P.prune;
 			if (check)
 				P.prune = 0; /* the whole subtree, as if never pruned */
 			node(e, marked, left - 1, sj, c, &v);
 			P.prune = saved;
 			st->nat--;
+			sh->nat--;
 			v.schedules = e->runs + e->pruned - s0;
 			v.failures = e->failures - f0;
 			if (check) {
@@ -348,6 +469,7 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 				memo_put(&v);
 			}
 		}
+		free(rips);
 	}
 	free(recs);
 }
@@ -369,8 +491,17 @@ static void explore_tree(struct explore *e, const struct sim_schedule *s, unsign
 				st->at[keep++] = st->at[k];
 		}
 		st->nat = (uint8_t)keep;
+		e->base_nat[i] = (uint8_t)keep;
 	}
-	const char *env = getenv("NMISIM_PRUNE");
+	e->show = e->work;
+	A.on = !s->fast && trap_wrapped() && sim_hwbp_available();
+	static int said;
+	if (!s->fast && !A.on && !said++)
+		fprintf(stderr, "nmisim: explore places each NMI by its instruction index, "
+				"single-stepping up to it (slower)\n");
+	const char *env = getenv("NMISIM_ADDR_CHECK");
+	A.check_every = env ? strtoul(env, NULL, 10) : 0;
+	env = getenv("NMISIM_PRUNE");
 	P.prune = EXPLORE_CAN_PRUNE && !(env && !strcmp(env, "0")) && trap_wrapped();
 	env = getenv("NMISIM_PRUNE_CHECK");
 	P.check_every = env ? strtoul(env, NULL, 10) : 0;
@@ -386,11 +517,16 @@ unsigned long sched_explore_pruned(void)
 
 int explore_check_report(FILE *f)
 {
+	if (A.check_every)
+		fprintf(f,
+			"address check: %lu of %lu schedules placed by address also run by "
+			"index, %lu differ%s\n",
+			A.checked, A.seen, A.differ, A.differ ? ": THE PLACEMENTS DISAGREE" : "");
 	if (!P.check_every)
-		return 0;
+		return A.differ != 0;
 	fprintf(f, "prune check: %lu of %lu pruned subtrees explored anyway, %lu differ%s\n",
 		P.checked, P.seen, P.mismatches, P.mismatches ? ": THE HASH MISSES STATE" : "");
-	return P.mismatches != 0;
+	return P.mismatches != 0 || A.differ != 0;
 }
 
 int sched_has_wildcard(const struct sim_schedule *s)
