@@ -108,11 +108,12 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
  * schedule: its NMIs at (step, boundary) positions in nondecreasing order, among the
  * steps that carry nmi@*.  Its children add one NMI at or after its last one, while
  * fewer than k_max are placed.  Every schedule of up to k_max NMIs is one node, run
- * once.  A node with children runs stepped throughout (SIM_STEP_ALL), and at each
- * core instruction boundary B of a marked step after its last NMI, the SIGTRAP
- * handler (wrapped here: stepper.c is untouched) hashes the machine's state on entry
- * to the trap, before anything is placed at B.  A child with its new NMI at B is the
- * same schedule up to B, so it is in that very state at that moment too.
+ * once.  A node with children runs stepped (SIM_STEP_ALL) from its last NMI on, and
+ * at each core instruction boundary B of a marked step after that NMI, the SIGTRAP
+ * handler (wrapped by state_hash.c: stepper.c's is unchanged) hashes the machine's
+ * state on entry to the trap, before anything is placed at B.  A child with its new
+ * NMI at B is the same schedule up to B, so it is in that very state at that moment
+ * too, but for dead bytes (below).
  *
  * The key of the subtree "an NMI at B, then up to r-1 more at or after B" is that
  * hash (128 bits: two independent 64-bit hashes) and r.  What the hash covers:
@@ -135,7 +136,8 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
  * node of one scenario.  So when two nodes record the same key at B, their children
  * there run the same instructions on the same data from B on, and every placement
  * after B meets the same state at the same index in both: the two subtrees hold the
- * same futures, verdict for verdict, and the second is not run.
+ * same futures, verdict for verdict, and the second is not run.  (Placed by address:
+ * the same address and occurrence in both.)
  *
  * Not covered, and why it cannot make two futures differ:
  *  - CPUs other than the running one, idle in cpu_main's loop: a stack holding
@@ -152,7 +154,15 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
  *  - M.flags, how much is stepped: it changes no verdict, only which bound reports a
  *    turn of more than SIM_MAX_TURN_INSNS instructions (as without pruning, where
  *    counting runs are stepped and the others are not);
- *  - arrivals already placed, tf_return (stale inside the core), the timeline (off).
+ *  - arrivals already placed, tf_return (stale inside the core), the timeline (off);
+ *    the count of a step placed on a breakpoint (its hits, not its instructions),
+ *    never read once its arrivals are placed, as they are within its first turn;
+ *  - dead bytes, which depend on how the run got there (stepped or on a breakpoint,
+ *    and after which run): the 128 bytes under RSP are zeroed at every stepped
+ *    boundary, so a frame's never-written padding holds zeros; a caller-saved
+ *    register still holding stepper.c's trampoline, the return address a stepped
+ *    call out of the core was given, is hashed as the address it stands for.  Only
+ *    pruning depends on these: a dead byte hashed is a twin missed, never one made.
  * Fast mode (no traps) and AddressSanitizer builds (locals may live on a fake stack)
  * record no keys and prune nothing.
  *
@@ -174,84 +184,6 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
 #define EXPLORE_CAN_PRUNE 1
 #endif
 
-#ifndef TRAP_PERF
-#define TRAP_PERF 6 /* si_code of a hardware breakpoint's SIGTRAP (stepper.c) */
-#endif
-
-/* One boundary of a node's run. */
-struct rec {
-	unsigned step;
-	uint32_t idx;
-	int ok; /* keyed: see above for when a boundary is not */
-	uintptr_t rip; /* the instruction there: where a child's NMI is placed by address */
-	struct h128 h;
-};
-
-#define REC_MAX (1u << 16)
-
-static struct {
-	int on;
-	int hash; /* key the boundaries (pruning), not only their addresses */
-	unsigned from; /* record steps from this one on */
-	uintptr_t steps; /* the schedule being run: its step array */
-	unsigned nsteps;
-	struct rec v[REC_MAX];
-	unsigned n;
-} R;
-
-static void (*stepper_trap)(int, siginfo_t *, void *);
-
-/* On entry to a single-step trap: the state the child with an NMI here would be in,
- * and where it is.  A breakpoint's trap is no boundary of a stepped step. */
-__attribute__((no_sanitize_address)) static void record(const siginfo_t *si, const ucontext_t *uc)
-{
-	struct sim_cpu *c = self;
-	if (!c || !c->step.on || M.fast || (si && si->si_code == TRAP_PERF))
-		return;
-	const greg_t *g = uc->uc_mcontext.gregs;
-	uintptr_t rip = (uintptr_t)g[REG_RIP];
-	if (!sim_in_core(rip))
-		return; /* stepper.c counts only the core's boundaries */
-	uintptr_t sp = (uintptr_t)c->th.step;
-	if (sp < R.steps || sp >= R.steps + R.nsteps * sizeof(struct sim_step))
-		return;
-	unsigned i = (unsigned)((sp - R.steps) / sizeof(struct sim_step));
-	if (i < R.from || R.n >= REC_MAX)
-		return;
-	struct rec *r = &R.v[R.n++];
-	r->step = i;
-	r->idx = c->step.count + 1; /* what stepper.c is about to count */
-	r->rip = rip;
-	r->ok = 0;
-	if (i != M.cur_step || !R.hash)
-		return;
-	r->ok = state_hash(uc, c, &r->h) == 0;
-}
-
-static void explore_trap(int sig, siginfo_t *si, void *ucv)
-{
-	if (R.on)
-		record(si, ucv);
-	stepper_trap(sig, si, ucv);
-}
-
-/* Wrap stepper.c's SIGTRAP handler, once, after sim_init() installed it. */
-static int trap_wrapped(void)
-{
-	static int done_once, ok;
-	if (done_once)
-		return ok;
-	done_once = 1;
-	struct sigaction sa;
-	if (sim_init() != 0 || sigaction(SIGTRAP, NULL, &sa) != 0 || !(sa.sa_flags & SA_SIGINFO) ||
-	    !sa.sa_sigaction)
-		return 0;
-	stepper_trap = sa.sa_sigaction;
-	sa.sa_sigaction = explore_trap;
-	ok = sigaction(SIGTRAP, &sa, NULL) == 0;
-	return ok;
-}
-
 static struct {
 	int prune;
 	unsigned long check_every, seen, checked, mismatches;
@@ -261,55 +193,30 @@ static unsigned long last_pruned;
 
 /* ---- Placing by address ----------------------------------------------------------
  *
- * An NMI placed by index, nmi@K, is single-stepped to: K traps (about 14 us each
- * here), and most runs are leaves that only need to get there.  Their parent ran
- * stepped and recorded the instruction at every boundary, so the child's new NMI is
- * placed by address instead (AT_ADDR: that address, its n-th execution since the
- * step's previous arrival, which counts): the child runs the same instructions as its
- * parent up to that boundary, so that n-th execution is that boundary.  stepper.c
- * places a step whose arrivals are all by address on a hardware breakpoint, one trap
- * per execution of the address, and steps nothing; its arrivals() serves both forms,
- * so the NMI lands the same.  A node (NMIs left to place) still runs stepped from its
- * last NMI's step on: its boundaries are its children's places and keys; steps before
- * it are not stepped.  The schedule reported and replayed for a failure is the same
- * one in the index form (e->show).
+ * An NMI placed by index, nmi@K, is single-stepped to: K traps of about 14 us here.
+ * A child's parent ran stepped and recorded the instruction at every boundary, so the
+ * child's new NMI is placed by address instead (AT_ADDR: that address, its n-th
+ * execution since the step's previous arrival, which counts): the child runs its
+ * parent's instructions up to there, so that n-th execution is that boundary.
+ * stepper.c places a step whose arrivals are all by address on a hardware breakpoint,
+ * a trap per execution of the address and no stepping; its arrivals() serves both
+ * forms, so the NMI lands before the same instruction.  A leaf is not stepped at all.
+ * A node runs its last NMI's step on the breakpoint up to that NMI, then stepped
+ * (state_hash.c's switch_to_stepping() leaves the stepper as stepping from the start
+ * would have), and its later marked steps stepped.  A failure is reported and
+ * replayed in the index form (e->show), the schedule the search meant.
  *
  * The index form stays where hardware breakpoints are unavailable (stepper.c says why,
  * once; NMI_NO_HWBP=1 forces it), in fast mode, in a step with arrivals of its own,
  * and at a boundary whose address went unrecorded.  NMISIM_ADDR_CHECK=N runs every
- * N-th schedule placed by address in the index form as well, both with their
- * timelines, and compares them (explore_check_report()). */
+ * N-th schedule placed by address in the index form too, both with their timelines,
+ * and compares them and a node's instruction counts (explore_check_report()). */
 
 static struct {
 	int on;
 	unsigned long check_every, seen, checked, differ;
+	unsigned long unswitched; /* nodes that never reached their last NMI: a bug */
 } A;
-
-/* The address of each boundary 1..n of step sj in the parent's run (0: unknown).  The
- * step's first turn is recorded first; a later one (a resumed spin) counts on past n. */
-static uintptr_t *step_rips(const struct rec *recs, unsigned nrec, unsigned sj, uint32_t n)
-{
-	uintptr_t *rips = calloc((size_t)n + 1, sizeof *rips);
-	for (unsigned q = 0; rips && q < nrec; q++)
-		if (recs[q].step == sj && recs[q].idx >= 1 && recs[q].idx <= n &&
-		    !rips[recs[q].idx])
-			rips[recs[q].idx] = recs[q].rip;
-	return rips;
-}
-
-/* An NMI before boundary c of a step whose previous arrival landed at boundary
- * `from` (1 when none): by address when every boundary from there is known. */
-static struct sim_at place(const uintptr_t *rips, uint32_t from, uint32_t c)
-{
-	struct sim_at by_index = {.kind = AT_INDEX, .index = c};
-	uint32_t nth = 0;
-	for (uint32_t i = from; rips && i <= c; i++) {
-		if (!rips[i])
-			return by_index;
-		nth += rips[i] == rips[c];
-	}
-	return rips ? (struct sim_at){.kind = AT_ADDR, .index = nth, .addr = rips[c]} : by_index;
-}
 
 /* The last run's timeline as text, less what names the placement (the schedule's
  * rows, "nmi@...", and "NMI arrives (core instruction N)" or "(core address)"): the
@@ -337,22 +244,40 @@ static char *timeline_text(void)
 	return buf;
 }
 
-/* NMISIM_ADDR_CHECK: e->work, placed by address, against e->show, by index. */
-static void addr_check(struct explore *e, unsigned flags)
+/* Are the node's NMIs in its own step all by address? */
+static int by_addr(const struct explore *e, unsigned si)
 {
-	struct sim_result ri, ra;
+	const struct sim_step *st = &e->work.step[si];
+	for (unsigned k = 0; k < st->nat; k++)
+		if (st->at[k].kind != AT_ADDR)
+			return 0;
+	return st->nat && !e->base_nat[si];
+}
+
+/* NMISIM_ADDR_CHECK: the run of e->work that just ended (ra, with its timeline),
+ * placed by address, against e->show, by index and stepped from step si0 on. */
+static void addr_check(struct explore *e, unsigned flags, unsigned si0, const struct sim_result *ra,
+		       unsigned long n)
+{
+	struct sim_result ri;
+	char *ta = timeline_text();
+	sim_step_all_from = si0;
 	sim_run(&e->show, flags | SIM_TIMELINE, &ri);
 	char *ti = timeline_text();
-	sim_run(&e->work, flags | SIM_TIMELINE, &ra);
-	char *ta = timeline_text();
 	/* Where a turn stopped by its CPU time was is the host's timing (verdict_hash). */
 	int timed = ri.failed && strstr(ri.what, "of CPU time");
+	int same = ri.failed == ra->failed && verdict_hash(ri.what) == verdict_hash(ra->what) &&
+		   ti && ta && (timed || !strcmp(ti, ta));
+	/* A node's children are placed by its counts: they must be the stepped ones. */
+	for (unsigned i = si0; same && (flags & SIM_STEP_ALL) && i < e->work.nsteps; i++)
+		same = ri.step_insns[i] == ra->step_insns[i];
 	A.checked++;
-	if (ri.failed != ra.failed || verdict_hash(ri.what) != verdict_hash(ra.what) || !ti ||
-	    !ta || (!timed && strcmp(ti, ta))) {
+	if (!same) {
 		A.differ++;
-		fprintf(stderr, "nmisim: address check: '%s' by index, '%s' by address:\n", ri.what,
-			ra.what);
+		fprintf(stderr,
+			"nmisim: address check (schedule %lu): '%s' by index, '%s' by "
+			"address:\n",
+			n, ri.what, ra->what);
 		sched_print(stderr, &e->work);
 	}
 	free(ti);
@@ -368,24 +293,38 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 	struct sim_result r;
 	int keys = left > 0 && P.prune;
 	unsigned flags = left > 0 ? SIM_STEP_ALL : 0;
-	/* Stepped throughout: the steps where its children's NMIs may land. */
-	sim_step_all_from = si0;
+	int check = A.check_every && memcmp(&e->work, &e->show, sizeof e->work) &&
+		    ++A.seen % A.check_every == 0;
+	/* Stepped throughout: the steps where its children's NMIs may land; its own
+	 * step only from its last NMI on when that is placed by address. */
+	int sw = left > 0 && c0 && A.on && by_addr(e, si0);
+	sim_step_all_from = si0 + (sw ? 1 : 0);
 	sim_step_all_to = e->last_marked;
-	if (A.check_every && memcmp(&e->work, &e->show, sizeof e->work) &&
-	    ++A.seen % A.check_every == 0)
-		addr_check(e, flags);
 	if (left > 0 && (keys || A.on)) {
-		R.on = 1;
-		R.hash = keys;
-		R.from = si0;
-		R.steps = (uintptr_t)e->work.step;
-		R.nsteps = e->work.nsteps;
-		R.n = 0;
+		run_log.on = 1;
+		run_log.hash = keys;
+		run_log.from = si0;
+		run_log.steps = (uintptr_t)e->work.step;
+		run_log.nsteps = e->work.nsteps;
+		run_log.n = 0;
+		run_log.sw_pending = sw;
+		run_log.sw_step = si0;
+		run_log.sw_idx = c0;
 	}
-	sim_run(&e->work, flags, &r);
+	sim_run(&e->work, flags | (check ? SIM_TIMELINE : 0), &r);
+	if (run_log.sw_pending) {
+		/* It never got there (it cannot, its parent did): stepped, as by index. */
+		run_log.sw_pending = 0;
+		run_log.n = 0;
+		sim_step_all_from = si0;
+		sim_run(&e->work, flags | (check ? SIM_TIMELINE : 0), &r);
+		A.unswitched++;
+	}
+	run_log.on = 0;
+	if (check)
+		addr_check(e, flags, si0, &r, e->runs + e->pruned + 1);
 	sim_step_all_from = 0;
 	sim_step_all_to = SIM_MAX_STEPS;
-	R.on = 0;
 	e->runs++;
 	if (r.failed)
 		failed(e, &r);
@@ -396,11 +335,11 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 		return;
 	struct rec *recs = NULL;
 	unsigned nrec = 0;
-	if (R.n && (keys || A.on)) {
-		recs = malloc(R.n * sizeof *recs);
+	if (run_log.n && (keys || A.on)) {
+		recs = malloc(run_log.n * sizeof *recs);
 		if (recs) {
-			memcpy(recs, R.v, R.n * sizeof *recs);
-			nrec = R.n;
+			memcpy(recs, run_log.v, run_log.n * sizeof *recs);
+			nrec = run_log.n;
 		}
 	}
 	unsigned ri = 0;
@@ -409,7 +348,8 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 			continue;
 		struct sim_step *st = &e->work.step[sj], *sh = &e->show.step[sj];
 		uint32_t n = r.step_insns[sj], from = sj == si0 && c0 ? c0 : 1;
-		uintptr_t *rips = A.on && !e->base_nat[sj] ? step_rips(recs, nrec, sj, n) : NULL;
+		uintptr_t *rips =
+		    A.on && !e->base_nat[sj] ? rec_step_rips(recs, nrec, sj, n) : NULL;
 		for (uint32_t c = from; c <= n && !done(e); c++) {
 			if (st->nat >= SIM_MAX_AT)
 				break;
@@ -440,7 +380,7 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 			}
 			unsigned long s0 = e->runs + e->pruned, f0 = e->failures;
 			struct memo v = {.a = ka, .b = kb};
-			st->at[st->nat++] = place(rips, from, c);
+			st->at[st->nat++] = rec_place(rips, from, c);
 			sh->at[sh->nat++] = (struct sim_at){.kind = AT_INDEX, .index = c};
 			int saved = P.prune;
 			if (check)
@@ -494,7 +434,7 @@ static void explore_tree(struct explore *e, const struct sim_schedule *s, unsign
 		e->base_nat[i] = (uint8_t)keep;
 	}
 	e->show = e->work;
-	A.on = !s->fast && trap_wrapped() && sim_hwbp_available();
+	A.on = !s->fast && run_log_install() && sim_hwbp_available();
 	static int said;
 	if (!s->fast && !A.on && !said++)
 		fprintf(stderr, "nmisim: explore places each NMI by its instruction index, "
@@ -502,7 +442,7 @@ static void explore_tree(struct explore *e, const struct sim_schedule *s, unsign
 	const char *env = getenv("NMISIM_ADDR_CHECK");
 	A.check_every = env ? strtoul(env, NULL, 10) : 0;
 	env = getenv("NMISIM_PRUNE");
-	P.prune = EXPLORE_CAN_PRUNE && !(env && !strcmp(env, "0")) && trap_wrapped();
+	P.prune = EXPLORE_CAN_PRUNE && !(env && !strcmp(env, "0")) && run_log_install();
 	env = getenv("NMISIM_PRUNE_CHECK");
 	P.check_every = env ? strtoul(env, NULL, 10) : 0;
 	memo_clear();
@@ -521,12 +461,13 @@ int explore_check_report(FILE *f)
 		fprintf(f,
 			"address check: %lu of %lu schedules placed by address also run by "
 			"index, %lu differ%s\n",
-			A.checked, A.seen, A.differ, A.differ ? ": THE PLACEMENTS DISAGREE" : "");
+			A.checked, A.seen, A.differ + A.unswitched,
+			A.differ + A.unswitched ? ": THE PLACEMENTS DISAGREE" : "");
 	if (!P.check_every)
-		return A.differ != 0;
+		return A.differ + A.unswitched != 0;
 	fprintf(f, "prune check: %lu of %lu pruned subtrees explored anyway, %lu differ%s\n",
 		P.checked, P.seen, P.mismatches, P.mismatches ? ": THE HASH MISSES STATE" : "");
-	return P.mismatches != 0 || A.differ != 0;
+	return P.mismatches != 0 || A.differ + A.unswitched != 0;
 }
 
 int sched_has_wildcard(const struct sim_schedule *s)
