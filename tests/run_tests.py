@@ -168,14 +168,17 @@ def explore_checks(files):
     scenario, and NMIS=3 on the seed's, each historical variant still fails every
     scenario it is expected to fail and final passes them all; pruning changes no
     count (--all, against NMISIM_PRUNE=0); sampled pruned subtrees, explored anyway
-    (NMISIM_PRUNE_CHECK), match their twins."""
+    (NMISIM_PRUNE_CHECK), match their twins; schedules placed by address (hardware
+    breakpoints) run as they do placed by index (NMISIM_ADDR_CHECK), and the index
+    form alone (NMI_NO_HWBP=1) counts the same schedules and failures."""
     seed = "corpus/scenarios/seed-race.nmi"
     for v in VARIANTS:
         for k, fs in ((2, files), (3, [seed])):
             rc, out = run([f"build/{v}/nmisim", "run", "--quiet", "--nmis", str(k)] + fs)
             failed = set(re.findall(r"^FAIL (\S+) ", out, re.M))
             want = {f for f in fs if expectations(f).get(v) == "fail"}
-            pruned = re.search(r"run, (\d+) pruned", out) or re.search(r"(\d+) pruned", out)
+            # The totals line when there is one (several files), else the scenario's.
+            pruned = re.search(r"; \d+ run, (\d+) pruned$", out, re.M) or re.search(r"(\d+) pruned", out)
             name = f"explore NMIS={k} [{v}]: " + ("every scenario" if len(fs) > 1 else "seed-race")
             if v == "final":
                 ok = rc == 0 and not failed
@@ -202,6 +205,24 @@ def explore_checks(files):
         verdict("PASS" if m and m[3] == "0" and int(m[1]) > 0 else "FAIL",
                 f"explore prune check [{v}]: every 5th pruned subtree, explored anyway, matches its twin",
                 m[0] if m else out[-300:])
+    totals = re.compile(r"^\d+ schedules in \d+ scenarios \[[^]]*\]: \d+ failing \(in \d+ scenarios\)", re.M)
+    for v in ("racy-counter", "final"):
+        cmd = [f"build/{v}/nmisim", "run", "--quiet", "--all", "--nmis", "2"] + files
+        rc, out = run(cmd, env=dict(os.environ, NMISIM_ADDR_CHECK="3"))
+        name = f"explore address check [{v}]: every 3rd schedule placed by address, run by index too, is the same run"
+        m = re.search(r"address check: (\d+) of (\d+) schedules placed by address also run by index, (\d+) differ", out)
+        if "hardware breakpoints unavailable" in out:
+            verdict("SKIP", name, "hardware breakpoints unavailable here: explore places NMIs by index")
+        else:
+            verdict("PASS" if m and m[3] == "0" and int(m[1]) > 0 else "FAIL", name,
+                    m[0] if m else out[-300:])
+        rc_i, out_i = run(cmd, env=dict(os.environ, NMI_NO_HWBP="1"))
+        a, b = totals.search(out), totals.search(out_i)
+        said = out_i.count("explore places each NMI by its instruction index") == 1
+        verdict("PASS" if a and b and a[0] == b[0] and said else "FAIL",
+                f"explore --all NMIS=2 [{v}]: the index form alone (NMI_NO_HWBP=1) counts the same, said once",
+                f"{b[0] if b else out_i[-200:]}" if a and b and a[0] == b[0] and said else
+                f"by address: {a[0] if a else out[-200:]}; by index: {b[0] if b else out_i[-200:]}; said once: {said}")
 
 
 def replay_input(variant, path, suffix=""):
