@@ -223,22 +223,19 @@ static struct {
  * line after an arrival, where it landed, stays. */
 static char *timeline_text(void)
 {
-	char *buf = NULL, *w;
+	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 	if (!f)
 		return NULL;
 	sim_timeline_print(f);
 	fclose(f);
-	w = buf;
-	for (char *l = buf; *l;) {
-		char *nl = strchr(l, '\n');
+	char *w = buf;
+	for (char *l = buf, *nl; *l; l = nl ? nl + 1 : l + strlen(l)) {
+		nl = strchr(l, '\n');
 		size_t n = nl ? (size_t)(nl - l + 1) : strlen(l);
-		if (!memmem(l, n, "nmi@", 4) && !memmem(l, n, "NMI arrives", 11)) {
-			memmove(w, l, n);
-			w += n;
-		}
-		l += n;
+		if (!memmem(l, n, "nmi@", 4) && !memmem(l, n, "NMI arrives", 11))
+			w = (char *)memmove(w, l, n) + n;
 	}
 	*w = 0;
 	return buf;
@@ -274,10 +271,8 @@ static void addr_check(struct explore *e, unsigned flags, unsigned si0, const st
 	A.checked++;
 	if (!same) {
 		A.differ++;
-		fprintf(stderr,
-			"nmisim: address check (schedule %lu): '%s' by index, '%s' by "
-			"address:\n",
-			n, ri.what, ra->what);
+		fprintf(stderr, "nmisim: address check (schedule %lu): '%s' by index, '%s':\n", n,
+			ri.what, ra->what);
 		sched_print(stderr, &e->work);
 	}
 	free(ti);
@@ -293,8 +288,8 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 	struct sim_result r;
 	int keys = left > 0 && P.prune;
 	unsigned flags = left > 0 ? SIM_STEP_ALL : 0;
-	int check = A.check_every && memcmp(&e->work, &e->show, sizeof e->work) &&
-		    ++A.seen % A.check_every == 0;
+	int compare = A.check_every && memcmp(&e->work, &e->show, sizeof e->work) &&
+		      ++A.seen % A.check_every == 0;
 	/* Stepped throughout: the steps where its children's NMIs may land; its own
 	 * step only from its last NMI on when that is placed by address. */
 	int sw = left > 0 && c0 && A.on && by_addr(e, si0);
@@ -311,17 +306,20 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 		run_log.sw_step = si0;
 		run_log.sw_idx = c0;
 	}
-	sim_run(&e->work, flags | (check ? SIM_TIMELINE : 0), &r);
+	sim_run(&e->work, flags | (compare ? SIM_TIMELINE : 0), &r);
 	if (run_log.sw_pending) {
-		/* It never got there (it cannot, its parent did): stepped, as by index. */
+		/* It never got there, as it should have (its parent did): run it again,
+		 * stepped from its step's start, and say so. */
 		run_log.sw_pending = 0;
 		run_log.n = 0;
 		sim_step_all_from = si0;
-		sim_run(&e->work, flags | (check ? SIM_TIMELINE : 0), &r);
-		A.unswitched++;
+		sim_run(&e->work, flags | (compare ? SIM_TIMELINE : 0), &r);
+		if (A.unswitched++ == 0)
+			fprintf(stderr, "nmisim: explore: a schedule never reached its last NMI "
+					"placed by address; run again stepped (a bug)\n");
 	}
 	run_log.on = 0;
-	if (check)
+	if (compare)
 		addr_check(e, flags, si0, &r, e->runs + e->pruned + 1);
 	sim_step_all_from = 0;
 	sim_step_all_to = SIM_MAX_STEPS;
@@ -457,17 +455,17 @@ unsigned long sched_explore_pruned(void)
 
 int explore_check_report(FILE *f)
 {
+	unsigned long ad = A.differ + A.unswitched;
 	if (A.check_every)
 		fprintf(f,
 			"address check: %lu of %lu schedules placed by address also run by "
 			"index, %lu differ%s\n",
-			A.checked, A.seen, A.differ + A.unswitched,
-			A.differ + A.unswitched ? ": THE PLACEMENTS DISAGREE" : "");
-	if (!P.check_every)
-		return A.differ + A.unswitched != 0;
-	fprintf(f, "prune check: %lu of %lu pruned subtrees explored anyway, %lu differ%s\n",
-		P.checked, P.seen, P.mismatches, P.mismatches ? ": THE HASH MISSES STATE" : "");
-	return P.mismatches != 0 || A.differ + A.unswitched != 0;
+			A.checked, A.seen, ad, ad ? ": THE PLACEMENTS DISAGREE" : "");
+	if (P.check_every)
+		fprintf(
+		    f, "prune check: %lu of %lu pruned subtrees explored anyway, %lu differ%s\n",
+		    P.checked, P.seen, P.mismatches, P.mismatches ? ": THE HASH MISSES STATE" : "");
+	return (P.check_every && P.mismatches) || (A.check_every && ad);
 }
 
 int sched_has_wildcard(const struct sim_schedule *s)
