@@ -89,27 +89,45 @@ void console_unlock(void)
 
 /* ---- Formatting: %[-][0][width][l|ll]{d,u,x,s,c,p} and %% ---- */
 
-static void put_padded(const char *s, unsigned len, int width, int left, char pad)
+struct sink {
+	void (*put)(struct sink *k, char c);
+	char *buf; /* ksnprintf: the buffer, its size, what was written */
+	size_t len, n;
+};
+
+static void to_console(struct sink *k, char c)
+{
+	(void)k;
+	putc_raw(c);
+}
+
+static void to_buffer(struct sink *k, char c)
+{
+	if (k->n + 1 < k->len)
+		k->buf[k->n++] = c;
+}
+
+static void put_padded(struct sink *k, const char *s, unsigned len, int width, int left, char pad)
 {
 	int fill = width > (int)len ? width - (int)len : 0;
 	if (!left)
 		while (fill-- > 0)
-			putc_raw(pad);
+			k->put(k, pad);
 	for (unsigned i = 0; i < len; i++)
-		putc_raw(s[i]);
+		k->put(k, s[i]);
 	if (left)
 		while (fill-- > 0)
-			putc_raw(' ');
+			k->put(k, ' ');
 }
 
-static void vformat(const char *fmt, va_list ap)
+static void vformat(struct sink *k, const char *fmt, va_list ap)
 {
 	char buf[24];
 	for (; *fmt; fmt++) {
 		if (*fmt != '%') {
-			if (*fmt == '\n')
-				putc_raw('\r');
-			putc_raw(*fmt);
+			if (*fmt == '\n' && k->put == to_console)
+				k->put(k, '\r');
+			k->put(k, *fmt);
 			continue;
 		}
 		int left = 0, width = 0, longs = 0;
@@ -140,14 +158,14 @@ static void vformat(const char *fmt, va_list ap)
 				s = "(null)";
 			while (s[len])
 				len++;
-			put_padded(s, len, width, left, ' ');
+			put_padded(k, s, len, width, left, ' ');
 			continue;
 		}
 		case 'c':
 			buf[0] = (char)va_arg(ap, int);
-			put_padded(buf, 1, width, left, ' ');
+			put_padded(k, buf, 1, width, left, ' ');
 			continue;
-		case '%': putc_raw('%'); continue;
+		case '%': k->put(k, '%'); continue;
 		case 'd': {
 			int64_t sv = longs ? va_arg(ap, int64_t) : va_arg(ap, int);
 			neg = sv < 0;
@@ -162,7 +180,7 @@ static void vformat(const char *fmt, va_list ap)
 			base = 16;
 			/* fall through */
 		case 'u': v = longs ? va_arg(ap, uint64_t) : va_arg(ap, unsigned); break;
-		default: putc_raw('?'); continue;
+		default: k->put(k, '?'); continue;
 		}
 		do {
 			buf[sizeof buf - 1 - n++] = "0123456789abcdef"[v % base];
@@ -170,7 +188,7 @@ static void vformat(const char *fmt, va_list ap)
 		} while (v);
 		if (neg)
 			buf[sizeof buf - 1 - n++] = '-';
-		put_padded(buf + sizeof buf - n, n, width, left, pad);
+		put_padded(k, buf + sizeof buf - n, n, width, left, pad);
 	}
 }
 
@@ -178,9 +196,10 @@ void kprintf(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
+	struct sink k = {.put = to_console};
 	console_lock();
 	end_guest_line();
-	vformat(fmt, ap);
+	vformat(&k, fmt, ap);
 	console_unlock();
 	va_end(ap);
 }
@@ -203,7 +222,18 @@ void panic_begin(void)
 void panic_printf(const char *fmt, ...)
 {
 	va_list ap;
+	struct sink k = {.put = to_console};
 	va_start(ap, fmt);
-	vformat(fmt, ap);
+	vformat(&k, fmt, ap);
 	va_end(ap);
+}
+
+/* kprintf's format into buf (always terminated, truncated to len - 1 characters).
+ * Callable from any context: it touches nothing but buf. */
+void kvsnprintf(char *buf, size_t len, const char *fmt, va_list ap)
+{
+	struct sink k = {.put = to_buffer, .buf = buf, .len = len};
+	vformat(&k, fmt, ap);
+	if (len)
+		buf[k.n < len ? k.n : len - 1] = 0;
 }

@@ -4,7 +4,7 @@
  *
  * Interrupts stay disabled (IF=0) for the whole run: the only asynchronous events
  * are NMIs.  Exceptions are fatal; their stubs build a struct exc_frame and call
- * exception_handler(), which never returns.
+ * exception_handler(), which never returns (but for workload=replay's own #DB traps).
  */
 #include "hv.h"
 
@@ -61,7 +61,7 @@ nmi_entry:
 	je 1f
 	xchgw %bx, %bx			/* trace: NMI handler entry */
 1:	PUSH_GPRS
-	call nmi_host_entry
+	call nmi_handler_body		/* nmi_host_entry(), with workload=replay's token */
 	POP_GPRS
 	cmpl $0, %gs:PERCPU_TRACE_NMI
 	je 2f
@@ -71,6 +71,21 @@ nmi_entry:
 /* Spurious-interrupt vector (LAPIC SVR): no EOI, just return. */
 	.globl spurious_entry
 spurious_entry:
+	iretq
+
+/*
+ * Vector 1 (#DB).  workload=replay single-steps the core with the trap flag
+ * (replay_step.c): debug_trap() returns there after a trap it placed, and reports
+ * every other #DB as the fatal exception it is.  Same frame as exc_common.
+ */
+db_entry:
+	pushq $0
+	pushq $1
+	PUSH_GPRS
+	movq %rsp, %rdi
+	call debug_trap
+	POP_GPRS
+	addq $16, %rsp
 	iretq
 
 /* Exceptions (every vector below 32 but the NMI): normalize to
@@ -84,7 +99,7 @@ exc_\vec:
 	jmp exc_common
 	.endm
 
-	.irp v, 0,1,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
+	.irp v, 0,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
 	EXC \v, 0
 	.endr
 	.irp v, 8,10,11,12,13,14,17,21,29,30
@@ -102,7 +117,7 @@ exc_common:
 	.align 8
 	.globl exc_stubs
 exc_stubs:			/* entry points of vectors 0-31; 2 is the NMI */
-	.quad exc_0, exc_1, nmi_entry
+	.quad exc_0, db_entry, nmi_entry
 	.irp v, 3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
 	.quad exc_\v
 	.endr

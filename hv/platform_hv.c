@@ -7,6 +7,7 @@
  */
 #include "hv.h"
 #include "nmi_platform.h"
+#include "replay.h"
 #include "vmx.h"
 #include "vmx_insn.h"
 #include "x86.h"
@@ -24,9 +25,10 @@ struct nmi_cpu *plat_this_cpu(void)
 	return &this_percpu()->nmi;
 }
 
+/* workload=replay: the scenario's CPUs (its controller is not one of them). */
 unsigned plat_ncpus(void)
 {
-	return ncpus;
+	return replay_on ? replay_ncpus : ncpus;
 }
 
 /* VMREAD/VMWRITE report failure in CF (no current VMCS) or ZF (bad field). */
@@ -48,6 +50,7 @@ void plat_send_nmi(unsigned id)
 {
 	if (id >= ncpus || id == this_percpu()->index)
 		plat_halt(__FILE__, __LINE__, "plat_send_nmi: bad destination");
+	replay_nmi_sent(id);
 	lapic_send_ipi(percpu[id].apic_id, ICR_NMI);
 }
 
@@ -68,14 +71,16 @@ void plat_nmi_iret(void)
 			     : "rax", "memory");
 }
 
+/* workload=replay: a spin is a scheduling point, as in the deterministic simulator. */
 void plat_relax(void)
 {
-	cpu_pause();
+	if (!replay_relax())
+		cpu_pause();
 }
 
 unsigned long plat_spin_limit(void)
 {
-	return SPIN_LIMIT;
+	return replay_on ? replay_spin_limit() : SPIN_LIMIT;
 }
 
 /* The console lock is the only lock a parked CPU could hold. */
@@ -101,8 +106,10 @@ uint64_t plat_hv_tlb_flushes_run(unsigned cpu)
 	return tlb_flushes_run[cpu];
 }
 
+/* workload=replay records the assertion as the case's verdict and goes on. */
 _Noreturn void plat_halt(const char *file, int line, const char *what)
 {
+	replay_halt(file, line, what);
 	panic_begin();
 	panic_printf("\nNMI core assertion failed at %s:%d: %s\n", file, line, what);
 	panic_printf("  on cpu %u at t=%lu us; variant %s\n", this_percpu()->index, time_us(),

@@ -14,6 +14,7 @@
  *   guest      run the boot module as a VMX guest on CPU 0 (vmx_guest.c, docs/vmx.md)
  *   vmx-exp    measure VMX NMI corner cases (vmx_exp.c)
  *              (both: without VMX, say why and run selftest instead)
+ *   replay     run a simulator scenario on these CPUs (replay.c, docs/replay.md)
  *
  * One table (`workloads`) says what CPU 0 and the other CPUs run for each name.
  * Every CPU of the NMI-loop workloads loops: nmi_mask(); touch per-CPU state; nmi_unmask(); then,
@@ -24,6 +25,7 @@
  */
 #include "hv.h"
 #include "nmi_platform.h"
+#include "replay.h"
 #include "vmx.h"
 #include "x86.h"
 
@@ -360,7 +362,14 @@ static const struct workload {
     {"crash-assert", crash_assert_main, idle_ap, 0, 0, 0, 0, 0},
     {"guest", guest_main, vmx_helper_ap, 1, 0, 0, 0, 0},
     {"vmx-exp", vmx_experiments, idle_ap, 1, 0, 0, 0, 0},
+    {"replay", replay_bsp, replay_ap, 0, 0, 0, 0, 0},
 };
+
+/* For a workload whose CPU 0 sets up what the APs read first (replay). */
+void workload_release_aps(void)
+{
+	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+}
 
 static const struct workload *find_workload(const char *name)
 {
