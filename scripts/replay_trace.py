@@ -20,6 +20,7 @@ import subprocess
 from . import bochs_trace, elfsym
 
 PRINTED = 400  # trace lines printed; trace.txt holds them all
+SPIN = 500  # a run of more instructions than this in one function is a wait: cut short
 ARRIVAL_RE = re.compile(r"NMI arrives.*\n.*?\bat (\w+)\+(0x[0-9a-f]+|0)\b")
 
 
@@ -85,6 +86,45 @@ def render(entries, srcs, marks, core):
     return rows
 
 
+def collapse_spins(rows, entries, keep=(40, 10)):
+    """A CPU waiting for the token runs one loop for as long as the case lasts (over
+    half a million instructions): each run of more than SPIN instructions in one
+    function keeps its first and last few, and says how many it left out."""
+    out, i = [], 0
+    while i < len(entries):
+        j = i
+        while j < len(entries) and entries[j][2] == entries[i][2]:
+            j += 1
+        if j - i > SPIN:
+            out += rows[i:i + keep[0]]
+            out.append(f"    ... {j - i - sum(keep)} more instructions of {entries[i][2]} "
+                       "(a loop: the CPU waits) ...")
+            out += rows[j - keep[1]:j]
+        else:
+            out += rows[i:j]
+        i = j
+    return out
+
+
+def compact_path(path, width=4):
+    """The function path with each repeated cycle of up to `width` functions written
+    once with its count: `vformat -> to_buffer` 40 times is `(vformat -> to_buffer) x40`."""
+    out, i = [], 0
+    while i < len(path):
+        best = (1, 1)  # (cycle length, repetitions)
+        for w in range(1, width + 1):
+            n = 1
+            while path[i + n * w:i + (n + 1) * w] == path[i:i + w]:
+                n += 1
+            if n > 1 and n * w > best[0] * best[1]:
+                best = (w, n)
+        w, n = best
+        cycle = " -> ".join(path[i:i + w])
+        out.append(cycle if n == 1 else f"({cycle}) x{n}" if w > 1 else f"{cycle} x{n}")
+        i += w * n
+    return " -> ".join(out)
+
+
 def report(elf, debugger_log, case, hv_cases, sim_timeline, workdir):
     """trace.txt written; the text printed: the simulator's timeline of the case, then
     the hypervisor's trace of it, per function, and the path."""
@@ -103,15 +143,16 @@ def report(elf, debugger_log, case, hv_cases, sim_timeline, workdir):
     core = elfsym.core_range(syms)
     entries = symbolize(lines, syms)
     srcs = source_lines(elf, [e[1] for e in entries if core[0] <= e[1] < core[1]])
-    rows = render(entries, srcs, mark_arrivals(entries, arrival_sites(sim_timeline)), core)
+    rows = collapse_spins(render(entries, srcs, mark_arrivals(
+        entries, arrival_sites(sim_timeline)), core), entries)
     path = os.path.join(workdir, "trace.txt")
     with open(path, "w") as f:
         f.write("\n".join(rows) + "\n")
     per_fn, in_core, fn_path = bochs_trace.summarize(lines, syms)
     body = rows[:PRINTED] + ([f"... {len(rows) - PRINTED} more lines in {path}"]
                              if len(rows) > PRINTED else [])
-    summary = [f"trace: case {case}: {len(rows)} instructions, {in_core} in the NMI core, "
+    summary = [f"trace: case {case}: {len(entries)} instructions, {in_core} in the NMI core, "
                f"in {path}", "  instructions per function (first seen first):"]
     summary += [f"    {n:6d}  {fn}" for fn, n in per_fn.items()]
-    summary.append("  path: " + " -> ".join(fn_path))
+    summary.append("  path: " + compact_path(fn_path))
     return "\n".join(head + body + summary)
