@@ -129,16 +129,16 @@ def boot(target, kernel, cmdline, cpus, workdir, timeout, trace=False):
 
 
 def hv_case_text(serial, at):
-    """The hypervisor's lines of one case: from the line after the previous REPLAY
-    line up to its own `REPLAY: case at=<at>` line."""
+    """The hypervisor's lines of one case: those after the previous case (or the
+    scenario's count) up to its own `REPLAY: case at=<at>` line."""
     block = []
     for line in serial.split("\n"):
         block.append(line)
         m = REPLAY_RE.search(line)
         if m and m[1] == "case" and re.match(rf"at={re.escape(at)} ", m[2]):
             return "\n".join(block)
-        if m:
-            block = [line] if m[1] != "case" else []
+        if m and m[1] in ("scenario", "count", "case"):
+            block = [] if m[1] == "case" else [line]
     return "(no such case in the serial log)"
 
 

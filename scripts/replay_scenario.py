@@ -23,7 +23,8 @@ OPS = {"mask": "m", "unmask": "u", "crit": "c", "nmi": "n", "enter": "e", "exit"
 GUEST_OPS = frozenset("exibofd")
 MAX_CPUS = 7        # the hypervisor boots one CPU more (the replay controller), 8 at most
 MAX_COMPACT = 900   # what the command line holds (hv/cmdline.c)
-SIM_MAX_CPUS, SIM_MAX_AT, SIM_MAX_BURST, SIM_MAX_AT_INDEX = 8, 4, 16, 1000000  # sim/sim.h
+SIM_MAX_CPUS, SIM_MAX_STEPS, SIM_MAX_AT, SIM_MAX_BURST = 8, 256, 4, 16  # sim/sim.h
+SIM_MAX_AT_INDEX = 1000000
 
 
 class ScenarioError(ValueError):
@@ -65,7 +66,7 @@ class Scenario:
         n = self.steps[i].lineno - 1
         code, hash_, comment = lines[n].partition("#")
         code = re.sub(r"(^|\s)nmi@\*(?=\s|$)", (lambda m: m[1] + f"nmi@{at}") if at is not None
-                      else (lambda m: m[1]), code, count=1)
+                      else "", code, count=1)
         lines[n] = code + hash_ + comment
         return "\n".join(lines)
 
@@ -102,6 +103,8 @@ def parse_scenario(text):
             raise bad(f"{words[0]}: at most {SIM_MAX_CPUS} CPUs")
         if len(words) < 2:
             raise bad(f"{words[0]}: missing operation")
+        if len(steps) == SIM_MAX_STEPS:
+            raise bad(f"more than {SIM_MAX_STEPS} steps")
         op = words[1]
         if op not in OPS:
             raise bad(f"unknown operation '{op}' ({' '.join(OPS)})")
@@ -239,7 +242,7 @@ def choose_target(on, scn, trace=False):
 
 
 # ---- what the hypervisor prints ---------------------------------------------------
-REPLAY_RE = re.compile(r"REPLAY: (scenario|count|case|done)\b ?(.*)$")
+REPLAY_RE = re.compile(r"REPLAY: (\w+)\b ?(.*)$")  # scenario, count, case, done, state...
 CASE_RE = re.compile(r"at=(\S+) verdict=(\w+)(?: what=(.*))?$")
 HV_RESULT_RE = re.compile(r"RESULT: (PASS|FAIL|SKIP) replay\b:? ?(.*)$")
 

@@ -22,8 +22,9 @@ Suites (all by default):
               (make test-qemu, make test-bochs: python3 -m tests.system.run)
   linux       an unmodified Linux kernel as the hypervisor's guest on 2 CPUs (Bochs),
               its own NMI users as checks (make test-linux; docs/linux-guest.md)
-  scripts     the Python tooling on sample text: books parser, manifest, judges
-              (python3 -m tests.unit.test_scripts)
+  scripts     the Python tooling on sample text: books parser, manifest, judges, the
+              replay's scenario conversion and parsers (python3 -m tests.unit.test_scripts,
+              tests.unit.test_replay_hv)
   style       every C file is formatted by the root .clang-format
 
 Run from anywhere: it works in the repository root.
@@ -668,9 +669,10 @@ def suite_coverage():
 
 
 def suite_scripts():
-    rc, out = run([sys.executable, "-m", "tests.unit.test_scripts"])
-    if relay(out) == 0 or (rc != 0 and "FAIL" not in out):
-        verdict("FAIL", "scripts", f"exit {rc}: {out.strip()[-400:]}")
+    for module in ("tests.unit.test_scripts", "tests.unit.test_replay_hv"):
+        rc, out = run([sys.executable, "-m", module])
+        if relay(out) == 0 or (rc != 0 and "FAIL" not in out):
+            verdict("FAIL", f"scripts: {module}", f"exit {rc}: {out.strip()[-400:]}")
 
 
 def suite_style():
