@@ -40,13 +40,14 @@ EMULATORS = {"qemu": "qemu-system-x86_64", "bochs": "bochs"}
 
 # ---- the simulator's side ----------------------------------------------------------
 def run_sim(nmisim, scn, ats, workdir):
-    """{at: (pass|fail, what)}: each case the hypervisor ran, as its own scenario file
-    (at '-': the scenario as it is), all in one nmisim process."""
+    """{at: (pass|fail, what)}: each case the hypervisor ran, as its own scenario file,
+    all in one nmisim process.  At '-' (or '0') is the scenario as it is, or with a
+    wildcard the run that counts its step (the wildcard left out)."""
     paths = {}
     for at in ats:
-        path = os.path.join(workdir, "case.nmi" if at == "-" else f"case-{at}.nmi")
+        path = os.path.join(workdir, f"case-{at}.nmi")
         with open(path, "w") as f:
-            f.write(scn.text if at == "-" else scn.with_at(at))
+            f.write(scn.with_at(None if at in ("-", "0") else at))
         paths[path] = at
     if not paths:
         return {}
@@ -91,7 +92,8 @@ def count_check(nmisim, scn, insns, workdir):
     must land an NMI at nmi@insns and none at nmi@insns+1 (no `NMI arrives` more than
     the scenario without it), so both count the same instructions."""
     base = sim_timeline(nmisim, scn.with_at(None), os.path.join(workdir, "count-none.nmi"))
-    last = sim_timeline(nmisim, scn.with_at(insns), os.path.join(workdir, f"count-{insns}.nmi"))
+    last = sim_timeline(nmisim, scn.with_at(insns), os.path.join(workdir, f"count-{insns}.nmi")) \
+        if insns else "NMI arrives" + base  # no nmi@0: nothing to land
     past = sim_timeline(nmisim, scn.with_at(insns + 1),
                         os.path.join(workdir, f"count-{insns + 1}.nmi"))
     n0, n1, n2 = (t.count("NMI arrives") for t in (base, last, past))
@@ -146,6 +148,27 @@ def missing_tools(target):
     from . import bochs
     tools = bochs.TOOLS if target == "bochs" else (EMULATORS["qemu"],)
     return [t for t in tools if not shutil.which(t)]
+
+
+def stopped_in(nmisim, scn, hv, workdir):
+    """Where the hypervisor stopped without a verdict, and what the simulator says
+    there: the case after its last one (its count run, when it printed no count)."""
+    if scn.wildcard() is None:
+        at, which = "-", "its one case"
+    elif not hv.counts:
+        at, which = "0", "the run that counts the nmi@* step"
+    else:
+        at = str(int(hv.cases[-1][0]) + 1 if hv.cases and hv.cases[-1][0].isdigit() else 1)
+        which = f"case {at}" + ("" if at != str(max(hv.counts.values()) + 1) else
+                                " (after the last)")
+        if not max(hv.counts.values()):
+            at, which = "0", "the run that counts the nmi@* step (it counted 0 instructions)"
+    try:
+        got = run_sim(nmisim, scn, [at], workdir).get(at)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        got = None
+    return f"; it stopped in {which}, where the simulator says " \
+        f"{normalize(*got) if got else '(no verdict)'}"
 
 
 def trace_case(nmisim, scn, workdir):
@@ -221,8 +244,9 @@ def replay(a, out=sys.stdout):
             if hv.result is None else f"RESULT: {hv.result} replay {hv.why}" if hv.result == "FAIL" \
             else "no REPLAY: case line"
         say("\n".join(serial.strip().split("\n")[-20:]))
-        return Outcome(2, f"replay {name}: the machinery failed: {why} "
-                          f"(serial log: {workdir}/serial.txt)", workdir=workdir)
+        return Outcome(2, f"replay {name}: the machinery failed: {why}"
+                          f"{stopped_in(nmisim, scn, hv, workdir)} (serial log: {workdir}/serial.txt)",
+                       workdir=workdir)
 
     try:
         sim = run_sim(nmisim, scn, [at for at, _, _ in hv.cases], workdir)
