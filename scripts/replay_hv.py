@@ -36,6 +36,12 @@ from .replay_scenario import (REPLAY_RE, CannotReplay, CoreSymbols, ScenarioErro
 
 TIMEOUTS = {"qemu": 120.0, "bochs": 300.0}
 EMULATORS = {"qemu": "qemu-system-x86_64", "bochs": "bochs"}
+# Bochs' debugger script for TRACE=1: trace on at the case's first magic breakpoint,
+# off at the next (its verdict), then on to the exit's and past it: hv_exit() ends
+# Bochs through its shutdown port after its own breakpoint.  The spare `c`s keep a
+# replay that stops at one breakpoint more than that (a second NMI's, say) running
+# to its RESULT line instead of quitting before it.
+TRACE_RC = ("c", "trace on", "c", "trace off", "c", "c", "c", "c", "quit")
 
 
 # ---- the simulator's side ----------------------------------------------------------
@@ -124,9 +130,9 @@ def boot(target, kernel, cmdline, cpus, workdir, timeout, trace=False):
             rc, _ = vm.wait_exit()
             serial = vm.output()
         return serial, time.monotonic() - t0, rc is None, None
-    from . import bochs, bochs_trace
+    from . import bochs
     r = bochs.run_bochs(kernel, cmdline, workdir, cpus=cpus, timeout=timeout,
-                        rc_commands=bochs_trace.RC if trace else ("c", "quit"))
+                        rc_commands=TRACE_RC if trace else ("c", "quit"))
     return r["serial"], r["wall"], r["timed_out"], r["files"]["debugger.log"]
 
 
@@ -278,9 +284,10 @@ def replay(a, out=sys.stdout):
         say(f"-- the hypervisor ({workdir}/serial.txt):\n" + hv_case_text(serial, at))
     if traced:
         from . import replay_trace
-        say(replay_trace.report(kernel, dbglog, traced, hv.cases, sim_timeline(
-            nmisim, scn.text if scn.wildcard() is None else scn.with_at(traced),
-            os.path.join(workdir, f"traced-{traced}.nmi")), workdir))
+        case = traced if scn.wildcard() is not None else "-"
+        say(replay_trace.report(kernel, dbglog, case, hv.cases, sim_timeline(
+            nmisim, scn.with_at(None if case == "-" else case),
+            os.path.join(workdir, f"traced-{case}.nmi")), workdir))
 
     disagree = len(bad) + (counted is not None and not counted[0])
     sim_all = overall(r[1] for r in rows)
