@@ -35,6 +35,7 @@ from .replay_scenario import (REPLAY_RE, CannotReplay, CoreSymbols, ScenarioErro
                               parse_sim, table)
 
 TIMEOUTS = {"qemu": 120.0, "bochs": 300.0}
+SHOWN = 3  # disagreements shown with both timelines
 EMULATORS = {"qemu": "qemu-system-x86_64", "bochs": "bochs"}
 # Bochs' debugger script for TRACE=1: trace on at the case's first magic breakpoint,
 # off at the next (its verdict), then on to the exit's and past it: hv_exit() ends
@@ -53,7 +54,7 @@ def run_sim(nmisim, scn, ats, workdir):
     for at in ats:
         path = os.path.join(workdir, f"case-{at}.nmi")
         with open(path, "w") as f:
-            f.write(scn.with_at(None if at in ("-", "0") else at))
+            f.write(scn.case(at))
         paths[path] = at
     if not paths:
         return {}
@@ -245,10 +246,16 @@ def replay(a, out=sys.stdout):
     hv = parse_serial(serial)
     if hv.result == "SKIP":
         return Outcome(77, f"SKIP replay {name}: the hypervisor: {hv.why}", workdir=workdir)
+    if hv.header.get("variant", a.variant) != a.variant:
+        return Outcome(2, f"replay {name}: the hypervisor runs variant {hv.header['variant']}, "
+                          f"not {a.variant}", workdir=workdir)
     if hv.result != "PASS" or not hv.cases:
-        why = ("timed out after %.0f s" % timeout if timed_out else "no RESULT line") \
-            if hv.result is None else f"RESULT: {hv.result} replay {hv.why}" if hv.result == "FAIL" \
-            else "no REPLAY: case line"
+        if hv.result == "FAIL":
+            why = f"RESULT: FAIL replay: {hv.why}"
+        elif hv.result is None:
+            why = f"timed out after {timeout:.0f} s" if timed_out else "no RESULT line"
+        else:
+            why = "no REPLAY: case line"
         say("\n".join(serial.strip().split("\n")[-20:]))
         return Outcome(2, f"replay {name}: the machinery failed: {why}"
                           f"{stopped_in(nmisim, scn, hv, workdir)} (serial log: {workdir}/serial.txt)",
@@ -276,18 +283,18 @@ def replay(a, out=sys.stdout):
             say(table(bad))
         if counted and not counted[0]:
             say(counted[1])
-    for at, sk, hk, _ in bad[:3]:
-        case = scn.text if at == "-" else scn.with_at(at)
+    for at, sk, hk, _ in bad[:SHOWN]:
         say(f"\n== case {at}: the simulator says {sk}, the hypervisor {hk}")
-        say(f"-- the simulator (nmisim run --timeline):\n"
-            + sim_timeline(nmisim, case, os.path.join(workdir, f"timeline-{at}.nmi")).rstrip())
+        say(f"-- the simulator (nmisim run --timeline):\n" + sim_timeline(
+            nmisim, scn.case(at), os.path.join(workdir, f"timeline-{at}.nmi")).rstrip())
         say(f"-- the hypervisor ({workdir}/serial.txt):\n" + hv_case_text(serial, at))
+    if len(bad) > SHOWN:
+        say(f"\n({len(bad) - SHOWN} more disagreements: {workdir}/table.txt)")
     if traced:
         from . import replay_trace
         case = traced if scn.wildcard() is not None else "-"
         say(replay_trace.report(kernel, dbglog, case, hv.cases, sim_timeline(
-            nmisim, scn.with_at(None if case == "-" else case),
-            os.path.join(workdir, f"traced-{case}.nmi")), workdir))
+            nmisim, scn.case(case), os.path.join(workdir, f"traced-{case}.nmi")), workdir))
 
     disagree = len(bad) + (counted is not None and not counted[0])
     sim_all = overall(r[1] for r in rows)

@@ -57,6 +57,11 @@ class Scenario:
     def guest_ops(self):
         return sorted({st.op for st in self.steps if OPS[st.op] in GUEST_OPS})
 
+    def case(self, at):
+        """The text the simulator runs for the hypervisor's case `at`: nmi@<at>, or for
+        '-' (and '0') the scenario as it is, its wildcard left out (the counting run)."""
+        return self.with_at(None if at in ("-", "0") else at)
+
     def with_at(self, at):
         """The scenario's text with its `nmi@*` as `nmi@<at>` (at None: removed)."""
         i = self.wildcard()

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import unittest
 
-from scripts import replay_hv, replay_trace
+from scripts import fuzz, replay_hv, replay_trace
 from scripts.replay_scenario import (CannotReplay, CoreSymbols, ScenarioError, choose_target,
                                      compact, compare, normalize, overall, parse_scenario,
                                      parse_serial, parse_sim, table)
@@ -129,6 +129,23 @@ class Compact(unittest.TestCase):
         self.assertEqual(scn.with_at(9), text.replace("nmi@3 nmi@*", "nmi@3 nmi@9"))
         self.assertEqual(scn.with_at(None), text.replace("nmi@3 nmi@*", "nmi@3"))
         self.assertEqual(parse_scenario("cpu0 crit nmi@2\n").with_at(5), "cpu0 crit nmi@2\n")
+        self.assertEqual(scn.case("-"), scn.with_at(None))  # the counting run
+        self.assertEqual(scn.case("0"), scn.with_at(None))
+        self.assertEqual(scn.case("12"), scn.with_at(12))
+
+    def test_fuzz_lines(self):
+        """make fuzz: the hypervisor's replay command, ON=qemu named for a host-only finding"""
+        args = argparse.Namespace(mode="precise")
+        with tempfile.TemporaryDirectory() as d:
+            prefix = os.path.join(d, "min-1")
+            for text, qemu in (("cpus 1\ncpu0 crit nmi@3\n", True), ("cpu0 enter\ncpu0 nmi\n", False)):
+                with open(prefix + ".nmi", "w") as f:
+                    f.write(text)
+                line = fuzz.hv_replay_command(args, "VARIANT=final", prefix + ".bin", prefix)
+                self.assertIn(f"make replay VARIANT=final INPUT={prefix}.bin ON=bochs TRACE=1", line)
+                self.assertEqual("ON=qemu" in line, qemu)
+        self.assertIn("not for a fast-mode finding", fuzz.hv_replay_command(
+            argparse.Namespace(mode="fast"), "VARIANT=final", "x.bin", "x"))
 
 
 SERIAL = """\
@@ -268,6 +285,12 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("needs VMX", o.line)
         o, _ = self.run_with("hv: booted\n")
         self.assertEqual(o.status, 2)
+        self.assertIn("no RESULT line; it stopped in the run that counts the nmi@* step", o.line)
+        o, _ = self.run_with("\n".join(fake_serial(self.sim).split("\n")[:12]))  # cases 1..10
+        self.assertIn("it stopped in case 11, where the simulator says assert nmi_core.c:410", o.line)
+        o, _ = self.run_with(fake_serial(self.sim).replace("variant=racy-counter", "variant=final"))
+        self.assertEqual(o.status, 2)
+        self.assertIn("runs variant final", o.line)
         o, _ = self.run_with(fake_serial(self.sim), inp="no/such/file.nmi")
         self.assertEqual(o.status, 2)
 
