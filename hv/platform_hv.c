@@ -44,6 +44,7 @@ void plat_vmcs_write(uint32_t field, uint64_t value)
 {
 	if (vmwrite(field, value))
 		plat_halt(__FILE__, __LINE__, "VMWRITE failed");
+	replay_vmcs_written(field, value);
 }
 
 void plat_send_nmi(unsigned id)
@@ -57,6 +58,7 @@ void plat_send_nmi(unsigned id)
 /* An IRET to the next instruction, on the current stack, ends NMI blocking. */
 void plat_nmi_iret(void)
 {
+	replay_nmi_iret();
 	__asm__ __volatile__("movq %%rsp, %%rax\n\t"
 			     "pushq %0\n\t" /* SS */
 			     "pushq %%rax\n\t" /* RSP */
@@ -83,14 +85,18 @@ unsigned long plat_spin_limit(void)
 	return replay_on ? replay_spin_limit() : SPIN_LIMIT;
 }
 
-/* The console lock is the only lock a parked CPU could hold. */
+/* The console lock is the only lock a parked CPU could hold.  Under workload=replay
+ * only the controller prints, and it prints while the requester waits with the
+ * token handed back: the scenario's CPUs never take it, so there is none to hold. */
 void plat_world_lock(void)
 {
-	console_lock();
+	if (!replay_on)
+		console_lock();
 }
 void plat_world_unlock(void)
 {
-	console_unlock();
+	if (!replay_on)
+		console_unlock();
 }
 
 /* EPT translations are the only cached ones a round may have changed.  Without a

@@ -64,6 +64,7 @@ enum replay_cmd { CMD_NONE, CMD_OP, CMD_SERVICE, CMD_RESUME, CMD_ABORT, CMD_FLUS
  * CPU unless marked [ctl]. */
 struct replay_cpu {
 	volatile int cmd; /* [ctl] what this turn is for                       */
+	volatile uint32_t seq; /* [ctl] turns given so far: tells one turn from the next */
 	const struct replay_step *volatile step; /* [ctl] the step of a CMD_OP   */
 	volatile int busy; /* parked in a spin inside a step (plat_relax)        */
 	volatile int halted; /* stopped by a violation until the next case       */
@@ -82,17 +83,22 @@ struct replay_cpu {
 		struct replay_at at[REPLAY_MAX_AT];
 		uintptr_t last_rip, tf_return;
 		int count_only; /* count every instruction (nmi@*'s first pass)        */
+		uint32_t seq; /* the turn the step runs in (rcpu.seq)                  */
 		uint32_t counted; /* ... and the count, at the end of that step          */
 	} st;
 	/* replay_guest.c */
 	int in_guest; /* the CPU is in VMX non-root operation between steps      */
+	int launched, needs_setup;
+	uint64_t vm_proc, vm_entry_intr; /* the core's last writes of these fields */
 	int detached; /* the guest was detached for good                        */
 	struct nmi_cpu at_detach;
 	struct nmi_books_guest guest;
 };
 
 extern struct replay_cpu rcpu[REPLAY_MAX_CPUS];
-extern volatile int replay_holder; /* who holds the token: a CPU or REPLAY_CTL */
+/* Who holds the token: a CPU or REPLAY_CTL.  It lives in the page the guest shares
+ * (RG_MAIL_PA), so a CPU in guest mode can give it back without a VM exit. */
+extern volatile int *replay_token;
 extern volatile int replay_on; /* the replay workload runs: the hooks below act */
 extern unsigned replay_ncpus;
 extern volatile int replay_failed;
@@ -124,6 +130,8 @@ void replay_core_call(void (*fn)(void));
 void replay_core_call_int(void (*fn)(int), int arg);
 
 /* replay_guest.c */
+void replay_guest_boot(void); /* the shared page, the EPT: before any CPU runs */
+void replay_guest_idle(unsigned me); /* in guest mode until a turn comes */
 void replay_guest_reset(unsigned me);
 void replay_guest_op(unsigned me, const struct replay_step *s);
 int replay_guest_available(const char **why);
@@ -136,5 +144,7 @@ int replay_relax(void); /* plat_relax: 1 when it handed the token back */
 int replay_halt(const char *file, int line, const char *what); /* plat_halt */
 void replay_nmi_sent(unsigned id); /* plat_send_nmi */
 int replay_debug_trap(uint64_t *rip, uint64_t *rflags, uint64_t *rsp); /* #DB */
+void replay_vmcs_written(uint32_t field, uint64_t value); /* plat_vmcs_write */
+void replay_nmi_iret(void); /* plat_nmi_iret */
 
 #endif /* HV_REPLAY_H */

@@ -24,7 +24,7 @@
 #include "x86.h"
 
 struct replay_cpu rcpu[REPLAY_MAX_CPUS];
-volatile int replay_holder = REPLAY_CTL;
+volatile int *replay_token; /* in the guest's shared page: replay_guest.c */
 
 /* How an NMI handler found the token (replay_nmi_enter's answer). */
 enum { NMI_OWN_TURN, NMI_WAITED_IDLE, NMI_WAITED_BUSY, NMI_DISCARD };
@@ -38,13 +38,13 @@ static struct replay_cpu *me_cpu(unsigned *me)
 
 void replay_wait_token(unsigned me)
 {
-	while (__atomic_load_n(&replay_holder, __ATOMIC_ACQUIRE) != (int)me)
+	while (__atomic_load_n(replay_token, __ATOMIC_ACQUIRE) != (int)me)
 		cpu_pause();
 }
 
 void replay_hand_back(void)
 {
-	__atomic_store_n(&replay_holder, REPLAY_CTL, __ATOMIC_RELEASE);
+	__atomic_store_n(replay_token, REPLAY_CTL, __ATOMIC_RELEASE);
 }
 
 /* ---- setjmp / longjmp: a halted or aborted CPU goes back to its idle loop ----------- */
@@ -85,7 +85,7 @@ int replay_nmi_enter(void)
 		return NMI_OWN_TURN;
 	r->arrived++;
 	r->in_nmi = 1;
-	if (__atomic_load_n(&replay_holder, __ATOMIC_ACQUIRE) == (int)me)
+	if (__atomic_load_n(replay_token, __ATOMIC_ACQUIRE) == (int)me)
 		return NMI_OWN_TURN; /* landed in this CPU's own turn (nmi@K, its IPIs) */
 	int idle = !r->busy;
 	r->nmi_wait = 1;
@@ -224,27 +224,32 @@ void replay_cpu_loop(unsigned me)
 		r->in_nmi = 0;
 		r->exit_blocked = 0;
 		r->busy = 0;
+		r->in_guest = 0;
 		replay_hand_back();
 	}
 	for (;;) {
-		replay_wait_token(me);
-		switch (r->cmd) {
+		/* In guest mode, the turn starts with the guest's VMCALL; NMI exits that
+		 * come first are serviced in there (replay_guest.c). */
+		if (r->in_guest)
+			replay_guest_idle(me);
+		else
+			replay_wait_token(me);
+		switch (r->in_guest || !replay_failed ? r->cmd : CMD_NONE) {
 		case CMD_OP:
 			replay_step_begin(me, r->step);
-			if (r->in_guest)
-				replay_service_guest(me); /* an NMI taken when the token came */
 			replay_run_op(me, r->step);
-			if (r->in_guest)
-				replay_service_guest(me);
-			replay_step_end(me);
+			/* A step that leaves the CPU in guest mode goes on there: its VM
+			 * entry's exits are the step's (replay_guest.c ends it). */
+			if (!r->in_guest)
+				replay_step_end(me);
 			break;
-		case CMD_SERVICE:
-			if (r->in_guest)
-				replay_service_guest(me);
-			break;
+		case CMD_ABORT: r->in_guest = 0; break; /* a new case: out of the guest */
 		default: break;
 		}
 		r->busy = 0;
-		replay_hand_back();
+		if (r->in_guest)
+			replay_service_guest(me); /* the guest gives the token back */
+		else
+			replay_hand_back();
 	}
 }

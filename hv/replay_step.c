@@ -97,6 +97,7 @@ void replay_step_begin(unsigned me, const struct replay_step *s)
 			r->st.at[j - 1] = t;
 		}
 	r->st.on = r->st.nat != 0 || r->st.count_only;
+	r->st.seq = r->seq;
 }
 
 void replay_step_end(unsigned me)
@@ -139,6 +140,8 @@ static void arrivals(unsigned me, uintptr_t rip)
 	struct replay_cpu *r = &rcpu[me];
 	unsigned n = 0;
 	r->st.count++;
+	if (r->st.count_only)
+		r->st.counted = r->st.count; /* a guest step may end in guest mode */
 	while (r->st.next < r->st.nat) {
 		struct replay_at *a = &r->st.at[r->st.next];
 		int hit = (a->kind == AT_INDEX && a->index == r->st.count) ||

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * replay_vm.S - workload=replay's guest (replay_guest.c), and "run it until its
+ * next VM exit" for every scenario CPU at once.
+ *
+ * uint64_t rg_run(int resume, struct rg_ctx *ctx): enters the guest with the
+ * registers in ctx->regs (VMLAUNCH, or VMRESUME when `resume`) and returns 0 at its
+ * next VM exit with the guest's registers back in ctx->regs, as if the entry were
+ * a call; the RFLAGS of a failed entry otherwise.  The exit lands on rg_exit_entry
+ * (VMCS host RIP) on this CPU's exit stack, whose top word holds ctx (host RSP
+ * points at it), so every CPU has its own context.
+ */
+#include "hv.h"
+
+#define RG_MAIL_PA 0x3000	/* replay_guest.c: the token, then one mailbox per CPU */
+#define RG_IRET    1		/* mailbox cmd: end the NMI handler with IRET */
+
+	.text
+	.globl rg_run, rg_exit_entry
+rg_run:
+	PUSH_CALLEE_SAVED
+	movq %rsp, 128(%rsi)		/* ctx->host_rsp */
+	testl %edi, %edi		/* flags survive the movs below */
+	movq %rsi, %rax
+	movq 8(%rax), %rbx
+	movq 16(%rax), %rcx
+	movq 24(%rax), %rdx
+	movq 32(%rax), %rsi
+	movq 40(%rax), %rdi
+	movq 48(%rax), %rbp
+	movq 56(%rax), %r8
+	movq 64(%rax), %r9
+	movq 72(%rax), %r10
+	movq 80(%rax), %r11
+	movq 88(%rax), %r12
+	movq 96(%rax), %r13
+	movq 104(%rax), %r14
+	movq 112(%rax), %r15
+	movq 0(%rax), %rax
+	jnz 1f
+	vmlaunch
+	jmp 2f
+1:	vmresume
+2:	pushfq				/* the entry failed */
+	popq %rax
+	jmp 3f
+
+rg_exit_entry:				/* [rsp] = ctx */
+	pushq %rax
+	movq 8(%rsp), %rax
+	movq %rbx, 8(%rax)
+	movq %rcx, 16(%rax)
+	movq %rdx, 24(%rax)
+	movq %rsi, 32(%rax)
+	movq %rdi, 40(%rax)
+	movq %rbp, 48(%rax)
+	movq %r8, 56(%rax)
+	movq %r9, 64(%rax)
+	movq %r10, 72(%rax)
+	movq %r11, 80(%rax)
+	movq %r12, 88(%rax)
+	movq %r13, 96(%rax)
+	movq %r14, 104(%rax)
+	movq %r15, 112(%rax)
+	popq %rbx
+	movq %rbx, 0(%rax)
+	movq 128(%rax), %rsp
+	xorl %eax, %eax
+3:	POP_CALLEE_SAVED
+	ret
+
+/*
+ * The guest: 32-bit flat protected mode, copied to a low page, so only relative
+ * jumps and calls.  EBX = its CPU, ESI = its mailbox (cmd, ack, received,
+ * in_handler), [RG_MAIL_PA] = the replay's token (who holds it, -1: the
+ * controller).  It only ever waits:
+ *   - holding the token with `ack` set, it hands the token back (the hypervisor's
+ *     turn ended with a VM entry: this is the end of it, from guest mode, so an
+ *     NMI after it is an NMI exit, never a host NMI);
+ *   - holding the token otherwise, VMCALL: the hypervisor takes its turn;
+ *   - in its NMI handler (virtual-NMI blocked), cmd RG_IRET ends the handler with
+ *     IRET, which ends the blocking; outside it, RG_IRET is dropped, as the
+ *     simulator drops an IRET with no NMI in service.
+ */
+	.section .rodata
+	.code32
+	.globl rg_guest_start, rg_guest_end, rg_main, rg_nmi, rg_other, rg_unblock
+rg_guest_start:
+rg_main:
+	cmpl $RG_IRET, (%esi)
+	jne 1f
+	movl $0, (%esi)
+1:	call rg_poll
+	jmp rg_main
+
+rg_nmi:					/* vector 2 */
+	incl 8(%esi)			/* received */
+	movl $1, 12(%esi)		/* in_handler */
+1:	cmpl $RG_IRET, (%esi)
+	jne 2f
+	movl $0, 12(%esi)
+	movl $0, (%esi)
+	iret
+2:	call rg_poll
+	jmp 1b
+
+rg_poll:
+	cmpl %ebx, RG_MAIL_PA
+	jne 9f
+	cmpl $0, 4(%esi)
+	je 8f
+	movl $0, 4(%esi)		/* the turn's end: hand the token back */
+	movl $-1, RG_MAIL_PA
+	jmp 9f
+8:	vmcall				/* a turn for this CPU: the hypervisor's */
+9:	pause
+	ret
+
+rg_other:				/* every other vector: report it */
+	movl $0xdead, %eax
+	vmcall
+	jmp rg_other
+
+rg_unblock:				/* end any virtual-NMI blocking, then VMCALL */
+	pushfl
+	pushl $0x08
+	call 1f
+1:	addl $(2f - 1b), (%esp)
+	iret
+2:	vmcall
+	jmp 2b
+rg_guest_end:
+
+	.section .note.GNU-stack, "", @progbits
