@@ -48,8 +48,7 @@ TRACE_RC = ("c", "trace on", "c", "trace off", "c", "c", "c", "c", "quit")
 # ---- the simulator's side ----------------------------------------------------------
 def run_sim(nmisim, scn, ats, workdir):
     """{at: (pass|fail, what)}: each case the hypervisor ran, as its own scenario file,
-    all in one nmisim process.  At '-' (or '0') is the scenario as it is, or with a
-    wildcard the run that counts its step (the wildcard left out)."""
+    all in one nmisim process (Scenario.case: at '-' and 'none' leave the wildcard out)."""
     paths = {}
     for at in ats:
         path = os.path.join(workdir, f"case-{at}.nmi")
@@ -162,14 +161,12 @@ def stopped_in(nmisim, scn, hv, workdir):
     there: the case after its last one (its count run, when it printed no count)."""
     if scn.wildcard() is None:
         at, which = "-", "its one case"
-    elif not hv.counts:
-        at, which = "0", "the run that counts the nmi@* step"
+    elif not hv.counts or not any(at == "none" for at, _, _ in hv.cases):
+        at, which = "none", "the run that counts the nmi@* step"
     else:
         at = str(int(hv.cases[-1][0]) + 1 if hv.cases and hv.cases[-1][0].isdigit() else 1)
         which = f"case {at}" + ("" if at != str(max(hv.counts.values()) + 1) else
                                 " (after the last)")
-        if not max(hv.counts.values()):
-            at, which = "0", "the run that counts the nmi@* step (it counted 0 instructions)"
     try:
         got = run_sim(nmisim, scn, [at], workdir).get(at)
     except (RuntimeError, subprocess.TimeoutExpired):

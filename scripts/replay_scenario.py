@@ -27,6 +27,9 @@ SIM_MAX_CPUS, SIM_MAX_STEPS, SIM_MAX_AT, SIM_MAX_BURST = 8, 256, 4, 16  # sim/si
 SIM_MAX_AT_INDEX = 1000000
 
 
+COUNT_CASES = ("-", "none")  # cases without a wildcard NMI: the hypervisor's at=- and at=none
+
+
 class ScenarioError(ValueError):
     """The scenario is malformed (the simulator would refuse it too)."""
 
@@ -59,8 +62,9 @@ class Scenario:
 
     def case(self, at):
         """The text the simulator runs for the hypervisor's case `at`: nmi@<at>, or for
-        '-' (and '0') the scenario as it is, its wildcard left out (the counting run)."""
-        return self.with_at(None if at in ("-", "0") else at)
+        '-' (no wildcard) and 'none' (the run that counts the wildcard's step) the
+        scenario with its wildcard left out."""
+        return self.with_at(None if at in COUNT_CASES else at)
 
     def with_at(self, at):
         """The scenario's text with its `nmi@*` as `nmi@<at>` (at None: removed)."""

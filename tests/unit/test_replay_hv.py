@@ -130,7 +130,7 @@ class Compact(unittest.TestCase):
         self.assertEqual(scn.with_at(None), text.replace("nmi@3 nmi@*", "nmi@3"))
         self.assertEqual(parse_scenario("cpu0 crit nmi@2\n").with_at(5), "cpu0 crit nmi@2\n")
         self.assertEqual(scn.case("-"), scn.with_at(None))  # the counting run
-        self.assertEqual(scn.case("0"), scn.with_at(None))
+        self.assertEqual(scn.case("none"), scn.with_at(None))
         self.assertEqual(scn.case("12"), scn.with_at(12))
 
     def test_fuzz_lines(self):
@@ -153,6 +153,7 @@ hv: booted via multiboot, NMI core variant racy-counter, cmdline "workload=repla
 smp: 2 CPU(s) online (MADT lists 2)
 REPLAY: scenario cpus=1 steps=3 variant=racy-counter wildcard_step=3
 REPLAY: count step=3 insns=44
+REPLAY: case at=none verdict=pass
 REPLAY: case at=1 verdict=pass
 REPLAY: state after=3 | cpu0 X mask=0 visited=4294967295 pend=0 vblk=0 win=0
 REPLAY: case at=9 verdict=FAIL what=cpu0: NMI core assertion failed at nmi_core.c:410: c->visited != UINT32_MAX
@@ -168,11 +169,12 @@ class Lines(unittest.TestCase):
         r = parse_serial(SERIAL.replace("\n", "\r\n"))
         self.assertEqual(r.header["wildcard_step"], "3")
         self.assertEqual(r.counts, {3: 44})
-        self.assertEqual([c[:2] for c in r.cases], [("1", "pass"), ("9", "fail"), ("12", "fail")])
-        self.assertEqual(r.cases[2][2], "books: FAILED law=wrap cpu=0 drained=2 deferred=1")
+        self.assertEqual([c[:2] for c in r.cases], [("none", "pass"), ("1", "pass"), ("9", "fail"),
+                                                     ("12", "fail")])
+        self.assertEqual(r.cases[3][2], "books: FAILED law=wrap cpu=0 drained=2 deferred=1")
         self.assertEqual(r.done, {"cases": 3, "pass": 1, "fail": 2})
         self.assertEqual(r.result, "PASS")
-        self.assertEqual(len(r.lines), 8)
+        self.assertEqual(len(r.lines), 9)
 
     def test_results(self):
         """replay: RESULT SKIP and FAIL with their reasons; no RESULT line at all"""
@@ -206,7 +208,7 @@ class Lines(unittest.TestCase):
         sim = {k[len("d/case-"):-4]: v for k, v in parse_sim(out).items()}
         self.assertEqual(sim["1"], ("pass", ""))
         self.assertEqual(sim["9"][0], "fail")
-        rows = compare(parse_serial(SERIAL).cases, sim)
+        rows = compare(parse_serial(SERIAL).cases[1:], sim)
         self.assertEqual([r[3] for r in rows], [True, True, False])
         self.assertEqual(rows[2][1:3], ("(not run)", "law wrap cpu0"))
         self.assertEqual(overall(r[1] for r in rows[:1]), "pass")
@@ -218,7 +220,7 @@ def fake_serial(sim, changed=None, result="PASS replay cases"):
     """The hypervisor's lines for seed-race, as if it gave the simulator's verdicts
     (`changed`: {case: what} where it would not)."""
     lines = ["REPLAY: scenario cpus=1 steps=3 variant=racy-counter wildcard_step=3",
-             f"REPLAY: count step=3 insns={len(sim)}"]
+             f"REPLAY: count step=3 insns={len(sim)}", "REPLAY: case at=none verdict=pass"]
     for k in range(1, len(sim) + 1):
         verdict, what = sim[str(k)]
         what = (changed or {}).get(k, what)
@@ -257,11 +259,13 @@ class EndToEnd(unittest.TestCase):
         return replay_hv.replay(args, out), out.getvalue()
 
     def test_agree(self):
-        """replay: 44 cases of seed-race agree with the simulator, counts too: exit 0"""
+        """replay: the 44 cases of seed-race and its counting run agree with the simulator: exit 0"""
         self.assertEqual(replay_hv.sim_step_insns(self.NMISIM, self.scn, self.tmp.name), 44)
         o, out = self.run_with(fake_serial(self.sim))
         self.assertEqual(o.status, 0, out)
-        self.assertIn("44 agree, 0 disagree; overall sim fail, hv fail", o.line)
+        self.assertIn("45 cases in one boot (1.0 s): 45 agree, 0 disagree; overall sim fail, "
+                      "hv fail", o.line)
+        self.assertRegex(out, r"\n\s+none\s+pass\s+pass\s+yes\n")
         self.assertIn("nmi@44 and none at nmi@45: agree", out)
 
     def test_disagree(self):
@@ -286,7 +290,7 @@ class EndToEnd(unittest.TestCase):
         o, _ = self.run_with("hv: booted\n")
         self.assertEqual(o.status, 2)
         self.assertIn("no RESULT line; it stopped in the run that counts the nmi@* step", o.line)
-        o, _ = self.run_with("\n".join(fake_serial(self.sim).split("\n")[:12]))  # cases 1..10
+        o, _ = self.run_with("\n".join(fake_serial(self.sim).split("\n")[:13]))  # cases 1..10
         self.assertIn("it stopped in case 11, where the simulator says assert nmi_core.c:410", o.line)
         o, _ = self.run_with(fake_serial(self.sim).replace("variant=racy-counter", "variant=final"))
         self.assertEqual(o.status, 2)
