@@ -2,10 +2,7 @@
 /*
  * replay.c - workload=replay: a simulator scenario on real CPUs (docs/replay.md).
  *
- *   replay=<ncpus>:<step>/<step>/...      the schedule, compact (scripts/replay_hv.py
- *                                         writes it from a .nmi file or a fuzz input)
- *   step = <cpu><op>[<arg>](@<at>)*       op: the letters of enum replay_op
- *   at   = <K> | * | a<hex offset into the core's code>[:<N>]
+ *   replay=<ncpus>:<step>/<step>/...      the schedule (replay_sched.c)
  *   replay_trace=<K>                      bracket case K with Bochs magic breakpoints
  *
  * Scenario CPU i is hypervisor CPU i (the core's CPU ids must be the scenario's), and
@@ -35,7 +32,6 @@
 #define MAX_SERVICE 64u /* rounds of servicing after one step (SIM_MAX_SERVICE)  */
 #define MAX_FINISH  4000u /* rounds of letting spinning CPUs end (SIM_MAX_FINISH) */
 #define SPIN_LIMIT  1000u /* plat_spin_limit() while replaying (SIM_SPIN_LIMIT)    */
-#define REPLAY_SPEC 1024u
 
 volatile int replay_on;
 unsigned replay_ncpus;
@@ -43,10 +39,11 @@ volatile int replay_failed;
 char replay_what[256];
 volatile int replay_trace_now;
 
-static struct replay_step steps[REPLAY_MAX_STEPS];
-static unsigned nsteps;
-static int wild_step = -1; /* the step with nmi@*, or -1 */
-static unsigned wild_at; /* its index in that step's arrivals */
+static struct replay_sched sched;
+#define steps     sched.step
+#define nsteps    sched.nsteps
+#define wild_step sched.wild_step
+#define wild_at   sched.wild_at
 static uint64_t lost[REPLAY_MAX_CPUS]; /* NMIs written off as dropped by a latch */
 static volatile uint32_t cpus_ready;
 static int verbose; /* print the per-step state lines (one case, or the traced one) */
@@ -61,127 +58,43 @@ void replay_fail(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* An assertion of the core: recorded as it is, worded at the verdict (formatting
+ * it here would bury the race in a TRACE=1 trace). */
+static struct {
+	unsigned cpu;
+	const char *file, *what;
+	int line;
+} assertion;
+
+void replay_fail_assert(unsigned cpu, const char *file, int line, const char *what)
+{
+	if (__atomic_exchange_n(&replay_failed, 1, __ATOMIC_ACQ_REL))
+		return;
+	assertion.cpu = cpu;
+	assertion.file = file;
+	assertion.line = line;
+	assertion.what = what;
+}
+
+static void print_verdict(const char *at)
+{
+	if (!assertion.file) {
+		kprintf("REPLAY: case at=%s verdict=FAIL what=%s\n", at, replay_what);
+		return;
+	}
+	const char *base = assertion.file;
+	for (const char *p = assertion.file; *p; p++)
+		if (*p == '/')
+			base = p + 1;
+	kprintf("REPLAY: case at=%s verdict=FAIL what=cpu%u: NMI core assertion failed at %s:%d: "
+		"%s\n",
+		at, assertion.cpu, base, assertion.line, assertion.what);
+}
+
 static _Noreturn void machinery(const char *why, unsigned cpu)
 {
 	kprintf("RESULT: FAIL replay: cpu%u: %s\n", cpu, why);
 	hv_exit(1);
-}
-
-/* ---- The compact schedule --------------------------------------------------------- */
-
-static const char ops[] = "mucnexiboqrfd";
-
-static const char *parse_at(const char **pp, struct replay_at *a)
-{
-	const char *p = *pp;
-	extern const char __start_nmi_core_text[], __stop_nmi_core_text[];
-	uint64_t v = 0;
-	if (*p == '*') {
-		a->kind = AT_EVERY;
-		p++;
-	} else if (*p == 'a') {
-		unsigned digits = 0;
-		for (p++;; p++, digits++) {
-			unsigned d = *p >= '0' && *p <= '9'   ? (unsigned)(*p - '0')
-				     : *p >= 'a' && *p <= 'f' ? (unsigned)(*p - 'a' + 10)
-							      : 16u;
-			if (d == 16)
-				break;
-			v = v * 16 + d;
-		}
-		if (!digits || v >= (uint64_t)(__stop_nmi_core_text - __start_nmi_core_text))
-			return "nmi@a<offset>: not an offset into the core's code";
-		a->kind = AT_ADDR;
-		a->addr = (uintptr_t)__start_nmi_core_text + v;
-		a->index = 1;
-		if (*p == ':') {
-			a->index = 0;
-			for (p++; *p >= '0' && *p <= '9'; p++)
-				a->index = a->index * 10 + (uint32_t)(*p - '0');
-			if (!a->index)
-				return "nmi@a<offset>:<N>: N counts from 1";
-		}
-	} else if (*p >= '0' && *p <= '9') {
-		for (; *p >= '0' && *p <= '9' && v < 1000000; p++)
-			v = v * 10 + (uint64_t)(*p - '0');
-		if (!v || v >= 1000000)
-			return "nmi@K: K must be 1..999999";
-		a->kind = AT_INDEX;
-		a->index = (uint32_t)v;
-	} else {
-		return "nmi@: expected K, * or a<offset>";
-	}
-	*pp = p;
-	return 0;
-}
-
-/* "1:0m/0n/0u@*" -> steps[].  Returns why it is malformed, or NULL. */
-static const char *parse(const char *p)
-{
-	if (*p < '1' || *p > '0' + REPLAY_MAX_CPUS || p[1] != ':')
-		return "replay=<ncpus 1-7>:<steps>";
-	replay_ncpus = (unsigned)(*p - '0');
-	for (p += 2; *p && *p != ' ';) {
-		if (nsteps == REPLAY_MAX_STEPS)
-			return "too many steps";
-		struct replay_step *s = &steps[nsteps];
-		if (*p < '0' || *p >= '0' + (int)replay_ncpus)
-			return "a step's CPU is not one of the scenario's";
-		s->cpu = (uint8_t)(*p++ - '0');
-		unsigned i = 0;
-		while (ops[i] && ops[i] != *p)
-			i++;
-		if (!ops[i] || !*p)
-			return "unknown operation letter";
-		s->op = *p++;
-		for (unsigned v = 0; *p >= '0' && *p <= '9'; p++) {
-			v = v * 10 + (unsigned)(*p - '0');
-			if (v > 255)
-				return "argument too large";
-			s->arg = (uint8_t)v;
-		}
-		while (*p == '@') {
-			if (s->nat == REPLAY_MAX_AT)
-				return "too many nmi@ in one step";
-			p++;
-			const char *why = parse_at(&p, &s->at[s->nat]);
-			if (why)
-				return why;
-			if (s->at[s->nat].kind == AT_EVERY) {
-				if (wild_step >= 0)
-					return "nmi@* in more than one place";
-				wild_step = (int)nsteps;
-				wild_at = s->nat;
-			}
-			s->nat++;
-		}
-		nsteps++;
-		if (*p == '/')
-			p++;
-		else if (*p && *p != ' ')
-			return "expected '/' between steps";
-	}
-	return nsteps ? 0 : "no steps";
-}
-
-static const char *spec(void)
-{
-	static char buf[REPLAY_SPEC];
-	const char *w = cmdline_raw();
-	for (; *w; w++) {
-		const char *k = "replay=";
-		unsigned i = 0;
-		while (k[i] && w[i] == k[i])
-			i++;
-		if (!k[i] && (w == cmdline_raw() || w[-1] == ' ')) {
-			unsigned n = 0;
-			for (w += i; *w && *w != ' ' && n < sizeof buf - 1; w++)
-				buf[n++] = *w;
-			buf[n] = 0;
-			return buf;
-		}
-	}
-	return 0;
 }
 
 /* ---- Turns ---------------------------------------------------------------------------- */
@@ -348,6 +261,7 @@ static void new_case(void)
 	}
 	replay_failed = 0;
 	replay_what[0] = 0;
+	assertion.file = 0;
 }
 
 static void finish(void)
@@ -409,15 +323,13 @@ static unsigned cases, failures;
 
 static void verdict(const char *at)
 {
-	if (replay_trace_now)
-		magic_break(); /* make replay TRACE=1: the trace ends at the verdict */
 	replay_trace_now = 0;
 	cases++;
 	if (replay_failed) {
 		failures++;
 		if (verbose)
 			books_table();
-		kprintf("REPLAY: case at=%s verdict=FAIL what=%s\n", at, replay_what);
+		print_verdict(at);
 	} else {
 		kprintf("REPLAY: case at=%s verdict=pass\n", at);
 	}
@@ -485,8 +397,8 @@ void workload_release_aps(void);
 _Noreturn void replay_bsp(void);
 _Noreturn void replay_bsp(void)
 {
-	const char *s = spec();
-	const char *why = s ? parse(s) : "no replay=<schedule> on the command line";
+	const char *why = replay_sched_parse(&sched);
+	replay_ncpus = sched.ncpus;
 	replay_guest_boot();
 	if (why)
 		hv_fail("replay", why);

@@ -57,6 +57,15 @@ struct replay_step {
 	struct replay_at at[REPLAY_MAX_AT];
 };
 
+/* A schedule (replay_sched.c). */
+struct replay_sched {
+	unsigned ncpus, nsteps;
+	struct replay_step step[REPLAY_MAX_STEPS];
+	int wild_step; /* the step with nmi@*, or -1 */
+	unsigned wild_at; /* its index in that step's arrivals */
+};
+const char *replay_sched_parse(struct replay_sched *s);
+
 /* What the controller asks of a scenario CPU with the token. */
 enum replay_cmd { CMD_NONE, CMD_OP, CMD_SERVICE, CMD_RESUME, CMD_ABORT, CMD_FLUSH };
 
@@ -103,13 +112,14 @@ extern volatile int replay_on; /* the replay workload runs: the hooks below act 
 extern unsigned replay_ncpus;
 extern volatile int replay_failed;
 extern char replay_what[256];
-extern volatile int replay_trace_now; /* the traced case: magic breaks bracket it */
+extern volatile int replay_trace_now; /* 1: the traced case, 2: its trace is on */
 
 /* replay.c */
 _Noreturn void replay_bsp(void); /* workload=replay on CPU 0 */
 void replay_ap(void); /* ... on the other CPUs */
 unsigned long replay_spin_limit(void);
 void replay_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void replay_fail_assert(unsigned cpu, const char *file, int line, const char *what);
 uint64_t replay_turn_deadline(void);
 
 /* replay_cpu.c */
@@ -124,6 +134,7 @@ void replay_service_guest(unsigned me);
 /* replay_step.c */
 void replay_step_begin(unsigned me, const struct replay_step *s);
 void replay_step_end(unsigned me);
+void replay_trace_end(void);
 void replay_send_self(unsigned me, unsigned n);
 /* Call into the core with the trap flag on when the step is being stepped. */
 void replay_core_call(void (*fn)(void));

@@ -136,18 +136,14 @@ int replay_relax(void)
 	return 1;
 }
 
-/* An assertion of the core: the simulator's wording, with the file's base name. */
+/* An assertion of the core: the case's verdict (worded as the simulator words it). */
 int replay_halt(const char *file, int line, const char *what)
 {
 	unsigned me;
 	struct replay_cpu *r = me_cpu(&me);
 	if (!r)
 		return 0;
-	const char *base = file;
-	for (const char *p = file; *p; p++)
-		if (*p == '/')
-			base = p + 1;
-	replay_fail("cpu%u: NMI core assertion failed at %s:%d: %s", me, base, line, what);
+	replay_fail_assert(me, file, line, what);
 	r->halted = 1;
 	replay_longjmp(r->jmp);
 }
@@ -220,6 +216,7 @@ void replay_cpu_loop(unsigned me)
 		 * exit's blocking: an IRET ends any NMI blocking, and the turn is over. */
 		__asm__ __volatile__("pushfq; andq $~0x100, (%%rsp); popfq" ::: "memory", "cc");
 		r->st.on = 0;
+		replay_trace_end();
 		plat_nmi_iret();
 		r->in_nmi = 0;
 		r->exit_blocked = 0;

@@ -100,10 +100,21 @@ void replay_step_begin(unsigned me, const struct replay_step *s)
 	r->st.seq = r->seq;
 }
 
+/* make replay TRACE=1: the trace ends with the step that placed the NMI (or with
+ * the CPU's halt), before the other CPUs' wait loops fill it. */
+void replay_trace_end(void)
+{
+	if (replay_trace_now == 2) {
+		replay_trace_now = 0;
+		magic_break();
+	}
+}
+
 void replay_step_end(unsigned me)
 {
 	struct replay_cpu *r = &rcpu[me];
 	r->st.on = 0;
+	replay_trace_end();
 	if (r->st.count_only)
 		r->st.counted = r->st.count;
 	r->st.count_only = 0;
@@ -117,8 +128,10 @@ void replay_send_self(unsigned me, unsigned n)
 {
 	struct replay_cpu *r = &rcpu[me];
 	uint32_t apic = this_percpu()->apic_id;
-	if (replay_trace_now)
-		magic_break(); /* make replay TRACE=1: the trace starts at the arrival */
+	if (replay_trace_now == 1) {
+		replay_trace_now = 2; /* make replay TRACE=1: the trace starts here */
+		magic_break();
+	}
 	for (unsigned i = 0; i < n && i < MAX_SELF_NMIS; i++) {
 		uint64_t before = r->arrived;
 		r->sent++;
