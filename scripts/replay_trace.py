@@ -125,6 +125,24 @@ def compact_path(path, width=4):
     return " -> ".join(out)
 
 
+def excerpt(rows, path, around=40):
+    """What is printed of a long trace: its first PRINTED lines and `around` lines
+    either side of every arrival mark after them; the gaps say how long they are."""
+    keep = set(range(min(PRINTED, len(rows))))
+    for i, row in enumerate(rows):
+        if "<== the NMI arrived" in row:
+            keep |= set(range(max(0, i - around), min(len(rows), i + around)))
+    out, last = [], -1
+    for i in sorted(keep):
+        if i != last + 1:
+            out.append(f"    ... {i - last - 1} lines (all in {path}) ...")
+        out.append(rows[i])
+        last = i
+    if last + 1 < len(rows):
+        out.append(f"    ... {len(rows) - last - 1} more lines in {path}")
+    return out
+
+
 def report(elf, debugger_log, case, hv_cases, sim_timeline, workdir):
     """trace.txt written; the text printed: the simulator's timeline of the case, then
     the hypervisor's trace of it, per function, and the path."""
@@ -149,8 +167,7 @@ def report(elf, debugger_log, case, hv_cases, sim_timeline, workdir):
     with open(path, "w") as f:
         f.write("\n".join(rows) + "\n")
     per_fn, in_core, fn_path = bochs_trace.summarize(lines, syms)
-    body = rows[:PRINTED] + ([f"... {len(rows) - PRINTED} more lines in {path}"]
-                             if len(rows) > PRINTED else [])
+    body = excerpt(rows, path)
     summary = [f"trace: case {case}: {len(entries)} instructions, {in_core} in the NMI core, "
                f"in {path}", "  instructions per function (first seen first):"]
     summary += [f"    {n:6d}  {fn}" for fn, n in per_fn.items()]

@@ -350,6 +350,13 @@ class Trace(unittest.TestCase):
         out = replay_trace.collapse_spins(rows, entries)
         self.assertEqual(len(out), 3 + 40 + 1 + 10)
         self.assertIn("950 more instructions of spin", out[43])
+        rows = [f"row {i}" for i in range(1000)]
+        rows[700] += "   <== the NMI arrived before this instruction"
+        shown = replay_trace.excerpt(rows, "t.txt")
+        self.assertEqual(len(shown), replay_trace.PRINTED + 1 + 80 + 1)
+        self.assertIn("... 260 lines", shown[replay_trace.PRINTED])
+        self.assertIn(rows[700], shown)
+        self.assertIn("260 more lines", shown[-1])
         self.assertEqual(replay_trace.compact_path("a b c b c b c d".split()),
                          "a -> (b -> c) x3 -> d")
 
