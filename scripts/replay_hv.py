@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from .replay_scenario import (REPLAY_RE, CannotReplay, CoreSymbols, ScenarioError, choose_target,
+from .replay_scenario import (COUNT_CASES, REPLAY_RE, CannotReplay, CoreSymbols, ScenarioError, choose_target,
                               compact, compare, normalize, overall, parse_scenario, parse_serial,
                               parse_sim, table)
 
@@ -150,6 +150,17 @@ def hv_case_text(serial, at):
     return "(no such case in the serial log)"
 
 
+def hv_alone(target, kernel, scn, core, at, workdir, timeout):
+    """The hypervisor's timeline of one case of a wildcard: the case booted on its own
+    (the hypervisor prints its state after every step for a lone case only)."""
+    if scn.wildcard() is None or at in COUNT_CASES:
+        return None
+    one = parse_scenario(scn.case(at))
+    serial, _, _, _ = boot(target, kernel, f"workload=replay replay={compact(one, core)}",
+                           one.ncpus + 1, os.path.join(workdir, f"alone-{at}"), timeout)
+    return hv_case_text(serial, "-")
+
+
 def missing_tools(target):
     from . import bochs
     tools = bochs.TOOLS if target == "bochs" else (EMULATORS["qemu"],)
@@ -216,7 +227,8 @@ def replay(a, out=sys.stdout):
         with open(os.path.join(workdir, "scenario.nmi"), "w") as f:
             f.write(text)
         scn = parse_scenario(text)
-        form = compact(scn, CoreSymbols.from_elf(kernel))
+        core = CoreSymbols.from_elf(kernel)
+        form = compact(scn, core)
     except ScenarioError as e:
         return Outcome(2, f"replay {name}: {a.input}: {e}")
     except CannotReplay as e:
@@ -284,7 +296,10 @@ def replay(a, out=sys.stdout):
         say(f"\n== case {at}: the simulator says {sk}, the hypervisor {hk}")
         say(f"-- the simulator (nmisim run --timeline):\n" + sim_timeline(
             nmisim, scn.case(at), os.path.join(workdir, f"timeline-{at}.nmi")).rstrip())
-        say(f"-- the hypervisor ({workdir}/serial.txt):\n" + hv_case_text(serial, at))
+        alone = hv_alone(target, kernel, scn, core, at, workdir, timeout)
+        say(f"-- the hypervisor ({workdir}/serial.txt):\n" + hv_case_text(serial, at)
+            + (f"\n-- the hypervisor, case {at} booted alone (its state after every step):\n"
+               + alone if alone else ""))
     if len(bad) > SHOWN:
         say(f"\n({len(bad) - SHOWN} more disagreements: {workdir}/table.txt)")
     if traced:

@@ -683,7 +683,8 @@ def judge_replay(path, variant, want, rc, out):
     """One replay's verdict: every case as the simulator says, the whole as `# expect:`."""
     last = out.strip().splitlines()[-1] if out.strip() else f"no output (exit {rc})"
     on = re.search(r"\] on (\w+)", out)
-    name = f"replay {os.path.relpath(path, 'corpus')} [{variant}] on {on[1] if on else '?'}"
+    where = os.path.relpath(path, "corpus") if path.startswith("corpus/") else path
+    name = f"replay {where} [{variant}] on {on[1] if on else '?'}"
     got = re.search(r"overall sim (\w+), hv (\w+)", last)
     if rc == 77:
         verdict("SKIP", name, last.split(": ", 1)[-1])
@@ -710,6 +711,13 @@ def suite_replay():
     for v in VARIANTS[1:]:
         for f in sorted(glob.glob(f"corpus/regressions/{v}/*.nmi")):
             jobs += [(f, v, "fail"), (f, "final", "pass")]
+    # The address form: the seed race's NMI placed at racy-counter's nmi_unmask+0x36
+    # (its 9th boundary), the second time there after a second deferred NMI.
+    os.makedirs("build/replay-suite", exist_ok=True)
+    addr = "build/replay-suite/seed-race-at-address.nmi"
+    with open(addr, "w") as f:
+        f.write("cpus 1\ncpu0 mask\ncpu0 nmi\ncpu0 nmi\ncpu0 unmask nmi@nmi_unmask+0x36:2\n")
+    jobs += [(addr, "racy-counter", "fail"), (addr, "final", "pass")]
     workers = int(os.environ.get("REPLAY_JOBS", "2"))
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
         runs = pool.map(lambda job: replay_hv(job[0], job[1]), jobs)
