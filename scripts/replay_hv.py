@@ -197,6 +197,20 @@ def trace_case(nmisim, scn, workdir):
     return next((str(k) for k in range(1, n + 1) if sim.get(str(k), ("pass",))[0] != "pass"), "1")
 
 
+WRAPPED = re.compile(r"\b(visited|pend)=(\d+)")
+
+
+def hv_states(serial):
+    """The per-step state, books and guest lines the hypervisor prints for a case it
+    runs alone (or traces), a counter that wrapped below zero shown in hex too."""
+    def mark(m):
+        v = int(m.group(2))
+        return m.group(0) + (f" (0x{v:x}: wrapped below 0)" if v >= 1 << 31 else "")
+    lines = [line[len("REPLAY: "):] for line in serial.splitlines()
+             if line.startswith(("REPLAY: state", "REPLAY: books", "REPLAY: guest"))]
+    return "\n".join("  " + WRAPPED.sub(mark, line) for line in lines)
+
+
 class Outcome:
     """What one replay found: its exit status and the verdict line, the table rows."""
 
@@ -287,6 +301,11 @@ def replay(a, out=sys.stdout):
         text += "\n" + counted[1]
     if not a.quiet:
         say(text)
+        states = hv_states(serial)
+        if states:
+            say("\n== the hypervisor's state after every step ("
+                + (f"case {traced}" if traced and scn.wildcard() is not None else "its one case")
+                + f", {workdir}/serial.txt):\n" + states)
     else:  # only what disagrees
         if bad:
             say(table(bad))
