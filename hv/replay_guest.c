@@ -281,12 +281,6 @@ static int guest_op_runs(unsigned me, const struct replay_step *s)
 	}
 }
 
-static void critical_work(void)
-{
-	for (volatile int i = 0; i < 4; i++)
-		;
-}
-
 void replay_guest_op(unsigned me, const struct replay_step *s)
 {
 	struct replay_cpu *r = &rcpu[me];
@@ -310,7 +304,7 @@ void replay_guest_op(unsigned me, const struct replay_step *s)
 	case R_EXIT:
 		r->in_guest = 0;
 		replay_core_call(nmi_mask);
-		critical_work();
+		replay_critical_work();
 		replay_core_call(nmi_unmask);
 		break;
 	case R_GIRET:
