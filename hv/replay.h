@@ -98,6 +98,7 @@ struct replay_cpu {
 	/* replay_guest.c */
 	int in_guest; /* the CPU is in VMX non-root operation between steps      */
 	int launched, needs_setup;
+	int fault_armed, fault_active; /* `fault`: the next injection meets an EPT violation */
 	uint64_t vm_proc, vm_entry_intr; /* the core's last writes of these fields */
 	int detached; /* the guest was detached for good                        */
 	struct nmi_cpu at_detach;
@@ -129,6 +130,7 @@ void replay_hand_back(void);
 int replay_setjmp(uint64_t *buf) __attribute__((returns_twice));
 _Noreturn void replay_longjmp(uint64_t *buf);
 void replay_run_op(unsigned me, const struct replay_step *s);
+void replay_critical_work(void); /* an intercept handler's edits under the mask */
 void replay_service_guest(unsigned me);
 
 /* replay_step.c */

@@ -28,7 +28,7 @@
 #include "x86.h"
 
 #define RG_MAIL_PA  0x3000u /* the token, then one mailbox per CPU (replay_vm.S) */
-#define RG_IDT_PA   0x3400u /* the guest IDT: vector 2 -> rg_nmi, others -> rg_other */
+#define RG_IDT_PA   0x6000u /* the guest IDT, a page of its own (`fault` unmaps it) */
 #define RG_GDT_PA   0x3800u /* flat code 0x08, data 0x10 */
 #define RG_CODE_PA  0x4000u /* the guest code */
 #define RG_STACK_PA 0x5000u /* one 256-byte stack per CPU above this */
@@ -103,6 +103,15 @@ int replay_guest_available(const char **why)
 static uint64_t run(unsigned me)
 {
 	struct replay_cpu *r = &rcpu[me];
+	/* `fault`: this entry's NMI injection is to meet an EPT violation on the
+	 * guest's IDT (SDM vol. 3C, 27.2.4: the exit reports the NMI in the
+	 * IDT-vectoring information; it was not delivered). */
+	if (r->fault_armed && (r->vm_entry_intr & INTR_INFO_VALID)) {
+		r->fault_armed = 0;
+		r->fault_active = 1;
+		ept_set_page(RG_IDT_PA, 0);
+		ept_flush();
+	}
 	/* A successful entry consumes the injection; the guest may give the token back
 	 * (and the controller look at the books) before this CPU sees the next exit. */
 	uint64_t queued = r->vm_entry_intr;
@@ -154,6 +163,11 @@ void replay_guest_reset(unsigned me)
 {
 	struct replay_cpu *r = &rcpu[me];
 	r->in_guest = r->detached = 0;
+	r->fault_armed = 0;
+	if (r->fault_active) { /* a case that ended between the fault and its exit */
+		r->fault_active = 0;
+		ept_set_page(RG_IDT_PA, 1);
+	}
 	r->guest = (struct nmi_books_guest){0};
 	r->needs_setup = 1;
 	if (!unavailable)
@@ -227,11 +241,15 @@ void replay_guest_idle(unsigned me)
 			r->exit_blocked = 1;
 			if (wait_turn(me)) {
 				exit_through_core(me, nmi_vmexit_nmi, 0);
-				mail(me)->ack = 1; /* the guest ends this turn */
+				replay_service_guest(me); /* the guest ends this turn */
 			}
 		} else if (reason == EXIT_NMI_WINDOW) {
 			exit_through_core(me, nmi_vmexit_nmi_window, 0);
-		} else if (vectoring & INTR_INFO_VALID) {
+		} else if (reason == EXIT_EPT_VIOLATION && r->fault_active &&
+			   (vectoring & INTR_INFO_VALID)) {
+			r->fault_active = 0;
+			ept_set_page(RG_IDT_PA, 1);
+			ept_flush();
 			exit_through_core(me, 0, vectoring);
 		} else if (reason == EXIT_VMCALL && ctx[me].regs.rax != BAD_VECTOR) {
 			vmx_write(VMCS_GUEST_RIP, vmx_read(VMCS_GUEST_RIP) + VMCALL_LEN);
@@ -263,15 +281,13 @@ static int guest_op_runs(unsigned me, const struct replay_step *s)
 	}
 }
 
-static void critical_work(void)
-{
-	for (volatile int i = 0; i < 4; i++)
-		;
-}
-
 void replay_guest_op(unsigned me, const struct replay_step *s)
 {
 	struct replay_cpu *r = &rcpu[me];
+	if (s->op == R_FAULT) {
+		r->fault_armed = 1; /* any mode: the next injection of this CPU meets it */
+		return;
+	}
 	if (!guest_op_runs(me, s))
 		return;
 	if (r->needs_setup)
@@ -288,7 +304,7 @@ void replay_guest_op(unsigned me, const struct replay_step *s)
 	case R_EXIT:
 		r->in_guest = 0;
 		replay_core_call(nmi_mask);
-		critical_work();
+		replay_critical_work();
 		replay_core_call(nmi_unmask);
 		break;
 	case R_GIRET:
@@ -317,6 +333,7 @@ void replay_guest_op(unsigned me, const struct replay_step *s)
 /* A turn ends in guest mode: the guest gives the token back when it waits again. */
 void replay_service_guest(unsigned me)
 {
+	rcpu[me].busy = 0; /* a turn that spun (a park) is over all the same */
 	mail(me)->ack = 1;
 }
 
