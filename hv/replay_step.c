@@ -36,7 +36,7 @@
 #define RFLAGS_TF     0x100ull
 #define DR6_BS        (1ull << 14)
 #define ICR_NMI       0x00004400u /* delivery mode NMI, physical destination */
-#define NMI_TAKEN_US  20000u /* a self-NMI to an unblocked CPU lands within this */
+#define NMI_TAKEN_US  1000000u /* a self-NMI to an unblocked CPU lands within this */
 #define MAX_SELF_NMIS 2u /* one taken, one latched behind it: the rest are dropped */
 
 extern const char __start_nmi_core_text[], __stop_nmi_core_text[];
