@@ -81,7 +81,9 @@ help:
 	@echo "               service, stress, QEMU, Bochs)"
 	@echo "make test-sim  the simulator, fuzz-regression and tooling suites only (fast)"
 	@echo "make explore   every placement of up to NMIS (2) NMIs in corpus/scenarios/*.nmi"
-	@echo "make replay INPUT=file   replay a fuzz input (.bin) or scenario (.nmi) with its timeline"
+	@echo "make replay INPUT=file   replay a fuzz input (.bin) or scenario (.nmi) with its timeline;"
+	@echo "               ON=qemu|bochs|auto on the hypervisor, each case against the simulator,"
+	@echo "               TRACE=1 (Bochs) one case traced instruction by instruction"
 	@echo "make coverage  the NMI coverage map of CORPUS (corpus/fuzz + grown): build/coverage/<variant>.html"
 	@echo "make stress    free-running stress: CPUS (2) threads, SOURCES (2), NMIS (1000000)"
 	@echo "make bench     figures: stress throughput, time to find the seed race, execs/s"
@@ -201,12 +203,24 @@ explore: deps
 	@$(MAKE) -s $(B)/nmisim
 	@$(B)/nmisim run --quiet --nmis $(NMIS) corpus/scenarios/*.nmi
 
+# ON=sim (the default) replays in the simulator; ON=qemu|bochs|auto on the hypervisor
+# (workload=replay), every case compared with the simulator's verdict
+# (scripts/replay_hv.py); TRACE=1 (Bochs) traces one case instruction by instruction.
+# (TRACE also names make trace's region: only TRACE=1 turns the replay's trace on.)
+ON ?= sim
 replay:
-	@test -n "$(INPUT)" || { echo "usage: make replay INPUT=file.bin|file.nmi [VARIANT=...] [MODE=...]"; exit 2; }
+	@test -n "$(INPUT)" || { echo "usage: make replay INPUT=file.bin|file.nmi [VARIANT=...] [MODE=...] [ON=sim|qemu|bochs|auto] [TRACE=1]"; exit 2; }
+ifeq ($(ON),sim)
 	@scripts/deps.sh sim fuzz
 	@$(MAKE) -s $(B)/nmisim $(B)/fuzz_nmi
 	@python3 -m scripts.fuzz --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
 		--replay "$(INPUT)" --nmisim $(B)/nmisim
+else
+	@scripts/deps.sh sim fuzz system
+	@$(MAKE) -s $(B)/nmisim $(B)/hv.elf $(if $(filter %.bin,$(INPUT)),$(B)/fuzz_nmi)
+	@python3 -m scripts.replay_hv --input "$(INPUT)" --variant $(VARIANT) --build $(B) \
+		--on $(ON) --mode $(MODE) $(if $(filter 1 yes,$(TRACE)),--trace)
+endif
 
 # The NMI coverage map: replay CORPUS (default corpus/fuzz and the grown corpus of this
 # build and MODE) and write $(BUILD)/coverage/<build>.html (docs/fuzzing.md).

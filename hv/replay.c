@@ -27,8 +27,12 @@
 #include "replay.h"
 #include "x86.h"
 
-#define TURN_US     5000000u /* a turn that does not end is a hang, not a verdict */
-#define INFLIGHT_US 20000u /* an NMI not taken by then was dropped by a latch    */
+#define TURN_US 20000000u /* a turn that does not end is a hang, not a verdict */
+/* An NMI sent to a CPU that is not NMI-blocked and not taken by then was dropped by
+ * a latch (a third NMI of a burst).  Under QEMU TCG a vCPU is a host thread that a
+ * loaded host may not run for a while, so this is generous: only such a drop waits
+ * it out. */
+#define INFLIGHT_US 500000u
 #define MAX_SERVICE 64u /* rounds of servicing after one step (SIM_MAX_SERVICE)  */
 #define MAX_FINISH  4000u /* rounds of letting spinning CPUs end (SIM_MAX_FINISH) */
 #define SPIN_LIMIT  1000u /* plat_spin_limit() while replaying (SIM_SPIN_LIMIT)    */

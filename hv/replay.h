@@ -130,6 +130,7 @@ void replay_hand_back(void);
 int replay_setjmp(uint64_t *buf) __attribute__((returns_twice));
 _Noreturn void replay_longjmp(uint64_t *buf);
 void replay_run_op(unsigned me, const struct replay_step *s);
+void replay_critical_work(void); /* an intercept handler's edits under the mask */
 void replay_service_guest(unsigned me);
 
 /* replay_step.c */

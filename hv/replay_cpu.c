@@ -158,7 +158,7 @@ void replay_nmi_sent(unsigned id)
 
 /* Stands for an intercept handler's edits of per-CPU state under the mask (the
  * simulator's critical_work(), sim/ops.c). */
-static void critical_work(void)
+void replay_critical_work(void)
 {
 	for (volatile int i = 0; i < 4; i++)
 		;
@@ -192,7 +192,7 @@ void replay_run_op(unsigned me, const struct replay_step *s)
 	case R_CRIT:
 		if (!r->in_guest && !c->masked) {
 			replay_core_call(nmi_mask);
-			critical_work();
+			replay_critical_work();
 			replay_core_call(nmi_unmask);
 		}
 		break;

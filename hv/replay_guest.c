@@ -241,7 +241,7 @@ void replay_guest_idle(unsigned me)
 			r->exit_blocked = 1;
 			if (wait_turn(me)) {
 				exit_through_core(me, nmi_vmexit_nmi, 0);
-				mail(me)->ack = 1; /* the guest ends this turn */
+				replay_service_guest(me); /* the guest ends this turn */
 			}
 		} else if (reason == EXIT_NMI_WINDOW) {
 			exit_through_core(me, nmi_vmexit_nmi_window, 0);
@@ -281,12 +281,6 @@ static int guest_op_runs(unsigned me, const struct replay_step *s)
 	}
 }
 
-static void critical_work(void)
-{
-	for (volatile int i = 0; i < 4; i++)
-		;
-}
-
 void replay_guest_op(unsigned me, const struct replay_step *s)
 {
 	struct replay_cpu *r = &rcpu[me];
@@ -310,7 +304,7 @@ void replay_guest_op(unsigned me, const struct replay_step *s)
 	case R_EXIT:
 		r->in_guest = 0;
 		replay_core_call(nmi_mask);
-		critical_work();
+		replay_critical_work();
 		replay_core_call(nmi_unmask);
 		break;
 	case R_GIRET:
@@ -339,6 +333,7 @@ void replay_guest_op(unsigned me, const struct replay_step *s)
 /* A turn ends in guest mode: the guest gives the token back when it waits again. */
 void replay_service_guest(unsigned me)
 {
+	rcpu[me].busy = 0; /* a turn that spun (a park) is over all the same */
 	mail(me)->ack = 1;
 }
 

@@ -30,12 +30,13 @@
 #include "hv.h"
 #include "nmi_platform.h"
 #include "replay.h"
+#include "tf_trampoline.h"
 #include "x86.h"
 
 #define RFLAGS_TF     0x100ull
 #define DR6_BS        (1ull << 14)
 #define ICR_NMI       0x00004400u /* delivery mode NMI, physical destination */
-#define NMI_TAKEN_US  20000u /* a self-NMI to an unblocked CPU lands within this */
+#define NMI_TAKEN_US  1000000u /* a self-NMI to an unblocked CPU lands within this */
 #define MAX_SELF_NMIS 2u /* one taken, one latched behind it: the rest are dropped */
 
 extern const char __start_nmi_core_text[], __stop_nmi_core_text[];
@@ -177,34 +178,7 @@ uintptr_t replay_tf_return(void)
 	return rcpu[this_percpu()->index].st.tf_return;
 }
 extern char replay_tf_trampoline[];
-__asm__(".text\n"
-	".globl replay_tf_trampoline\n"
-	"replay_tf_trampoline:\n"
-	"	subq $8, %rsp\n" /* the return address goes here */
-	"	pushq %rax\n"
-	"	pushq %rdx\n"
-	"	pushq %rcx\n"
-	"	pushq %rsi\n"
-	"	pushq %rdi\n"
-	"	pushq %r8\n"
-	"	pushq %r9\n"
-	"	pushq %r10\n"
-	"	pushq %r11\n"
-	"	call replay_tf_return\n"
-	"	movq %rax, 72(%rsp)\n"
-	"	popq %r11\n"
-	"	popq %r10\n"
-	"	popq %r9\n"
-	"	popq %r8\n"
-	"	popq %rdi\n"
-	"	popq %rsi\n"
-	"	popq %rcx\n"
-	"	popq %rdx\n"
-	"	popq %rax\n"
-	"	pushfq\n"
-	"	orq $0x100, (%rsp)\n"
-	"	popfq\n"
-	"	ret\n");
+TF_TRAMPOLINE(replay_tf_trampoline, replay_tf_return);
 
 static uint64_t read_dr6(void)
 {

@@ -22,21 +22,7 @@ rg_run:
 	movq %rsp, 128(%rsi)		/* ctx->host_rsp */
 	testl %edi, %edi		/* flags survive the movs below */
 	movq %rsi, %rax
-	movq 8(%rax), %rbx
-	movq 16(%rax), %rcx
-	movq 24(%rax), %rdx
-	movq 32(%rax), %rsi
-	movq 40(%rax), %rdi
-	movq 48(%rax), %rbp
-	movq 56(%rax), %r8
-	movq 64(%rax), %r9
-	movq 72(%rax), %r10
-	movq 80(%rax), %r11
-	movq 88(%rax), %r12
-	movq 96(%rax), %r13
-	movq 104(%rax), %r14
-	movq 112(%rax), %r15
-	movq 0(%rax), %rax
+	LOAD_GUEST_REGS_RAX
 	jnz 1f
 	vmlaunch
 	jmp 2f
@@ -48,20 +34,7 @@ rg_run:
 rg_exit_entry:				/* [rsp] = ctx */
 	pushq %rax
 	movq 8(%rsp), %rax
-	movq %rbx, 8(%rax)
-	movq %rcx, 16(%rax)
-	movq %rdx, 24(%rax)
-	movq %rsi, 32(%rax)
-	movq %rdi, 40(%rax)
-	movq %rbp, 48(%rax)
-	movq %r8, 56(%rax)
-	movq %r9, 64(%rax)
-	movq %r10, 72(%rax)
-	movq %r11, 80(%rax)
-	movq %r12, 88(%rax)
-	movq %r13, 96(%rax)
-	movq %r14, 104(%rax)
-	movq %r15, 112(%rax)
+	STORE_GUEST_REGS_RAX
 	popq %rbx
 	movq %rbx, 0(%rax)
 	movq 128(%rax), %rsp

@@ -19,21 +19,8 @@ exp_run:
 	movq %rsp, exp_host_rsp(%rip)
 	movq %rsi, exp_regs(%rip)
 	testl %edi, %edi		/* flags survive the movs below */
-	movq 8(%rsi), %rbx
-	movq 16(%rsi), %rcx
-	movq 24(%rsi), %rdx
-	movq 40(%rsi), %rdi
-	movq 48(%rsi), %rbp
-	movq 56(%rsi), %r8
-	movq 64(%rsi), %r9
-	movq 72(%rsi), %r10
-	movq 80(%rsi), %r11
-	movq 88(%rsi), %r12
-	movq 96(%rsi), %r13
-	movq 104(%rsi), %r14
-	movq 112(%rsi), %r15
-	movq 0(%rsi), %rax
-	movq 32(%rsi), %rsi
+	movq %rsi, %rax
+	LOAD_GUEST_REGS_RAX
 	jnz 1f
 	vmlaunch
 	jmp 2f
@@ -45,20 +32,7 @@ exp_run:
 exp_exit_entry:
 	pushq %rax
 	movq exp_regs(%rip), %rax
-	movq %rbx, 8(%rax)
-	movq %rcx, 16(%rax)
-	movq %rdx, 24(%rax)
-	movq %rsi, 32(%rax)
-	movq %rdi, 40(%rax)
-	movq %rbp, 48(%rax)
-	movq %r8, 56(%rax)
-	movq %r9, 64(%rax)
-	movq %r10, 72(%rax)
-	movq %r11, 80(%rax)
-	movq %r12, 88(%rax)
-	movq %r13, 96(%rax)
-	movq %r14, 104(%rax)
-	movq %r15, 112(%rax)
+	STORE_GUEST_REGS_RAX
 	popq %rbx
 	movq %rbx, 0(%rax)
 	movq exp_host_rsp(%rip), %rsp

@@ -9,6 +9,9 @@ Run them from the repository root (make does) as `python3 -m scripts.<module>`:
   iso             a GRUB rescue ISO (multiboot2, optional guest module)
   elfsym          nm symbols and the Bochs symbol file (the one list of linker markers)
   fuzz            libFuzzer on one variant; minimize, replay with a timeline
+  replay_hv       a scenario or fuzz input replayed on the hypervisor (make replay ON=...),
+                  every case against the simulator; replay_scenario (its compact form,
+                  the REPLAY lines) and replay_trace (TRACE=1) are its parts
   coverage        the NMI coverage map of a corpus as one HTML page (make coverage)
   bench           the project's figures (make bench)
   check_identity  the core's machine code is the same in every binary

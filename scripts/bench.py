@@ -9,13 +9,16 @@
      (BENCH_HWBP_SECONDS, BENCH_JOBS_SECONDS, 20)
   4. make explore time for the seed scenario (NMIS=1 and 2), and for every canonical
      scenario at NMIS=1, 2, 3: schedules run, pruned, failing, seconds
-  5. with BENCH_HV=1: the seed's own experiment, a QMP NMI flood against the
+  5. replay on the hypervisor (make replay ON=qemu|bochs): wall seconds of one case
+     (seed-race on racy-counter at nmi@9) and of nmi@* over seed-race in one boot, as
+     cases per second, in QEMU (TCG) and in Bochs
+  6. with BENCH_HV=1: the seed's own experiment, a QMP NMI flood against the
      racy-counter hypervisor in QEMU (make bench-hv), and the instruction counts of
      one host NMI and of one guest NMI under VMX (make trace, Bochs)
-  6. Linux's boot to /init in Bochs (2 CPUs): natively, and as the hypervisor's
+  7. Linux's boot to /init in Bochs (2 CPUs): natively, and as the hypervisor's
      guest, with the ratio and the VM exits by reason during that run
      (make bench-linux, tests/linux/bench.py)
-  7. with BENCH_LONG=1: a 10-minute campaign on final
+  8. with BENCH_LONG=1: a 10-minute campaign on final
 
 Environment: BENCH_SEEDS (20), BENCH_SEED_TIMEOUT (30 s), BENCH_STRESS_NMIS (1000000).
 """
@@ -202,23 +205,66 @@ def bench_explore():
 def bench_explore_depth():
     """make explore on every canonical scenario (final) at NMIS=1, 2, 3: schedules
     covered, run, pruned as the twin of one run (sim/explore.c), failing, seconds,
-    against the goals (NMIS=2 within 1 s, NMIS=3 within 60 s)."""
+    against the goals (NMIS=2 within 1 s, NMIS=3 within 60 s); NMIS=2 once more with
+    every NMI placed by index, single-stepped (NMI_NO_HWBP=1: where hardware
+    breakpoints are unavailable), for comparison."""
     header("make explore NMIS=1,2,3: every canonical scenario, final, with pruning")
     goals = {2: 1.0, 3: 60.0}
     files = sorted(glob.glob("corpus/scenarios/*.nmi"))
-    for k in (1, 2, 3):
+    for k, env, how in ((1, {}, ""), (2, {}, ""), (3, {}, ""),
+                        (2, {"NMI_NO_HWBP": "1"}, " (by index: NMI_NO_HWBP=1)")):
         t0 = time.monotonic()
-        out = subprocess.run(["build/final/nmisim", "run", "--quiet", "--nmis", str(k)] + files,
-                             capture_output=True, text=True).stdout
+        p = subprocess.run(["build/final/nmisim", "run", "--quiet", "--nmis", str(k)] + files,
+                           capture_output=True, text=True, env=dict(os.environ, **env))
         el = time.monotonic() - t0
+        out = p.stdout
         m = re.search(r"(\d+) schedules in \d+ scenarios \[[^]]*\]: (\d+) failing.*; "
                       r"(\d+) run, (\d+) pruned", out)
         if not m:
-            print(f"  NMIS={k}: no figure ({out.strip()[-120:]})")
+            print(f"  NMIS={k}{how}: no figure ({out.strip()[-120:]})")
             continue
+        if not env and "hardware breakpoints unavailable" in p.stderr:
+            how = " (hardware breakpoints unavailable here: placed by index)"
         goal = f", goal {goals[k]:g} s: {el / goals[k]:.2f}x the goal" if k in goals else ""
-        print(f"  NMIS={k}: {m[1]} schedules, {m[3]} run, {m[4]} pruned, {m[2]} failing, "
+        print(f"  NMIS={k}{how}: {m[1]} schedules, {m[3]} run, {m[4]} pruned, {m[2]} failing, "
               f"{el:.3f} s{goal}", flush=True)
+
+
+def bench_replay():
+    """make replay ON=qemu|bochs on seed-race, racy-counter: one case (nmi@9, the
+    simulator's first failing placement) and the nmi@* expansion (every boundary of
+    the unmask step) in one boot; the wall time of the whole replay (decode, boot,
+    the simulator's side) and the emulator's own, cases per second over the whole."""
+    header("replay on the hypervisor: seed-race on racy-counter (make replay ON=qemu|bochs)")
+    make("racy-counter", "nmisim", "hv.elf")
+    seed = "corpus/scenarios/seed-race.nmi"
+    d = tempfile.mkdtemp(prefix="nmi-bench-")
+    try:
+        fixed = os.path.join(d, "seed-race-at9.nmi")
+        with open(seed) as f, open(fixed, "w") as g:
+            g.write(f.read().replace("nmi@*", "nmi@9"))
+        for target, tool in (("qemu", "qemu-system-x86_64"), ("bochs", "bochs")):
+            if not shutil.which(tool):
+                print(f"  {target:5}: {tool} is not installed")
+                continue
+            for label, path in (("one case, nmi@9", fixed), ("nmi@*", seed)):
+                t0 = time.monotonic()
+                p = subprocess.run([sys.executable, "-m", "scripts.replay_hv", "--input", path,
+                                    "--variant", "racy-counter", "--build", "build/racy-counter",
+                                    "--on", target, "--quiet", "--outdir", d],
+                                   capture_output=True, text=True)
+                wall = time.monotonic() - t0
+                last = (p.stdout.strip().splitlines() or ["?"])[-1]
+                m = re.search(r"(\d+) cases? in one boot \(([\d.]+) s\): (\d+) agree", last)
+                if p.returncode != 0 or not m:
+                    print(f"  {target:5} {label:15}: no figure (exit {p.returncode}: {last[-120:]})")
+                    continue
+                cases = int(m[1])
+                print(f"  {target:5} {label:15}: {wall:5.1f} s wall, {float(m[2]):5.1f} s booted; "
+                      f"{cases} case{'s' if cases > 1 else ''} ({m[3]} agree), "
+                      f"{cases / wall:.1f} cases/s, boots: 1", flush=True)
+    finally:
+        shutil.rmtree(d)
 
 
 def bench_hv():
@@ -265,6 +311,7 @@ def main():
     bench_jobs()
     bench_explore()
     bench_explore_depth()
+    bench_replay()
     if os.environ.get("BENCH_HV"):
         bench_hv()
         bench_trace()

@@ -1,5 +1,8 @@
 """Run libFuzzer on one variant of nmi_core; on a finding, minimize it, replay it
-with a timeline (text + SVG) and print the replay command.
+with a timeline (text + SVG) and print the replay commands (in the simulator, and on
+the hypervisor: make replay ON=bochs TRACE=1).  When QEMU or Bochs is installed (and
+HV_REPLAY is not 0) the finding is replayed on the hypervisor too, within 180 s, and
+its verdict table saved beside the simulator's timeline, as <prefix>.hv.txt.
 
     python3 -m scripts.fuzz --binary build/final/fuzz_nmi --variant final   (make fuzz)
     python3 -m scripts.fuzz ... --jobs 2          (make fuzz JOBS=2: libFuzzer -fork=2)
@@ -16,11 +19,17 @@ import argparse
 import glob
 import os
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
 
+from .replay_scenario import ScenarioError, parse_scenario
+
 LIBFUZZER_FLAGS = ["-handle_usr1=0", "-handle_usr2=0", "-timeout=10", "-rss_limit_mb=2048"]
+HV_REPLAY_SECONDS = 180  # the hypervisor's replay of a finding, its build included
 
 
 def run_fuzzer(args, env):
@@ -165,9 +174,68 @@ def main():
     if args.make_vars is None:
         opt = args.tag[len(args.variant):]
         args.make_vars = f"OPT={opt}" if opt else ""
-    print(f"replay: make replay VARIANT={args.variant}"
-          + (f" {args.make_vars}" if args.make_vars else "") + f" MODE={args.mode} INPUT={final}")
+    selection = f"VARIANT={args.variant}" + (f" {args.make_vars}" if args.make_vars else "")
+    print(f"replay: make replay {selection} MODE={args.mode} INPUT={final}")
+    print(hv_replay_command(args, selection, final, prefix))
+    hv_verdict(args, final, prefix)
     return 1
+
+
+def hv_replay_command(args, selection, final, prefix):
+    """The line that replays the finding on the hypervisor; a fast-mode finding cannot
+    be (its nmi@N counts platform calls, which the hypervisor does not)."""
+    if args.mode == "fast":
+        return ("replay on the hypervisor: not for a fast-mode finding (its NMIs are placed "
+                "by platform calls, not instructions)")
+    try:
+        with open(prefix + ".nmi") as f:
+            guest = parse_scenario(f.read()).guest_ops()
+    except (OSError, ScenarioError):
+        guest = ["?"]
+    return (f"replay on the hypervisor: make replay {selection} INPUT={final} ON=bochs TRACE=1"
+            + ("" if guest else " (no guest step: ON=qemu replays it in seconds, untraced)"))
+
+
+def hv_verdict(args, final, prefix):
+    """The finding's folder receives the hypervisor's verdict beside the simulator's:
+    make replay ON=auto (no trace) into <prefix>.hv.txt, one line printed.  Bounded
+    (HV_REPLAY_SECONDS, the build included); nothing here may turn a finding into a
+    crash of this script, so every failure is a line."""
+    if os.environ.get("HV_REPLAY", "1") == "0" or args.mode == "fast":
+        return
+    if not (shutil.which("bochs") or shutil.which("qemu-system-x86_64")):
+        print("hypervisor: not replayed (neither bochs nor qemu-system-x86_64 is installed)")
+        return
+    deadline = time.monotonic() + HV_REPLAY_SECONDS
+    build = os.path.join("build", args.tag)
+    try:
+        made = subprocess.run(["make", "-s", f"VARIANT={args.variant}"] + shlex.split(args.make_vars or "")
+                              + [f"{build}/hv.elf", f"{build}/nmisim"], capture_output=True,
+                              text=True, timeout=HV_REPLAY_SECONDS)
+        if made.returncode != 0:
+            why = (made.stdout + made.stderr).strip().splitlines()
+            print(f"hypervisor: not replayed: the build failed ({why[-1] if why else made.returncode})")
+            return
+        proc = subprocess.Popen([sys.executable, "-m", "scripts.replay_hv", "--input", final,
+                                 "--variant", args.variant, "--build", build, "--on", "auto",
+                                 "--mode", args.mode, "--table", prefix + ".hv.txt", "--quiet"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the emulator too: its own session
+            proc.communicate()
+            line = f"the replay did not finish within {HV_REPLAY_SECONDS} s"
+            with open(prefix + ".hv.txt", "w") as f:
+                f.write(line + "\n")
+            print(f"hypervisor: {line} ({prefix}.hv.txt)")
+            return
+        lines = out.strip().splitlines()
+        print(f"hypervisor: {lines[-1] if lines else f'no verdict (exit {proc.returncode})'}"
+              + (f" ({prefix}.hv.txt)" if os.path.exists(prefix + ".hv.txt") else ""))
+    except Exception as e:  # noqa: BLE001 - a finding stays a finding
+        print(f"hypervisor: not replayed: {e.__class__.__name__}: {e}")
 
 
 if __name__ == "__main__":

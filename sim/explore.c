@@ -20,7 +20,10 @@
 #include "state_hash.h"
 
 struct explore {
-	struct sim_schedule work;
+	struct sim_schedule work; /* the schedule that runs                          */
+	struct sim_schedule show; /* the same with every NMI by instruction index: what a
+				   * failing schedule is reported and replayed as    */
+	uint8_t base_nat[SIM_MAX_STEPS]; /* the scenario's own concrete arrivals */
 	unsigned slot_step[SIM_MAX_STEPS * SIM_MAX_AT];
 	unsigned nslots;
 	int all; /* go on after a failure */
@@ -40,7 +43,7 @@ static void failed(struct explore *e, const struct sim_result *r)
 {
 	if (e->failures++ == 0) {
 		if (e->fail_out)
-			*e->fail_out = e->work;
+			*e->fail_out = e->show;
 		if (e->fail_res)
 			*e->fail_res = *r;
 	}
@@ -71,6 +74,7 @@ static void explore_slot(struct explore *e, unsigned k, uint32_t from)
 	uint32_t n = r.step_insns[si];
 	for (uint32_t pos = from; pos <= n && !done(e); pos++) {
 		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = pos};
+		e->show = e->work;
 		int same = k + 1 < e->nslots && e->slot_step[k + 1] == si;
 		explore_slot(e, k + 1, same ? pos : 1);
 		st->nat--;
@@ -94,6 +98,7 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
 		}
 		st->nat = (uint8_t)keep;
 	}
+	e->show = e->work;
 	explore_slot(e, 0, 1);
 }
 
@@ -103,11 +108,12 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
  * schedule: its NMIs at (step, boundary) positions in nondecreasing order, among the
  * steps that carry nmi@*.  Its children add one NMI at or after its last one, while
  * fewer than k_max are placed.  Every schedule of up to k_max NMIs is one node, run
- * once.  A node with children runs stepped throughout (SIM_STEP_ALL), and at each
- * core instruction boundary B of a marked step after its last NMI, the SIGTRAP
- * handler (wrapped here: stepper.c is untouched) hashes the machine's state on entry
- * to the trap, before anything is placed at B.  A child with its new NMI at B is the
- * same schedule up to B, so it is in that very state at that moment too.
+ * once.  A node with children runs stepped (SIM_STEP_ALL) from its last NMI on, and
+ * at each core instruction boundary B of a marked step after that NMI, the SIGTRAP
+ * handler (wrapped by state_hash.c: stepper.c's is unchanged) hashes the machine's
+ * state on entry to the trap, before anything is placed at B.  A child with its new
+ * NMI at B is the same schedule up to B, so it is in that very state at that moment
+ * too, but for dead bytes (below).
  *
  * The key of the subtree "an NMI at B, then up to r-1 more at or after B" is that
  * hash (128 bits: two independent 64-bit hashes) and r.  What the hash covers:
@@ -130,7 +136,8 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
  * node of one scenario.  So when two nodes record the same key at B, their children
  * there run the same instructions on the same data from B on, and every placement
  * after B meets the same state at the same index in both: the two subtrees hold the
- * same futures, verdict for verdict, and the second is not run.
+ * same futures, verdict for verdict, and the second is not run.  (Placed by address:
+ * the same address and occurrence in both.)
  *
  * Not covered, and why it cannot make two futures differ:
  *  - CPUs other than the running one, idle in cpu_main's loop: a stack holding
@@ -147,7 +154,15 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
  *  - M.flags, how much is stepped: it changes no verdict, only which bound reports a
  *    turn of more than SIM_MAX_TURN_INSNS instructions (as without pruning, where
  *    counting runs are stepped and the others are not);
- *  - arrivals already placed, tf_return (stale inside the core), the timeline (off).
+ *  - arrivals already placed, tf_return (stale inside the core), the timeline (off);
+ *    the count of a step placed on a breakpoint (its hits, not its instructions),
+ *    never read once its arrivals are placed, as they are within its first turn;
+ *  - dead bytes, which depend on how the run got there (stepped or on a breakpoint,
+ *    and after which run): the 128 bytes under RSP are zeroed at every stepped
+ *    boundary, so a frame's never-written padding holds zeros; a caller-saved
+ *    register still holding stepper.c's trampoline, the return address a stepped
+ *    call out of the core was given, is hashed as the address it stands for.  Only
+ *    pruning depends on these: a dead byte hashed is a twin missed, never one made.
  * Fast mode (no traps) and AddressSanitizer builds (locals may live on a fake stack)
  * record no keys and prune nothing.
  *
@@ -169,159 +184,100 @@ static void explore_wildcards(struct explore *e, const struct sim_schedule *s)
 #define EXPLORE_CAN_PRUNE 1
 #endif
 
-/* One boundary of a node's run. */
-struct rec {
-	unsigned step;
-	uint32_t idx;
-	int ok; /* keyed: see above for when a boundary is not */
-	struct h128 h;
-};
-
-#define REC_MAX (1u << 16)
-
-static struct {
-	int on;
-	unsigned from; /* record steps from this one on */
-	uintptr_t steps; /* the schedule being run: its step array */
-	unsigned nsteps;
-	struct rec v[REC_MAX];
-	unsigned n;
-} R;
-
-static void (*stepper_trap)(int, siginfo_t *, void *);
-
-/* On entry to a trap: the state the child with an NMI here would be in. */
-__attribute__((no_sanitize_address)) static void record(const ucontext_t *uc)
-{
-	struct sim_cpu *c = self;
-	if (!c || !c->step.on || M.fast)
-		return;
-	const greg_t *g = uc->uc_mcontext.gregs;
-	uintptr_t rip = (uintptr_t)g[REG_RIP];
-	if (!sim_in_core(rip))
-		return; /* stepper.c counts only the core's boundaries */
-	uintptr_t sp = (uintptr_t)c->th.step;
-	if (sp < R.steps || sp >= R.steps + R.nsteps * sizeof(struct sim_step))
-		return;
-	unsigned si = (unsigned)((sp - R.steps) / sizeof(struct sim_step));
-	if (si < R.from || R.n >= REC_MAX)
-		return;
-	struct rec *r = &R.v[R.n++];
-	r->step = si;
-	r->idx = c->step.count + 1; /* what stepper.c is about to count */
-	r->ok = 0;
-	if (si != M.cur_step)
-		return;
-	r->ok = state_hash(uc, c, &r->h) == 0;
-}
-
-static void explore_trap(int sig, siginfo_t *si, void *ucv)
-{
-	if (R.on)
-		record(ucv);
-	stepper_trap(sig, si, ucv);
-}
-
-/* Wrap stepper.c's SIGTRAP handler, once, after sim_init() installed it. */
-static int trap_wrapped(void)
-{
-	static int done_once, ok;
-	if (done_once)
-		return ok;
-	done_once = 1;
-	struct sigaction sa;
-	if (sim_init() != 0 || sigaction(SIGTRAP, NULL, &sa) != 0 || !(sa.sa_flags & SA_SIGINFO) ||
-	    !sa.sa_sigaction)
-		return 0;
-	stepper_trap = sa.sa_sigaction;
-	sa.sa_sigaction = explore_trap;
-	ok = sigaction(SIGTRAP, &sa, NULL) == 0;
-	return ok;
-}
-
-/* The memo: key -> what its subtree held. */
-struct memo {
-	uint64_t a, b; /* a == 0: empty slot */
-	unsigned long schedules, failures;
-	int root_failed;
-	uint64_t root_what;
-	char what[120]; /* the first schedule's verdict, for the check's report */
-};
-
-static struct {
-	struct memo *t;
-	size_t cap, n;
-} T;
-
-static void memo_clear(void)
-{
-	if (T.t)
-		memset(T.t, 0, T.cap * sizeof *T.t);
-	T.n = 0;
-}
-
-static struct memo *memo_slot(uint64_t a, uint64_t b)
-{
-	size_t i = (size_t)fmix(a ^ b) & (T.cap - 1);
-	while (T.t[i].a && (T.t[i].a != a || T.t[i].b != b))
-		i = (i + 1) & (T.cap - 1);
-	return &T.t[i];
-}
-
-static struct memo *memo_find(uint64_t a, uint64_t b)
-{
-	if (!T.cap)
-		return NULL;
-	struct memo *m = memo_slot(a, b);
-	return m->a ? m : NULL;
-}
-
-static void memo_put(const struct memo *v)
-{
-	if (2 * (T.n + 1) > T.cap) {
-		struct memo *old = T.t;
-		size_t oldcap = T.cap;
-		T.cap = T.cap ? 2 * T.cap : 4096;
-		T.t = calloc(T.cap, sizeof *T.t);
-		if (!T.t) {
-			T.t = old;
-			T.cap = oldcap;
-			return; /* not remembered: never pruned */
-		}
-		T.n = 0;
-		for (size_t i = 0; i < oldcap; i++)
-			if (old[i].a) {
-				*memo_slot(old[i].a, old[i].b) = old[i];
-				T.n++;
-			}
-		free(old);
-	}
-	struct memo *m = memo_slot(v->a, v->b);
-	if (!m->a)
-		T.n++;
-	*m = *v;
-}
-
-/* A verdict, for comparing twins.  A turn stopped by its CPU time (runaway.c) is
- * reported where the loop happened to be after 0.1 s, and how far it got: the
- * host's timing, not the schedule's, so only "runaway: still running" counts. */
-static uint64_t verdict_hash(const char *s)
-{
-	struct h128 h = {1, 2};
-	size_t n = strlen(s);
-	const char *tail = strstr(s, "still running in ");
-	if (tail && strstr(s, "of CPU time"))
-		n = (size_t)(tail - s);
-	hbytes(&h, s, n);
-	return fmix(h.a);
-}
-
 static struct {
 	int prune;
 	unsigned long check_every, seen, checked, mismatches;
 } P;
 
 static unsigned long last_pruned;
+
+/* ---- Placing by address ----------------------------------------------------------
+ *
+ * An NMI placed by index, nmi@K, is single-stepped to: K traps of about 14 us here.
+ * A child's parent ran stepped and recorded the instruction at every boundary, so the
+ * child's new NMI is placed by address instead (AT_ADDR: that address, its n-th
+ * execution since the step's previous arrival, which counts): the child runs its
+ * parent's instructions up to there, so that n-th execution is that boundary.
+ * stepper.c places a step whose arrivals are all by address on a hardware breakpoint,
+ * a trap per execution of the address and no stepping; its arrivals() serves both
+ * forms, so the NMI lands before the same instruction.  A leaf is not stepped at all.
+ * A node runs its last NMI's step on the breakpoint up to that NMI, then stepped
+ * (state_hash.c's switch_to_stepping() leaves the stepper as stepping from the start
+ * would have), and its later marked steps stepped.  A failure is reported and
+ * replayed in the index form (e->show), the schedule the search meant.
+ *
+ * The index form stays where hardware breakpoints are unavailable (stepper.c says why,
+ * once; NMI_NO_HWBP=1 forces it), in fast mode, in a step with arrivals of its own,
+ * and at a boundary whose address went unrecorded.  NMISIM_ADDR_CHECK=N runs every
+ * N-th schedule placed by address in the index form too, both with their timelines,
+ * and compares them and a node's instruction counts (explore_check_report()). */
+
+static struct {
+	int on;
+	unsigned long check_every, seen, checked, differ;
+	unsigned long unswitched; /* nodes that never reached their last NMI: a bug */
+} A;
+
+/* The last run's timeline as text, less what names the placement (the schedule's
+ * rows, "nmi@...", and "NMI arrives (core instruction N)" or "(core address)"): the
+ * line after an arrival, where it landed, stays. */
+static char *timeline_text(void)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return NULL;
+	sim_timeline_print(f);
+	fclose(f);
+	char *w = buf;
+	for (char *l = buf, *nl; *l; l = nl ? nl + 1 : l + strlen(l)) {
+		nl = strchr(l, '\n');
+		size_t n = nl ? (size_t)(nl - l + 1) : strlen(l);
+		if (!memmem(l, n, "nmi@", 4) && !memmem(l, n, "NMI arrives", 11))
+			w = (char *)memmove(w, l, n) + n;
+	}
+	*w = 0;
+	return buf;
+}
+
+/* Are the node's NMIs in its own step all by address? */
+static int by_addr(const struct explore *e, unsigned si)
+{
+	const struct sim_step *st = &e->work.step[si];
+	for (unsigned k = 0; k < st->nat; k++)
+		if (st->at[k].kind != AT_ADDR)
+			return 0;
+	return st->nat && !e->base_nat[si];
+}
+
+/* NMISIM_ADDR_CHECK: the run of e->work that just ended (ra, with its timeline),
+ * placed by address, against e->show, by index and stepped from step si0 on. */
+static void addr_check(struct explore *e, unsigned flags, unsigned si0, const struct sim_result *ra,
+		       unsigned long n)
+{
+	struct sim_result ri;
+	char *ta = timeline_text();
+	sim_step_all_from = si0;
+	sim_run(&e->show, flags | SIM_TIMELINE, &ri);
+	char *ti = timeline_text();
+	/* Where a turn stopped by its CPU time was is the host's timing (verdict_hash). */
+	int timed = ri.failed && strstr(ri.what, "of CPU time");
+	int same = ri.failed == ra->failed && verdict_hash(ri.what) == verdict_hash(ra->what) &&
+		   ti && ta && (timed || !strcmp(ti, ta));
+	/* A node's children are placed by its counts: they must be the stepped ones. */
+	for (unsigned i = si0; same && (flags & SIM_STEP_ALL) && i < e->work.nsteps; i++)
+		same = ri.step_insns[i] == ra->step_insns[i];
+	A.checked++;
+	if (!same) {
+		A.differ++;
+		fprintf(stderr, "nmisim: address check (schedule %lu): '%s' by index, '%s':\n", n,
+			ri.what, ra->what);
+		sched_print(stderr, &e->work);
+	}
+	free(ti);
+	free(ta);
+}
 
 /* The node e->work: run it; with `left` NMIs still to place, explore its children,
  * each an NMI at (step, boundary) at or after (si0, c0).  Its own verdict goes to
@@ -331,44 +287,68 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 {
 	struct sim_result r;
 	int keys = left > 0 && P.prune;
-	if (keys) {
-		R.on = 1;
-		R.from = si0;
-		R.steps = (uintptr_t)e->work.step;
-		R.nsteps = e->work.nsteps;
-		R.n = 0;
-	}
-	/* Stepped throughout: the steps where its children's NMIs may land. */
-	sim_step_all_from = si0;
+	unsigned flags = left > 0 ? SIM_STEP_ALL : 0;
+	int compare = A.check_every && memcmp(&e->work, &e->show, sizeof e->work) &&
+		      ++A.seen % A.check_every == 0;
+	/* Stepped throughout: the steps where its children's NMIs may land; its own
+	 * step only from its last NMI on when that is placed by address. */
+	int sw = left > 0 && c0 && A.on && by_addr(e, si0);
+	sim_step_all_from = si0 + (sw ? 1 : 0);
 	sim_step_all_to = e->last_marked;
-	sim_run(&e->work, left > 0 ? SIM_STEP_ALL : 0, &r);
+	if (left > 0 && (keys || A.on)) {
+		run_log.on = 1;
+		run_log.hash = keys;
+		run_log.from = si0;
+		run_log.steps = (uintptr_t)e->work.step;
+		run_log.nsteps = e->work.nsteps;
+		run_log.n = 0;
+		run_log.sw_pending = sw;
+		run_log.sw_step = si0;
+		run_log.sw_idx = c0;
+	}
+	sim_run(&e->work, flags | (compare ? SIM_TIMELINE : 0), &r);
+	if (run_log.sw_pending) {
+		/* It never got there, as it should have (its parent did): run it again,
+		 * stepped from its step's start, and say so. */
+		run_log.sw_pending = 0;
+		run_log.n = 0;
+		sim_step_all_from = si0;
+		sim_run(&e->work, flags | (compare ? SIM_TIMELINE : 0), &r);
+		if (A.unswitched++ == 0)
+			fprintf(stderr, "nmisim: explore: a schedule never reached its last NMI "
+					"placed by address; run again stepped (a bug)\n");
+	}
+	run_log.on = 0;
+	if (compare)
+		addr_check(e, flags, si0, &r, e->runs + e->pruned + 1);
 	sim_step_all_from = 0;
 	sim_step_all_to = SIM_MAX_STEPS;
-	R.on = 0;
 	e->runs++;
 	if (r.failed)
 		failed(e, &r);
 	v->root_failed = r.failed;
 	v->root_what = r.failed ? verdict_hash(r.what) : 0;
-	snprintf(v->what, sizeof v->what, "%s", r.what);
+	snprintf(v->what, sizeof v->what, "%.*s", (int)sizeof v->what - 1, r.what);
 	if (done(e) || left == 0)
 		return;
 	struct rec *recs = NULL;
 	unsigned nrec = 0;
-	if (keys && R.n) {
-		recs = malloc(R.n * sizeof *recs);
+	if (run_log.n && (keys || A.on)) {
+		recs = malloc(run_log.n * sizeof *recs);
 		if (recs) {
-			memcpy(recs, R.v, R.n * sizeof *recs);
-			nrec = R.n;
+			memcpy(recs, run_log.v, run_log.n * sizeof *recs);
+			nrec = run_log.n;
 		}
 	}
 	unsigned ri = 0;
 	for (unsigned sj = si0; sj < e->work.nsteps && !done(e); sj++) {
 		if (!marked[sj])
 			continue;
-		struct sim_step *st = &e->work.step[sj];
-		uint32_t n = r.step_insns[sj];
-		for (uint32_t c = sj == si0 && c0 ? c0 : 1; c <= n && !done(e); c++) {
+		struct sim_step *st = &e->work.step[sj], *sh = &e->show.step[sj];
+		uint32_t n = r.step_insns[sj], from = sj == si0 && c0 ? c0 : 1;
+		uintptr_t *rips =
+		    A.on && !e->base_nat[sj] ? rec_step_rips(recs, nrec, sj, n) : NULL;
+		for (uint32_t c = from; c <= n && !done(e); c++) {
 			if (st->nat >= SIM_MAX_AT)
 				break;
 			/* This boundary's record: records come in the order they ran. */
@@ -398,13 +378,15 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 			}
 			unsigned long s0 = e->runs + e->pruned, f0 = e->failures;
 			struct memo v = {.a = ka, .b = kb};
-			st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = c};
+			st->at[st->nat++] = rec_place(rips, from, c);
+			sh->at[sh->nat++] = (struct sim_at){.kind = AT_INDEX, .index = c};
 			int saved = P.prune;
 			if (check)
 				P.prune = 0; /* the whole subtree, as if never pruned */
 			node(e, marked, left - 1, sj, c, &v);
 			P.prune = saved;
 			st->nat--;
+			sh->nat--;
 			v.schedules = e->runs + e->pruned - s0;
 			v.failures = e->failures - f0;
 			if (check) {
@@ -425,6 +407,7 @@ static void node(struct explore *e, const unsigned char *marked, unsigned left, 
 				memo_put(&v);
 			}
 		}
+		free(rips);
 	}
 	free(recs);
 }
@@ -446,9 +429,18 @@ static void explore_tree(struct explore *e, const struct sim_schedule *s, unsign
 				st->at[keep++] = st->at[k];
 		}
 		st->nat = (uint8_t)keep;
+		e->base_nat[i] = (uint8_t)keep;
 	}
-	const char *env = getenv("NMISIM_PRUNE");
-	P.prune = EXPLORE_CAN_PRUNE && !(env && !strcmp(env, "0")) && trap_wrapped();
+	e->show = e->work;
+	A.on = !s->fast && run_log_install() && sim_hwbp_available();
+	static int said;
+	if (!s->fast && !A.on && !said++)
+		fprintf(stderr, "nmisim: explore places each NMI by its instruction index, "
+				"single-stepping up to it (slower)\n");
+	const char *env = getenv("NMISIM_ADDR_CHECK");
+	A.check_every = env ? strtoul(env, NULL, 10) : 0;
+	env = getenv("NMISIM_PRUNE");
+	P.prune = EXPLORE_CAN_PRUNE && !(env && !strcmp(env, "0")) && run_log_install();
 	env = getenv("NMISIM_PRUNE_CHECK");
 	P.check_every = env ? strtoul(env, NULL, 10) : 0;
 	memo_clear();
@@ -463,11 +455,17 @@ unsigned long sched_explore_pruned(void)
 
 int explore_check_report(FILE *f)
 {
-	if (!P.check_every)
-		return 0;
-	fprintf(f, "prune check: %lu of %lu pruned subtrees explored anyway, %lu differ%s\n",
-		P.checked, P.seen, P.mismatches, P.mismatches ? ": THE HASH MISSES STATE" : "");
-	return P.mismatches != 0;
+	unsigned long ad = A.differ + A.unswitched;
+	if (A.check_every)
+		fprintf(f,
+			"address check: %lu of %lu schedules placed by address also run by "
+			"index, %lu differ%s\n",
+			A.checked, A.seen, ad, ad ? ": THE PLACEMENTS DISAGREE" : "");
+	if (P.check_every)
+		fprintf(
+		    f, "prune check: %lu of %lu pruned subtrees explored anyway, %lu differ%s\n",
+		    P.checked, P.seen, P.mismatches, P.mismatches ? ": THE HASH MISSES STATE" : "");
+	return (P.check_every && P.mismatches) || (A.check_every && ad);
 }
 
 int sched_has_wildcard(const struct sim_schedule *s)

@@ -154,7 +154,8 @@ int sched_has_wildcard(const struct sim_schedule *s);
  * already explored (explore.c, "Pruning"); its failures count all the same. */
 unsigned long sched_explore_pruned(void);
 /* With NMISIM_PRUNE_CHECK=N: how many pruned subtrees were explored anyway and how
- * many differed from their twin.  Returns 1 if any did. */
+ * many differed from their twin; with NMISIM_ADDR_CHECK=N: how many schedules placed
+ * by address were run by index as well and how many differed.  Returns 1 if any did. */
 int explore_check_report(FILE *f);
 
 /* ---- Free-running stress ------------------------------------------------------ */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "machine.h"
+#include "tf_trampoline.h"
 
 #ifndef TRAP_PERF
 #define TRAP_PERF 6 /* si_code of a perf event's SIGTRAP (sigtrap=1, Linux 5.13) */
@@ -203,34 +204,7 @@ uintptr_t sim_tf_return(void)
 	return tf_return;
 }
 extern char sim_tf_trampoline[];
-__asm__(".text\n"
-	".globl sim_tf_trampoline\n"
-	"sim_tf_trampoline:\n"
-	"	subq $8, %rsp\n" /* the return address goes here */
-	"	pushq %rax\n"
-	"	pushq %rdx\n"
-	"	pushq %rcx\n"
-	"	pushq %rsi\n"
-	"	pushq %rdi\n"
-	"	pushq %r8\n"
-	"	pushq %r9\n"
-	"	pushq %r10\n"
-	"	pushq %r11\n"
-	"	call sim_tf_return\n"
-	"	movq %rax, 72(%rsp)\n"
-	"	popq %r11\n"
-	"	popq %r10\n"
-	"	popq %r9\n"
-	"	popq %r8\n"
-	"	popq %rdi\n"
-	"	popq %rsi\n"
-	"	popq %rcx\n"
-	"	popq %rdx\n"
-	"	popq %rax\n"
-	"	pushfq\n"
-	"	orq $0x100, (%rsp)\n"
-	"	popfq\n"
-	"	ret\n");
+TF_TRAMPOLINE(sim_tf_trampoline, sim_tf_return);
 
 /* The word at the top of the interrupted code's stack.  Right after the core
  * calls out it is the return address into the core; right after the core returns

@@ -23,13 +23,19 @@ Suites (all by default):
               (make test-qemu, make test-bochs: python3 -m tests.system.run)
   linux       an unmodified Linux kernel as the hypervisor's guest on 2 CPUs (Bochs),
               its own NMI users as checks (make test-linux; docs/linux-guest.md)
-  scripts     the Python tooling on sample text: books parser, manifest, judges
-              (python3 -m tests.unit.test_scripts)
+  replay      make replay ON=auto: every scenario on every variant and every reproducer
+              on its variant and on final, on the hypervisor (QEMU, or Bochs for guest
+              steps), each case's verdict the simulator's, the whole the `# expect:`
+              line's; and one TRACE=1 replay in Bochs (seed-race, racy-counter)
+  scripts     the Python tooling on sample text: books parser, manifest, judges, the
+              replay's scenario conversion and parsers (python3 -m tests.unit.test_scripts,
+              tests.unit.test_replay_hv)
   style       every C file is formatted by the root .clang-format
 
 Run from anywhere: it works in the repository root.
 """
 import argparse
+import concurrent.futures
 import glob
 import html.parser
 import os
@@ -170,14 +176,17 @@ def explore_checks(files):
     scenario, and NMIS=3 on the seed's, each historical variant still fails every
     scenario it is expected to fail and final passes them all; pruning changes no
     count (--all, against NMISIM_PRUNE=0); sampled pruned subtrees, explored anyway
-    (NMISIM_PRUNE_CHECK), match their twins."""
+    (NMISIM_PRUNE_CHECK), match their twins; schedules placed by address (hardware
+    breakpoints) run as they do placed by index (NMISIM_ADDR_CHECK), and the index
+    form alone (NMI_NO_HWBP=1) counts the same schedules and failures."""
     seed = "corpus/scenarios/seed-race.nmi"
     for v in VARIANTS:
         for k, fs in ((2, files), (3, [seed])):
             rc, out = run([f"build/{v}/nmisim", "run", "--quiet", "--nmis", str(k)] + fs)
             failed = set(re.findall(r"^FAIL (\S+) ", out, re.M))
             want = {f for f in fs if expectations(f).get(v) == "fail"}
-            pruned = re.search(r"run, (\d+) pruned", out) or re.search(r"(\d+) pruned", out)
+            # The totals line when there is one (several files), else the scenario's.
+            pruned = re.search(r"; \d+ run, (\d+) pruned$", out, re.M) or re.search(r"(\d+) pruned", out)
             name = f"explore NMIS={k} [{v}]: " + ("every scenario" if len(fs) > 1 else "seed-race")
             if v == "final":
                 ok = rc == 0 and not failed
@@ -204,6 +213,24 @@ def explore_checks(files):
         verdict("PASS" if m and m[3] == "0" and int(m[1]) > 0 else "FAIL",
                 f"explore prune check [{v}]: every 5th pruned subtree, explored anyway, matches its twin",
                 m[0] if m else out[-300:])
+    totals = re.compile(r"^\d+ schedules in \d+ scenarios \[[^]]*\]: \d+ failing \(in \d+ scenarios\)", re.M)
+    for v in ("racy-counter", "final"):
+        cmd = [f"build/{v}/nmisim", "run", "--quiet", "--all", "--nmis", "2"] + files
+        rc, out = run(cmd, env=dict(os.environ, NMISIM_ADDR_CHECK="3"))
+        name = f"explore address check [{v}]: every 3rd schedule placed by address, run by index too, is the same run"
+        m = re.search(r"address check: (\d+) of (\d+) schedules placed by address also run by index, (\d+) differ", out)
+        if "hardware breakpoints unavailable" in out:
+            verdict("SKIP", name, "hardware breakpoints unavailable here: explore places NMIs by index")
+        else:
+            verdict("PASS" if m and m[3] == "0" and int(m[1]) > 0 else "FAIL", name,
+                    m[0] if m else out[-300:])
+        rc_i, out_i = run(cmd, env=dict(os.environ, NMI_NO_HWBP="1"))
+        a, b = totals.search(out), totals.search(out_i)
+        said = out_i.count("explore places each NMI by its instruction index") == 1
+        verdict("PASS" if a and b and a[0] == b[0] and said else "FAIL",
+                f"explore --all NMIS=2 [{v}]: the index form alone (NMI_NO_HWBP=1) counts the same, said once",
+                f"{b[0] if b else out_i[-200:]}" if a and b and a[0] == b[0] and said else
+                f"by address: {a[0] if a else out[-200:]}; by index: {b[0] if b else out_i[-200:]}; said once: {said}")
 
 
 def replay_input(variant, path, suffix=""):
@@ -835,10 +862,97 @@ def suite_coverage():
                     bad[0] if bad else "the check found no difference")
 
 
+def replay_hv(path, variant, *extra, timeout=600):
+    """python3 -m scripts.replay_hv (make replay ON=...): (exit status, output)."""
+    return run([sys.executable, "-m", "scripts.replay_hv", "--input", path, "--variant", variant,
+                "--build", f"build/{variant}", "--quiet"] + list(extra), timeout=timeout)
+
+
+def judge_replay(path, variant, want, rc, out):
+    """One replay's verdict: every case as the simulator says, the whole as `# expect:`."""
+    last = out.strip().splitlines()[-1] if out.strip() else f"no output (exit {rc})"
+    on = re.search(r"\] on (\w+)", out)
+    where = os.path.relpath(path, "corpus") if path.startswith("corpus/") else path
+    name = f"replay {where} [{variant}] on {on[1] if on else '?'}"
+    got = re.search(r"overall sim (\w+), hv (\w+)", last)
+    if rc == 77:
+        verdict("SKIP", name, last.split(": ", 1)[-1])
+    elif rc == 0 and got and got[2] == want:
+        verdict("PASS", name, last.split(": ", 1)[-1] + f"; {want}, as expected")
+    else:
+        why = f"expected {want}, " + (f"both say {got[2]}" if rc == 0 and got else f"exit {rc}")
+        body = out.strip().splitlines()[-40:]
+        verdict("FAIL", name, why + "\n    " + "\n    ".join(body))
+
+
+def suite_replay():
+    """make replay ON=auto: each scenario of corpus/scenarios/ on every variant and each
+    reproducer of corpus/regressions/<v>/ on v and on final, on the hypervisor (QEMU
+    for host-only scenarios, Bochs for those with guest steps), nmi@* expanded in one
+    boot: every case's verdict is the simulator's, and the whole (any case failing is
+    a failure) is the `# expect:` line's.  REPLAY_JOBS (2) replays run at once (Bochs
+    is single-threaded).  Then one TRACE=1 replay in Bochs."""
+    for v in VARIANTS:
+        if not build(v, "nmisim", "hv.elf"):
+            return
+    jobs = [(f, v, expectations(f).get(v)) for f in sorted(glob.glob("corpus/scenarios/*.nmi"))
+            for v in VARIANTS]
+    for v in VARIANTS[1:]:
+        for f in sorted(glob.glob(f"corpus/regressions/{v}/*.nmi")):
+            jobs += [(f, v, "fail"), (f, "final", "pass")]
+    # The address form: the seed race's NMI placed at racy-counter's nmi_unmask+0x36
+    # (its 9th boundary), the second time there after a second deferred NMI.
+    os.makedirs("build/replay-suite", exist_ok=True)
+    addr = "build/replay-suite/seed-race-at-address.nmi"
+    with open(addr, "w") as f:
+        f.write("cpus 1\ncpu0 mask\ncpu0 nmi\ncpu0 nmi\ncpu0 unmask nmi@nmi_unmask+0x36:2\n")
+    jobs += [(addr, "racy-counter", "fail"), (addr, "final", "pass")]
+    workers = int(os.environ.get("REPLAY_JOBS", "2"))
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        runs = pool.map(lambda job: replay_hv(job[0], job[1]), jobs)
+        for (f, v, want), (rc, out) in zip(jobs, runs):
+            judge_replay(f, v, want, rc, out)
+    replay_trace_check()
+
+
+def replay_trace_check():
+    """TRACE=1: seed-race on racy-counter in Bochs; the traced case (the simulator's first
+    failing one) fails on the hypervisor with the same assertion line as in the simulator,
+    and its trace runs through nmi_host_entry and nmi_unmask, the arrival marked."""
+    name = "replay-trace scenarios/seed-race.nmi [racy-counter] on bochs"
+    rc, out = replay_hv("corpus/scenarios/seed-race.nmi", "racy-counter", "--on", "bochs", "--trace")
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if rc == 77:
+        verdict("SKIP", name, last.split(": ", 1)[-1])
+        return
+    m = re.search(r"trace: case (\d+): (\d+) instructions, (\d+) in the NMI core, in (\S+)", out)
+    row, text = None, ""
+    if m and os.path.exists(m[4]):
+        with open(m[4]) as f:
+            text = f.read()
+        with open(os.path.join(os.path.dirname(m[4]), "table.txt")) as f:
+            row = re.search(rf"^\s*{m[1]}\s+(.+?)\s{{2,}}(.+?)\s+(yes|NO)$", f.read(), re.M)
+    problems = [p for p, bad in (
+        (f"exit {rc}", rc != 0),
+        ("no trace", not m),
+        ("the traced case is not an assertion on both sides, the same line",
+         not (row and row[1].startswith("assert nmi_core.c:") and row[1] == row[2])),
+        ("nmi_host_entry or nmi_unmask missing from the trace",
+         "nmi_host_entry+" not in text or "nmi_unmask+" not in text),
+        ("no arrival marked", "<== the NMI arrived" not in text)) if bad]
+    if problems:
+        verdict("FAIL", name, "; ".join(problems) + "\n    "
+                + "\n    ".join(out.strip().splitlines()[-30:]))
+    else:
+        verdict("PASS", name, f"case {m[1]}: {row[1]} on both sides; {m[2]} instructions traced, "
+                f"{m[3]} in the core, through nmi_host_entry and nmi_unmask")
+
+
 def suite_scripts():
-    rc, out = run([sys.executable, "-m", "tests.unit.test_scripts"])
-    if relay(out) == 0 or (rc != 0 and "FAIL" not in out):
-        verdict("FAIL", "scripts", f"exit {rc}: {out.strip()[-400:]}")
+    for module in ("tests.unit.test_scripts", "tests.unit.test_replay_hv"):
+        rc, out = run([sys.executable, "-m", module])
+        if relay(out) == 0 or (rc != 0 and "FAIL" not in out):
+            verdict("FAIL", f"scripts: {module}", f"exit {rc}: {out.strip()[-400:]}")
 
 
 def suite_style():
@@ -860,7 +974,7 @@ def suite_style():
 
 
 SUITES = ["unit", "identity", "scenarios", "corpus", "input", "clang", "sanitizers", "service",
-          "stress", "system", "linux", "coverage", "scripts", "style"]
+          "stress", "system", "linux", "coverage", "replay", "scripts", "style"]
 
 
 def main():
