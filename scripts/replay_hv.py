@@ -42,7 +42,10 @@ EMULATORS = {"qemu": "qemu-system-x86_64", "bochs": "bochs"}
 # Bochs through its shutdown port after its own breakpoint.  The spare `c`s keep a
 # replay that stops at one breakpoint more than that (a second NMI's, say) running
 # to its RESULT line instead of quitting before it.
-TRACE_RC = ("c", "trace on", "c", "trace off", "c", "c", "c", "c", "quit")
+# Bochs traces the CPU its debugger is on (`set $cpu = N`): the one whose step places
+# the NMI.
+def trace_rc(cpu):
+    return ("c", f"set $cpu = {cpu}", "trace on", "c", "trace off", "c", "c", "c", "c", "quit")
 
 
 # ---- the simulator's side ----------------------------------------------------------
@@ -121,8 +124,9 @@ def decode(fuzz, path, mode, workdir):
 
 
 # ---- the hypervisor's side ---------------------------------------------------------
-def boot(target, kernel, cmdline, cpus, workdir, timeout, trace=False):
-    """One boot: (serial text, wall seconds, timed out, Bochs' debugger log or None)."""
+def boot(target, kernel, cmdline, cpus, workdir, timeout, trace=None):
+    """One boot: (serial text, wall seconds, timed out, Bochs' debugger log or None);
+    `trace`: the CPU to trace (TRACE=1), or None."""
     if target == "qemu":
         from .qemu import Qemu
         t0 = time.monotonic()
@@ -132,7 +136,7 @@ def boot(target, kernel, cmdline, cpus, workdir, timeout, trace=False):
         return serial, time.monotonic() - t0, rc is None, None
     from . import bochs
     r = bochs.run_bochs(kernel, cmdline, workdir, cpus=cpus, timeout=timeout,
-                        rc_commands=TRACE_RC if trace else ("c", "quit"))
+                        rc_commands=trace_rc(trace) if trace is not None else ("c", "quit"))
     return r["serial"], r["wall"], r["timed_out"], r["files"]["debugger.log"]
 
 
@@ -263,7 +267,7 @@ def replay(a, out=sys.stdout):
 
     timeout = a.timeout or TIMEOUTS[target]
     serial, wall, timed_out, dbglog = boot(target, kernel, cmdline, scn.ncpus + 1, workdir,
-                                           timeout, trace=bool(traced))
+                                           timeout, trace=scn.traced_cpu() if traced else None)
     with open(os.path.join(workdir, "serial.txt"), "w") as f:
         f.write(serial)
     hv = parse_serial(serial)

@@ -57,6 +57,14 @@ class Scenario:
                 return i
         return None
 
+    def traced_cpu(self):
+        """The CPU whose step places the traced NMI: the wildcard's, else the first step
+        with an `nmi@`, else CPU 0."""
+        i = self.wildcard()
+        if i is None:
+            i = next((j for j, st in enumerate(self.steps) if st.ats), None)
+        return self.steps[i].cpu if i is not None else 0
+
     def guest_ops(self):
         return sorted({st.op for st in self.steps if OPS[st.op] in GUEST_OPS})
 
