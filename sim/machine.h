@@ -103,6 +103,7 @@ struct sim_stepper {
 	unsigned nat, next;
 	uint32_t hits; /* AT_ADDR: times the next arrival's address was reached */
 	int bp; /* this step's arrivals are placed by a hardware breakpoint  */
+	int bp_unarmed; /* ... not armed yet: the step has not entered the core  */
 	struct sim_at at[SIM_MAX_AT];
 	uintptr_t last_rip; /* the core instruction of the previous trap    */
 };
@@ -178,6 +179,7 @@ void vmx_hw_detached(struct sim_cpu *c);
 void stepper_install(void);
 void stepper_begin(struct sim_cpu *c, const struct sim_step *s);
 void stepper_end(struct sim_cpu *c);
+void stepper_core_call(struct sim_cpu *c);
 void stepper_platform_call(uintptr_t rip);
 
 /* runaway.c */
@@ -233,6 +235,8 @@ static inline void tf_off(void)
 }
 #define CORE(call)                                                                                 \
 	do {                                                                                       \
+		if (self->step.bp_unarmed)                                                         \
+			stepper_core_call(self);                                                   \
 		if (self->step.on && !M.fast)                                                      \
 			tf_on();                                                                   \
 		call;                                                                              \

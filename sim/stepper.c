@@ -132,13 +132,27 @@ void stepper_begin(struct sim_cpu *c, const struct sim_step *s)
 		}
 	st->hits = 0;
 	st->last_rip = 0;
-	st->bp = 0;
-	if (bp_step(st) && bp_arm(st->at[0].addr) == 0) {
-		st->bp = 1;
+	st->bp = st->bp_unarmed = 0;
+	if (bp_step(st)) {
+		/* Armed at the step's first call into the core (stepper_core_call): a
+		 * step whose operation is ignored never calls it, and costs no ioctl. */
+		st->bp = st->bp_unarmed = 1;
 		st->on = 0;
 		return;
 	}
 	st->on = st->nat != 0 || (M.flags & SIM_STEP_ALL);
+}
+
+/* The step calls into the core for the first time: arm its breakpoint, or step it
+ * from here where the breakpoint cannot be armed. */
+void stepper_core_call(struct sim_cpu *c)
+{
+	struct sim_stepper *st = &c->step;
+	st->bp_unarmed = 0;
+	if (bp_arm(st->at[st->next].addr) != 0) {
+		st->bp = 0;
+		st->on = 1;
+	}
 }
 
 void stepper_end(struct sim_cpu *c)
@@ -146,8 +160,10 @@ void stepper_end(struct sim_cpu *c)
 	c->step.on = 0;
 	if (c->step.bp) {
 		c->step.bp = 0;
-		bp_arm(0);
+		if (!c->step.bp_unarmed)
+			bp_arm(0);
 	}
+	c->step.bp_unarmed = 0;
 }
 
 /* A core instruction boundary (precise mode) or platform call (fast mode) of the
