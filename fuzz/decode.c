@@ -97,6 +97,30 @@ static struct sim_at bp_at(unsigned hi, unsigned lo, unsigned occ)
 	return bound_at((hi << 8 | lo) % nbounds(), occ);
 }
 
+/* What both formats read alike: a step's CPU and operation from its first byte, an
+ * NMI burst's size or a stop-the-world's flush from its second. */
+static struct sim_step *step_head(struct sim_schedule *s, uint8_t a, uint8_t b)
+{
+	struct sim_step *st = &s->step[s->nsteps++];
+	st->cpu = (uint8_t)((a & 3u) % s->ncpus);
+	st->op = op_table[(a >> 2) & 15u];
+	if (st->op == OP_NMI)
+		st->arg = (uint8_t)(1u + (b & 3u));
+	else if (st->op == OP_QUIESCE)
+		st->arg = b & 1u;
+	return st;
+}
+
+/* The index form: nmi@(1 + x's low 6 bits), and with x's bit 6 a second one from the
+ * next byte (if there is one).  Returns where decoding goes on. */
+static size_t index_pair(struct sim_step *st, uint8_t x, const uint8_t *d, size_t i, size_t n)
+{
+	st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = 1u + (x & 63u)};
+	if ((x & 0x40u) && i < n)
+		st->at[st->nat++] = (struct sim_at){.kind = AT_INDEX, .index = 1u + (d[i++] & 63u)};
+	return i;
+}
+
 static void decode_v0(const uint8_t *d, size_t n, int fast, struct sim_schedule *s)
 {
 	size_t i = 0;
@@ -105,20 +129,12 @@ static void decode_v0(const uint8_t *d, size_t n, int fast, struct sim_schedule 
 	s->ncpus = n ? 1u + d[i++] % 3u : 1u;
 	while (i + 1 < n && s->nsteps < FUZZ_MAX_STEPS) {
 		uint8_t a = d[i++], b = d[i++];
-		struct sim_step *st = &s->step[s->nsteps++];
-		st->cpu = (uint8_t)((a & 3u) % s->ncpus);
-		st->op = op_table[(a >> 2) & 15u];
-		if (st->op == OP_NMI) {
-			st->arg = (uint8_t)(1u + (b & 3u));
-		} else if (st->op == OP_QUIESCE) {
-			st->arg = b & 1u;
-		} else if (st->op != OP_RUN && (b & 0x80u)) {
-			st->at[st->nat++] =
-			    (struct sim_at){.kind = AT_INDEX, .index = 1u + (b & 63u)};
-			if ((b & 0x40u) && i < n)
-				st->at[st->nat++] =
-				    (struct sim_at){.kind = AT_INDEX, .index = 1u + (d[i++] & 63u)};
-		} else if (st->op != OP_RUN && (b & 0xC0u) == 0x40u && i < n && nbounds()) {
+		struct sim_step *st = step_head(s, a, b);
+		if (st->op == OP_NMI || st->op == OP_QUIESCE || st->op == OP_RUN)
+			continue;
+		if (b & 0x80u) {
+			i = index_pair(st, b, d, i, n);
+		} else if ((b & 0xC0u) == 0x40u && i < n && nbounds()) {
 			st->at[st->nat++] = bp_at(b & 7u, d[i], 1u + (b >> 3 & 3u));
 			i++;
 			if ((b & 0x20u) && i + 1 < n) {
@@ -326,24 +342,14 @@ static void decode_v1(const uint8_t *d, size_t n, int fast, struct sim_schedule 
 	s->ncpus = n ? 1u + d[i++] % 3u : 1u;
 	while (i + 1 < n && s->nsteps < FUZZ_MAX_STEPS) {
 		uint8_t a = d[i++], b = d[i++];
-		struct sim_step *st = &s->step[s->nsteps++];
-		st->cpu = (uint8_t)((a & 3u) % s->ncpus);
-		st->op = op_table[(a >> 2) & 15u];
-		if (st->op == OP_NMI) {
-			st->arg = (uint8_t)(1u + (b & 3u));
-		} else if (st->op == OP_QUIESCE) {
-			st->arg = b & 1u;
-		} else if (st->op == OP_RUN) {
+		struct sim_step *st = step_head(s, a, b);
+		if (st->op == OP_NMI || st->op == OP_QUIESCE || st->op == OP_RUN) {
 			continue;
 		} else if (b == FUZZ_INDEX_MARKER && i < n) {
 			if (marker && *marker < 0)
 				*marker = (long)i - 1;
 			uint8_t x = d[i++];
-			st->at[st->nat++] =
-			    (struct sim_at){.kind = AT_INDEX, .index = 1u + (x & 63u)};
-			if ((x & 0x40u) && i < n)
-				st->at[st->nat++] =
-				    (struct sim_at){.kind = AT_INDEX, .index = 1u + (d[i++] & 63u)};
+			i = index_pair(st, x, d, i, n);
 		} else if ((b & 0xC0u) && i < n) {
 			const uint8_t first[2] = {b, d[i++]};
 			int two = (b & 0xC0u) == 0xC0u && i + 1 < n;
