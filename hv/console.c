@@ -237,3 +237,11 @@ void kvsnprintf(char *buf, size_t len, const char *fmt, va_list ap)
 	if (len)
 		buf[k.n < len ? k.n : len - 1] = 0;
 }
+
+void ksnprintf(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	kvsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}

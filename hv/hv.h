@@ -74,6 +74,7 @@ void console_init(void);
 void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* kprintf's format into a buffer (replay.c's verdicts); any context. */
 void kvsnprintf(char *buf, size_t len, const char *fmt, __builtin_va_list ap);
+void ksnprintf(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void console_lock(void);
 void console_unlock(void);
 /* One byte of a guest's console output: each guest line starts with "guest: ",

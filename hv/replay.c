@@ -339,18 +339,6 @@ static void verdict(const char *at)
 	}
 }
 
-static void fmt_u(char *b, unsigned v)
-{
-	char t[12];
-	unsigned n = 0;
-	do
-		t[n++] = (char)('0' + v % 10);
-	while (v /= 10);
-	while (n)
-		*b++ = t[--n];
-	*b = 0;
-}
-
 /* The controller: every case, then the run's verdict. */
 static _Noreturn void controller(void)
 {
@@ -384,7 +372,7 @@ static _Noreturn void controller(void)
 			verbose = traced && trace == k;
 			replay_trace_now = verbose;
 			run_case(-1);
-			fmt_u(at, k);
+			ksnprintf(at, sizeof at, "%u", k);
 			verdict(at);
 		}
 	}

@@ -124,6 +124,7 @@ void replay_fail_assert(unsigned cpu, const char *file, int line, const char *wh
 uint64_t replay_turn_deadline(void);
 
 /* replay_cpu.c */
+struct replay_cpu *replay_this_cpu(unsigned *me);
 void replay_cpu_loop(unsigned me); /* never returns */
 void replay_wait_token(unsigned me);
 void replay_hand_back(void);

@@ -29,7 +29,9 @@ volatile int *replay_token; /* in the guest's shared page: replay_guest.c */
 /* How an NMI handler found the token (replay_nmi_enter's answer). */
 enum { NMI_OWN_TURN, NMI_WAITED_IDLE, NMI_WAITED_BUSY, NMI_DISCARD };
 
-static struct replay_cpu *me_cpu(unsigned *me)
+/* This CPU's replay state while replaying and in the scenario, else NULL; its index
+ * in *me. */
+struct replay_cpu *replay_this_cpu(unsigned *me)
 {
 	unsigned i = this_percpu()->index;
 	*me = i;
@@ -80,7 +82,7 @@ __asm__(".text\n"
 int replay_nmi_enter(void)
 {
 	unsigned me;
-	struct replay_cpu *r = me_cpu(&me);
+	struct replay_cpu *r = replay_this_cpu(&me);
 	if (!r)
 		return NMI_OWN_TURN;
 	r->arrived++;
@@ -99,7 +101,7 @@ int replay_nmi_enter(void)
 void replay_nmi_leave(int how)
 {
 	unsigned me;
-	struct replay_cpu *r = me_cpu(&me);
+	struct replay_cpu *r = replay_this_cpu(&me);
 	if (!r)
 		return;
 	r->in_nmi = 0;
@@ -125,7 +127,7 @@ void nmi_handler_body(void)
 int replay_relax(void)
 {
 	unsigned me;
-	struct replay_cpu *r = me_cpu(&me);
+	struct replay_cpu *r = replay_this_cpu(&me);
 	if (!r)
 		return 0;
 	r->busy = 1;
@@ -140,7 +142,7 @@ int replay_relax(void)
 int replay_halt(const char *file, int line, const char *what)
 {
 	unsigned me;
-	struct replay_cpu *r = me_cpu(&me);
+	struct replay_cpu *r = replay_this_cpu(&me);
 	if (!r)
 		return 0;
 	replay_fail_assert(me, file, line, what);

@@ -57,8 +57,8 @@ static void tf_off(void)
 
 static struct replay_cpu *me_cpu(void)
 {
-	unsigned i = this_percpu()->index;
-	return i < replay_ncpus ? &rcpu[i] : 0;
+	unsigned me;
+	return replay_this_cpu(&me);
 }
 
 void replay_core_call(void (*fn)(void))
@@ -196,7 +196,7 @@ static void write_dr6(uint64_t v)
  * replay's: the caller reports it as the fatal exception it then is. */
 int replay_debug_trap(uint64_t *rip, uint64_t *rflags, uint64_t *rsp)
 {
-	struct replay_cpu *r = replay_on ? me_cpu() : 0;
+	struct replay_cpu *r = me_cpu();
 	uint64_t dr6 = read_dr6();
 	if (!r || !(dr6 & DR6_BS))
 		return 0;

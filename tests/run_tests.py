@@ -430,6 +430,19 @@ def format_checks():
 FUZZ_FLAGS = ["-handle_usr1=0", "-handle_usr2=0"]
 
 
+def fails_with_and_without_hwbp(path):
+    """The fuzz input at `path` on racy-counter then final, each with hardware
+    breakpoints and stepped: [(it failed, times the fallback was said)] x 4."""
+    res = []
+    for v in ("racy-counter", "final"):
+        for env in (None, dict(os.environ, NMI_NO_HWBP="1")):
+            rc, out = run([f"build/{v}/fuzz_nmi", "-handle_usr1=0", "-handle_usr2=0", path],
+                          env=env)
+            res.append((rc != 0 and "NMI VIOLATION" in out,
+                        out.count("hardware breakpoints unavailable")))
+    return res
+
+
 def hwbp_checks():
     """The breakpoint placement (address + occurrence, docs/fuzzing.md) lands every NMI
     where the instruction-index placement does; the stepped fallback (NMI_NO_HWBP=1)
@@ -495,13 +508,7 @@ def hwbp_checks():
             verdict("FAIL", "hwbp: a breakpoint-form input finds the seed race on racy-counter",
                     "no boundary fails")
             return
-        res = []
-        for v in ("racy-counter", "final"):
-            for env in (None, dict(os.environ, NMI_NO_HWBP="1")):
-                rc, out = run([f"build/{v}/fuzz_nmi", "-handle_usr1=0", "-handle_usr2=0", path],
-                              env=env)
-                res.append((rc != 0 and "NMI VIOLATION" in out,
-                            out.count("hardware breakpoints unavailable")))
+        res = fails_with_and_without_hwbp(path)
         ok = res == [(True, 0), (True, 1), (False, 0), (False, 1)]
         verdict("PASS" if ok else "FAIL",
                 "hwbp: a breakpoint-form fuzz input fails on racy-counter and passes on final, "
@@ -510,7 +517,7 @@ def hwbp_checks():
     # CPU; mask; nmi; unmask with one NMI at boundary c of its path (nmi_unmask on).
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "v1.bin")
-        found, res = None, []
+        found = None
         for c in range(64):
             with open(path, "wb") as f:
                 f.write(decode_h("FUZZ_MAGIC") + bytes([0, 0 << 2, 0, 4 << 2, 0, 1 << 2, 0x40, c]))
@@ -518,12 +525,7 @@ def hwbp_checks():
             if rc != 0 and why:
                 found = c
                 break
-        for v in ("racy-counter", "final"):
-            for env in (None, dict(os.environ, NMI_NO_HWBP="1")):
-                rc, out = run([f"build/{v}/fuzz_nmi", "-handle_usr1=0", "-handle_usr2=0", path],
-                              env=env)
-                res.append((rc != 0 and "NMI VIOLATION" in out,
-                            out.count("hardware breakpoints unavailable")))
+        res = fails_with_and_without_hwbp(path)
         ok = found is not None and res == [(True, 0), (True, 1), (False, 0), (False, 1)]
         verdict("PASS" if ok else "FAIL",
                 "hwbp: a format-1 fuzz input finds the seed race on racy-counter and passes on "

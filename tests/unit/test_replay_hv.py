@@ -25,8 +25,7 @@ from scripts import fuzz, replay_hv, replay_trace
 from scripts.replay_scenario import (CannotReplay, CoreSymbols, ScenarioError, choose_target,
                                      compact, compare, normalize, overall, parse_scenario,
                                      parse_serial, parse_sim, table)
-from scripts.report import Reporter
-from tests.unit.test_scripts import Relay
+from tests.unit.test_scripts import run_module
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 # A made-up hv.elf: the core at 0x10ddc0..0x10e77c, two of its functions, one outside.
@@ -362,9 +361,7 @@ class Trace(unittest.TestCase):
 
 
 def main():
-    report = Reporter()
-    unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]).run(Relay(report))
-    return report.summary()
+    return run_module(__name__)
 
 
 if __name__ == "__main__":

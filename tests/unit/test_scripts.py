@@ -342,10 +342,15 @@ class Relay(unittest.TestResult):
         self.report.verdict("SKIP", self.name(test), reason)
 
 
-def main():
+def run_module(name):
+    """Every test of module `name`, one Reporter line each; the summary's exit status."""
     report = Reporter()
-    unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__]).run(Relay(report))
+    unittest.defaultTestLoader.loadTestsFromModule(sys.modules[name]).run(Relay(report))
     return report.summary()
+
+
+def main():
+    return run_module(__name__)
 
 
 if __name__ == "__main__":
