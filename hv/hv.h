@@ -193,43 +193,6 @@ void workload_ap(void);
 	popq %rbp
 	popq %rbx
 	.endm
-/* struct guest_regs (vmx.h) at %rax, rax at offset 0, for a routine that enters a
- * guest as if it were a call (vmx_exp_guest.S exp_run, replay_vm.S rg_run): load
- * every other GPR from it, then %rax itself; store every other GPR into it (the
- * caller saves %rax, which holds the address). */
-	.macro LOAD_GUEST_REGS_RAX
-	movq 8(%rax), %rbx
-	movq 16(%rax), %rcx
-	movq 24(%rax), %rdx
-	movq 32(%rax), %rsi
-	movq 40(%rax), %rdi
-	movq 48(%rax), %rbp
-	movq 56(%rax), %r8
-	movq 64(%rax), %r9
-	movq 72(%rax), %r10
-	movq 80(%rax), %r11
-	movq 88(%rax), %r12
-	movq 96(%rax), %r13
-	movq 104(%rax), %r14
-	movq 112(%rax), %r15
-	movq 0(%rax), %rax
-	.endm
-	.macro STORE_GUEST_REGS_RAX
-	movq %rbx, 8(%rax)
-	movq %rcx, 16(%rax)
-	movq %rdx, 24(%rax)
-	movq %rsi, 32(%rax)
-	movq %rdi, 40(%rax)
-	movq %rbp, 48(%rax)
-	movq %r8, 56(%rax)
-	movq %r9, 64(%rax)
-	movq %r10, 72(%rax)
-	movq %r11, 80(%rax)
-	movq %r12, 88(%rax)
-	movq %r13, 96(%rax)
-	movq %r14, 104(%rax)
-	movq %r15, 112(%rax)
-	.endm
 /* clang-format on */
 #endif /* __ASSEMBLER__ */
 #endif /* HV_H */

@@ -9,7 +9,7 @@ HV_C_SRCS := main.c books.c nmi_books.c console.c cpu.c time.c lapic.c acpi.c sm
 	vmx_guest.c guest_run.c guest_jobs.c ept.c guest_load.c linux_boot.c lapic_guard.c \
 	insn_decode.c guest_console.c testport.c watchdog.c vmx_exp.c vmx_exp_catalogue.c \
 	debug_exit.c apic_base.c guest_init.c replay.c replay_sched.c replay_cpu.c replay_step.c replay_guest.c
-HV_S_SRCS := boot.S trampoline.S entry.S vmx_entry.S vmx_exp_guest.S replay_vm.S
+HV_S_SRCS := boot.S trampoline.S entry.S vmx_entry.S vmx_exp_guest.S replay_vm.S guest_call.S
 HV_OBJS := $(addprefix $(B)/hv/,$(HV_C_SRCS:.c=.o) $(HV_S_SRCS:.S=.o))
 HV_LDFLAGS := -nostdlib -static -no-pie -z max-page-size=0x1000 \
 	-Wl,--no-warn-rwx-segments -Wl,--build-id=none -T hv/linker.ld

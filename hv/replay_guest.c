@@ -42,17 +42,9 @@ struct rg_mail {
 	uint32_t pad[12];
 };
 
-struct rg_ctx {
-	struct guest_regs regs;
-	uint64_t host_rsp; /* offset 128: replay_vm.S */
-};
-_Static_assert(sizeof(struct guest_regs) == 128, "replay_vm.S offsets");
-
 extern const char rg_guest_start[], rg_guest_end[], rg_main[], rg_nmi[], rg_other[], rg_unblock[];
-uint64_t rg_run(int resume, struct rg_ctx *ctx);
-extern char rg_exit_entry[];
 
-static struct rg_ctx ctx[REPLAY_MAX_CPUS];
+static struct guest_call ctx[REPLAY_MAX_CPUS];
 static uint8_t exit_stack[REPLAY_MAX_CPUS][4096] __attribute__((aligned(16)));
 static uint64_t eptp;
 static const char *unavailable;
@@ -116,7 +108,7 @@ static uint64_t run(unsigned me)
 	 * (and the controller look at the books) before this CPU sees the next exit. */
 	uint64_t queued = r->vm_entry_intr;
 	r->vm_entry_intr &= ~(uint64_t)INTR_INFO_VALID;
-	uint64_t rf = rg_run(r->launched, &ctx[me]);
+	uint64_t rf = guest_call(r->launched, &ctx[me]);
 	if (rf)
 		r->vm_entry_intr = queued;
 	else
@@ -134,10 +126,7 @@ static void setup(unsigned me)
 		return;
 	}
 	vmx_setup_vmcs(&image, eptp);
-	uint64_t *top = (uint64_t *)&exit_stack[me][sizeof exit_stack[me] - 16];
-	*top = (uint64_t)&ctx[me];
-	vmx_write(VMCS_HOST_RSP, (uint64_t)top);
-	vmx_write(VMCS_HOST_RIP, (uint64_t)rg_exit_entry);
+	guest_call_host(&ctx[me], exit_stack[me] + sizeof exit_stack[me]);
 	vmx_write(VMCS_GUEST_IDTR_BASE, RG_IDT_PA);
 	vmx_write(VMCS_GUEST_IDTR_LIMIT, IDT_VECTORS * 8 - 1);
 	vmx_write(VMCS_GUEST_GDTR_BASE, RG_GDT_PA);

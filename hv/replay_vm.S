@@ -1,46 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * replay_vm.S - workload=replay's guest (replay_guest.c), and "run it until its
- * next VM exit" for every scenario CPU at once.
- *
- * uint64_t rg_run(int resume, struct rg_ctx *ctx): enters the guest with the
- * registers in ctx->regs (VMLAUNCH, or VMRESUME when `resume`) and returns 0 at its
- * next VM exit with the guest's registers back in ctx->regs, as if the entry were
- * a call; the RFLAGS of a failed entry otherwise.  The exit lands on rg_exit_entry
- * (VMCS host RIP) on this CPU's exit stack, whose top word holds ctx (host RSP
- * points at it), so every CPU has its own context.
+ * replay_vm.S - workload=replay's guest code (replay_guest.c drives it through
+ * guest_call.S).
  */
 #include "hv.h"
 
 #define RG_MAIL_PA 0x3000	/* replay_guest.c: the token, then one mailbox per CPU */
 #define RG_IRET    1		/* mailbox cmd: end the NMI handler with IRET */
-
-	.text
-	.globl rg_run, rg_exit_entry
-rg_run:
-	PUSH_CALLEE_SAVED
-	movq %rsp, 128(%rsi)		/* ctx->host_rsp */
-	testl %edi, %edi		/* flags survive the movs below */
-	movq %rsi, %rax
-	LOAD_GUEST_REGS_RAX
-	jnz 1f
-	vmlaunch
-	jmp 2f
-1:	vmresume
-2:	pushfq				/* the entry failed */
-	popq %rax
-	jmp 3f
-
-rg_exit_entry:				/* [rsp] = ctx */
-	pushq %rax
-	movq 8(%rsp), %rax
-	STORE_GUEST_REGS_RAX
-	popq %rbx
-	movq %rbx, 0(%rax)
-	movq 128(%rax), %rsp
-	xorl %eax, %eax
-3:	POP_CALLEE_SAVED
-	ret
 
 /*
  * The guest: 32-bit flat protected mode, copied to a low page, so only relative

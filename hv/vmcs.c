@@ -11,6 +11,8 @@
  * uses, and the NMI core writes it too (NMI-window control, injection) through
  * plat_vmcs_read/write.
  */
+#include <stddef.h>
+
 #include "hv.h"
 #include "vmx_insn.h"
 #include "x86.h"
@@ -168,4 +170,16 @@ void vmx_setup_vmcs(const struct guest_image *g, uint64_t eptp)
 	setup_controls(eptp);
 	setup_host(this_percpu());
 	setup_guest(g);
+}
+
+extern char guest_call_exit[];
+_Static_assert(offsetof(struct guest_call, host_rsp) == 128, "guest_call.S offsets");
+
+/* guest_call.S's exit path: the stack's top word is the context it returns into. */
+void guest_call_host(struct guest_call *c, void *stack_top)
+{
+	uint64_t *top = (uint64_t *)stack_top - 2; /* 16-byte aligned, as at a call */
+	*top = (uint64_t)c;
+	vmx_write(VMCS_HOST_RSP, (uint64_t)top);
+	vmx_write(VMCS_HOST_RIP, (uint64_t)guest_call_exit);
 }

@@ -356,6 +356,16 @@ const char *vmx_unavailable(void);
 /* The current VMCS set up to enter `g` (NMI window off, nothing injected, exits to
  * vmx_exit_entry on this CPU's exit stack). */
 void vmx_setup_vmcs(const struct guest_image *g, uint64_t eptp);
+/* guest_call.S: enter the current VMCS's guest as a call that returns at its next VM
+ * exit (0), or at once with the RFLAGS of a failed entry.  guest_call_host() points
+ * the VMCS's host RIP and RSP at it, with `stack_top` (16-byte aligned, this CPU's
+ * alone) as the exit stack that finds `c`. */
+struct guest_call {
+	struct guest_regs regs;
+	uint64_t host_rsp; /* offset 128: guest_call.S */
+};
+uint64_t guest_call(int resume, struct guest_call *c);
+void guest_call_host(struct guest_call *c, void *stack_top);
 /* VMREAD / VMWRITE of the current VMCS.  A failure is a hypervisor bug: it is
  * reported with the field's encoding and the run ends (hv.h, "Errors"). */
 uint64_t vmx_read(uint32_t field);

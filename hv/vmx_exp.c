@@ -60,12 +60,10 @@
 #define WATCHDOG_TICKS 0x2000000u /* VMX-preemption timer: ends an HLT nothing wakes */
 #define EXIT_NONE      0xFFFFu /* exp_observe(): the VM entry itself failed */
 
-extern char exp_exit_entry[];
-uint64_t exp_run(int resume, struct guest_regs *r);
-
 static const char *const cfg_name[] = {"E0V0", "E1V0", "E1V1"};
 
-static struct guest_regs regs;
+static struct guest_call call; /* the guest's registers between exits */
+static uint8_t exit_stack[4096] __attribute__((aligned(16)));
 static int launched, ran, deviations, not_run;
 static uint32_t pin_base, proc_base, pin_must;
 static int have_watchdog, debug;
@@ -238,7 +236,7 @@ static void reset_vmcs(void)
 		hv_fail("vmx-exp", "VMCLEAR/VMPTRLD failed");
 	launched = 0;
 	vmx_setup_vmcs(&image, eptp);
-	vmx_write(VMCS_HOST_RIP, (uint64_t)exp_exit_entry);
+	guest_call_host(&call, exit_stack + sizeof exit_stack);
 	vmx_write(VMCS_GUEST_IDTR_BASE, IDT_PA);
 	vmx_write(VMCS_GUEST_IDTR_LIMIT, IDT_VECTORS * 8 - 1);
 	vmx_write(VMCS_GUEST_GDTR_BASE, GDT_PA);
@@ -286,7 +284,7 @@ void exp_prepare(enum cfg c, const char *entry, int b, int w, uint32_t inject)
 struct obs exp_observe(void)
 {
 	struct obs o = {0};
-	uint64_t rflags = exp_run(launched, &regs);
+	uint64_t rflags = guest_call(launched, &call);
 	if (rflags) {
 		o.reason = EXIT_NONE;
 		o.error = (rflags & 0x40) ? vmx_read(VMCS_INSTR_ERROR) : 0;

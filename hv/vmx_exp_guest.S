@@ -1,49 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vmx_exp_guest.S - "run the guest until its next VM exit" for the VMX NMI experiments
- * (vmx_exp.c), and the experiments' guest code.
- *
- * uint64_t exp_run(int resume, struct guest_regs *r): enters the guest with the
- * registers in *r (VMLAUNCH, or VMRESUME when `resume`), and returns 0 at its next
- * VM exit with the guest's registers back in *r, as if the entry were a call.
- * Returns the RFLAGS of a failed entry (CF or ZF set) otherwise.  The exit lands on
- * exp_exit_entry (the VMCS host RIP) on a scratch stack and switches back to the
- * stack exp_run saved.  No NMI-core involvement: no guest is attached.
+ * vmx_exp_guest.S - the VMX NMI experiments' guest code (vmx_exp.c drives it
+ * through guest_call.S, one exit at a time).
  */
 #include "hv.h"
-
-	.text
-	.globl exp_run, exp_exit_entry
-exp_run:
-	PUSH_CALLEE_SAVED
-	movq %rsp, exp_host_rsp(%rip)
-	movq %rsi, exp_regs(%rip)
-	testl %edi, %edi		/* flags survive the movs below */
-	movq %rsi, %rax
-	LOAD_GUEST_REGS_RAX
-	jnz 1f
-	vmlaunch
-	jmp 2f
-1:	vmresume
-2:	pushfq				/* the entry failed */
-	popq %rax
-	jmp 3f
-
-exp_exit_entry:
-	pushq %rax
-	movq exp_regs(%rip), %rax
-	STORE_GUEST_REGS_RAX
-	popq %rbx
-	movq %rbx, 0(%rax)
-	movq exp_host_rsp(%rip), %rsp
-	xorl %eax, %eax
-3:	POP_CALLEE_SAVED
-	ret
-
-	.bss
-	.align 8
-exp_host_rsp:	.quad 0
-exp_regs:	.quad 0
 
 /*
  * The guest's code: copied to a low page outside the hypervisor, so only relative
