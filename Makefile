@@ -185,6 +185,8 @@ $(B)/test_decode: tests/unit/test_decode.c hv/insn_decode.c hv/insn_decode.h
 
 # ---- The main job and the other user-facing targets ------------------------------
 FUZZ_SECONDS ?= 60
+# FUZZ_SEED=N: libFuzzer's -seed (default: libFuzzer picks one and prints it).
+FUZZ_SEED ?=
 MODE ?= precise
 NMIS ?= 2
 CPUS ?= 2
@@ -197,7 +199,8 @@ fuzz:
 	@scripts/deps.sh sim fuzz
 	@$(MAKE) -s $(B)/fuzz_nmi
 	@python3 -m scripts.fuzz --binary $(B)/fuzz_nmi --variant $(VARIANT) --mode $(MODE) \
-		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B)) --jobs $(JOBS) --make-vars "$(BUILD_VARS)"
+		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B)) --jobs $(JOBS) --make-vars "$(BUILD_VARS)" \
+		$(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 explore: deps
 	@$(MAKE) -s $(B)/nmisim
