@@ -28,17 +28,23 @@
 #include "nmi_core.h"
 #include "sim.h"
 
-#define NCOUNTERS (1u << 14)
+#define NCOUNTERS (1u << 16)
 __attribute__((section("__libfuzzer_extra_counters"))) static uint8_t counters[NCOUNTERS];
 
 static int fast = -1, recheck;
 
-static void on_nmi(uintptr_t rip, const struct nmi_cpu *c, int in_guest)
+/* One feature per (instruction the NMI landed before, NMI state there): the core's
+ * software state (mask, deferred count, guest NMIs pending, blocked by an extension,
+ * attached) and the machine's (sim.h's SIM_HW_*: guest mode, virtual-NMI blocking, a
+ * queued injection, a delivery interrupted, a stop-the-world round, host blocking
+ * after an NMI exit).  A bug of the core shows where an NMI lands in a state no
+ * earlier input had it land in, so each such pair is worth keeping. */
+static void on_nmi(uintptr_t rip, const struct nmi_cpu *c, unsigned hw)
 {
 	uint32_t where = sim_in_core(rip) ? (uint32_t)sim_core_offset(rip) + 1 : 0;
 	uint32_t state = (c->masked ? 1u : 0) | (c->visited ? 2u : 0) | (c->visited > 1 ? 4u : 0) |
-			 (c->guest_pending ? 8u : 0) | (in_guest ? 16u : 0) |
-			 (c->guest_sw_blocked ? 32u : 0);
+			 (c->guest_pending ? 8u : 0) | (c->guest_pending > 1 ? 16u : 0) |
+			 (c->guest_sw_blocked ? 32u : 0) | (c->guest_present ? 64u : 0) | hw << 7;
 	uint32_t h = (where * 2654435761u) ^ (state * 40503u);
 	uint8_t *k = &counters[h % NCOUNTERS];
 	if (*k != 255)

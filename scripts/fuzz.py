@@ -24,46 +24,183 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from .replay_scenario import ScenarioError, parse_scenario
 
+# -handle_usr1/2=0: SIGUSR1 is the simulated NMI, the harness's own.  -timeout: a
+# run that the simulator's own runaway bounds (sim/runaway.c) did not end is a finding
+# too, a hang of the harness or the core (reported with its timeline like any other).
 LIBFUZZER_FLAGS = ["-handle_usr1=0", "-handle_usr2=0", "-timeout=10", "-rss_limit_mb=2048"]
+# Fork mode's defaults drop what they should stop for: it ignores timeouts and
+# out-of-memory children and goes on fuzzing.  Every failure a worker meets ends the
+# campaign as a finding, whatever libFuzzer's defaults are (docs/fuzzing.md).
+FORK_FLAGS = ["-ignore_crashes=0", "-ignore_timeouts=0", "-ignore_ooms=0"]
+# What libFuzzer saves a failing input as: a crash (an oracle violation aborts), a
+# run over -timeout, a run over -rss_limit_mb.
+FAILURE_PREFIXES = ("crash-", "timeout-", "oom-")
+# A line that says a run failed, in libFuzzer's output or the harness's.
+FAILURE_LINE = re.compile(r"NMI VIOLATION|ERROR: libFuzzer: |ERROR: \w+Sanitizer|runtime error:")
 HV_REPLAY_SECONDS = 180  # the hypervisor's replay of a finding, its build included
+REPLAY_SECONDS = 60  # writing a finding's timeline (a hang is bounded by -timeout)
+
+
+def failures(findings):
+    """The failing inputs libFuzzer saved in the findings directory."""
+    return {p for p in glob.glob(os.path.join(findings, "*"))
+            if os.path.basename(p).startswith(FAILURE_PREFIXES)}
+
+
+def kept_dirs(args, grown):
+    """The inputs every make fuzz runs first: the grown corpus, the seeds, and the
+    reproducers the variant must handle (its own; on final, every variant's, since
+    final passes them all)."""
+    regressions = os.path.join("corpus", "regressions")
+    mine = [args.variant] if args.variant != "final" else sorted(os.listdir(regressions))
+    return [grown, os.path.join("corpus", "fuzz")] + [
+        d for d in (os.path.join(regressions, v) for v in mine) if os.path.isdir(d)]
+
+
+def count_inputs(dirs):
+    return sum(1 for d in dirs for f in os.listdir(d)
+               if os.path.isfile(os.path.join(d, f)) and not f.endswith((".nmi", ".txt", ".svg")))
+
+
+def kept_pass(args, env, dirs):
+    """Run every kept input once, in one process, before any fuzzing: a change that
+    breaks what the corpus already exercises is found here, in the time the corpus
+    takes to run (libFuzzer -runs=0 executes each input and stops at the first
+    failure, saving it like a campaign's).  Returns (failing inputs, lines, seconds)."""
+    before = failures(args.findings)
+    cmd = [args.binary, "-runs=0", f"-artifact_prefix={args.findings}/"] + LIBFUZZER_FLAGS + dirs
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, errors="replace")
+    secs = time.monotonic() - t0
+    found = sorted(failures(args.findings) - before, key=os.path.getmtime)
+    lines = proc.stderr.splitlines()
+    if proc.returncode != 0 and not found:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise RuntimeError(f"the kept inputs did not run (libFuzzer exit {proc.returncode})")
+    return found, lines, secs
+
+
+class Campaign:
+    """libFuzzer in a session of its own, held to the budget: one process stops by
+    itself at -max_total_time; fork mode's parent only stops starting new jobs then
+    and waits for the running ones (each up to its job number in seconds), so the
+    whole session is interrupted at the budget.  On a finding in fork mode the other
+    workers are stopped too: the failing worker has saved its input already."""
+
+    def __init__(self, cmd, env, budget, fork):
+        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                                     errors="replace", start_new_session=True)
+        self.fork = fork
+        self.timers = []
+        self.stopped_at_budget = False
+        # A single process gets a few seconds past its own limit before it is stopped.
+        self.later(budget + (0 if fork else 5), self.budget_over)
+
+    def later(self, seconds, fn):
+        t = threading.Timer(max(0.0, seconds), fn)
+        t.daemon = True
+        t.start()
+        self.timers.append(t)
+
+    def budget_over(self):
+        self.stopped_at_budget = self.proc.poll() is None
+        self.stop()
+
+    def stop(self):
+        """SIGINT to every process of the session (libFuzzer's own orderly exit), then
+        SIGKILL to whatever is left two seconds later."""
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        self.later(2.0, self.kill)
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self):
+        rc = self.proc.wait()
+        for t in self.timers:
+            t.cancel()
+        self.kill()  # a worker its parent left behind
+        return rc
 
 
 def run_fuzzer(args, env):
     grown = os.path.join("corpus", "grown", f"{args.tag}-{args.mode}")
     os.makedirs(grown, exist_ok=True)
     os.makedirs(args.findings, exist_ok=True)
-    before = set(glob.glob(os.path.join(args.findings, "crash-*")))
-    cmd = [args.binary, grown, "corpus/fuzz",
-           f"-max_total_time={args.seconds}", "-print_final_stats=1",
-           f"-artifact_prefix={args.findings}/"] + LIBFUZZER_FLAGS
+    dirs = kept_dirs(args, grown)
+    t0 = time.monotonic()
+    res = {"stats": {}, "progress": "", "grown": grown, "found_at": None, "pass": None,
+           "rc": 0, "crashes": [], "where": "while fuzzing"}
+
+    # 1. The kept inputs, before anything is mutated.
+    found, lines, secs = kept_pass(args, env, dirs)
+    n = count_inputs(dirs)
+    res["pass"] = (n, secs)
+    if found:
+        print(f"fuzz: kept inputs: {n} run in {secs:.2f} s; one fails:", flush=True)
+        # The failure's own lines: from the violation up to libFuzzer's report.
+        shown = False
+        for line in lines:
+            if FAILURE_LINE.search(line) and not shown:
+                shown = True
+            elif shown and re.match(r"==\d+== ERROR: libFuzzer", line):
+                break
+            if shown:
+                sys.stderr.write(line + "\n")
+        res.update(crashes=found, found_at=time.monotonic() - t0, rc=1, where="in the kept inputs")
+        return res
+    print(f"fuzz: kept inputs: {n} run in {secs:.2f} s ({', '.join(dirs)}): no failure",
+          flush=True)
+
+    # 2. The campaign, in what is left of the budget.
+    budget = max(1.0, args.seconds - (time.monotonic() - t0))
+    before = failures(args.findings)
+    cmd = [args.binary] + dirs + [f"-max_total_time={max(1, int(budget))}", "-print_final_stats=1",
+                                  f"-artifact_prefix={args.findings}/"] + LIBFUZZER_FLAGS
     if args.jobs > 1:
-        cmd.append(f"-fork={args.jobs}")
+        cmd += [f"-fork={args.jobs}"] + FORK_FLAGS
     if args.seed is not None:
         cmd.append(f"-seed={args.seed}")
     print("+", " ".join(cmd), flush=True)
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    last_progress, stats, found_at = "", {}, None
-    for line in proc.stderr:
+    run = Campaign(cmd, env, budget, args.jobs > 1)
+    tempdir = None
+    for line in run.proc.stderr:
         if not args.quiet or "VIOLATION" in line:
             sys.stderr.write(line)
         # One process: "#N  NEW cov: ...".  Fork mode's parent: "#N: cov: ... corp: K ...".
         if re.match(r"#\d+(\s+(NEW|REDUCE|pulse|INITED|DONE)|: cov:)", line):
-            last_progress = line.strip()
+            res["progress"] = line.strip()
         m = re.match(r"stat::(\w+):\s+(\d+)", line)
         if m:
-            stats[m.group(1)] = int(m.group(2))
-        if "NMI VIOLATION" in line and found_at is None:
-            found_at = time.monotonic() - t0
-    rc = proc.wait()
-    stats["wall_seconds"] = time.monotonic() - t0
-    crashes = sorted(set(glob.glob(os.path.join(args.findings, "crash-*"))) - before,
-                     key=os.path.getmtime)
-    return rc, crashes, last_progress, stats, found_at, grown
+            res["stats"][m.group(1)] = int(m.group(2))
+        m = re.search(r"starting to fuzz in (\S+)", line)
+        if m:
+            tempdir = m.group(1)
+        if FAILURE_LINE.search(line) and res["found_at"] is None:
+            res["found_at"] = time.monotonic() - t0
+            if run.fork:
+                run.later(1.0, run.stop)
+    res["rc"] = run.wait()
+    res["stats"]["wall_seconds"] = time.monotonic() - t0
+    if tempdir and os.path.basename(tempdir).startswith("libFuzzerTemp."):
+        shutil.rmtree(tempdir, ignore_errors=True)  # an interrupted parent leaves it
+    res["stopped_at_budget"] = run.stopped_at_budget
+    res["crashes"] = sorted(failures(args.findings) - before, key=os.path.getmtime)
+    return res
 
 
 def summary(stats, progress):
@@ -84,7 +221,12 @@ def summary(stats, progress):
 
 
 def minimize(args, env, crash):
-    out = crash.replace("crash-", "min-")
+    """libFuzzer's -minimize_crash, bounded; returns the smallest failing input."""
+    name = os.path.basename(crash)
+    for p in FAILURE_PREFIXES:
+        if name.startswith(p):
+            name = "min-" + name[len(p):]
+    out = os.path.join(os.path.dirname(crash), name)
     subprocess.run([args.binary, "-minimize_crash=1", "-max_total_time=15",
                     f"-exact_artifact_path={out}", crash] + LIBFUZZER_FLAGS,
                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -92,11 +234,16 @@ def minimize(args, env, crash):
 
 
 def replay(args, env, path, prefix=None):
-    """Run one input with the timeline on; returns the prefix of the written files."""
+    """Run one input with the timeline on; returns the prefix of the written files.
+    Bounded: an input that hangs the harness is stopped by -timeout, and the harness
+    writes the timeline of what ran (fuzz/fuzz_nmi.c, NMI_TIMELINE)."""
     prefix = prefix or (os.path.splitext(path)[0] if path.endswith(".bin") else path)
     env = dict(env, NMI_TIMELINE=prefix)
-    subprocess.run([args.binary, path] + LIBFUZZER_FLAGS, env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.run([args.binary, path] + LIBFUZZER_FLAGS, env=env, timeout=REPLAY_SECONDS,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pass
     return prefix
 
 
@@ -146,29 +293,39 @@ def main():
     if args.replay:
         return replay_command(args, env)
 
-    rc, crashes, progress, stats, found_at, grown = run_fuzzer(args, env)
+    res = run_fuzzer(args, env)
+    crashes, stats = res["crashes"], res["stats"]
+    jobs = f"{args.jobs} job{'s' if args.jobs > 1 else ''}"
     if not crashes:
-        if rc != 0:
-            print(f"fuzz: libFuzzer exited with status {rc} and saved no input", file=sys.stderr)
+        if res["rc"] != 0 and not res.get("stopped_at_budget"):
+            print(f"fuzz: libFuzzer exited with status {res['rc']} and saved no input", file=sys.stderr)
             return 2
-        execs, rate, cov = summary(stats, progress)
-        print(f"\nfuzz [{args.variant}, {args.mode}, {args.jobs} job{'s' if args.jobs > 1 else ''}]: "
-              f"no finding in {args.seconds} s: {execs} execs, {rate} execs/s"
-              + (f", {cov}" if cov else "") + f", corpus kept in {grown}/")
+        execs, rate, cov = summary(stats, res["progress"])
+        print(f"\nfuzz [{args.variant}, {args.mode}, {jobs}]: "
+              f"no finding in {stats['wall_seconds']:.1f} s (budget {args.seconds} s): "
+              f"{res['pass'][0]} kept inputs, then {execs} execs, {rate} execs/s"
+              + (f", {cov}" if cov else "") + f", corpus kept in {res['grown']}/")
         return 0
 
     crash = crashes[0]
-    print(f"\nfuzz [{args.variant}, {args.mode}]: finding"
-          + (f" after {found_at:.2f} s" if found_at is not None else "")
+    where = res["where"]
+    print(f"\nfuzz [{args.variant}, {args.mode}, {jobs}]: finding"
+          + (f" after {res['found_at']:.2f} s" if res["found_at"] is not None else "")
+          + f" ({where})"
           + (f" ({len(crashes)} failing inputs saved by the workers; the first is "
              f"minimized, the others stay in {args.findings}/)" if len(crashes) > 1 else ""),
           flush=True)
+    t_min = time.monotonic()
     small = minimize(args, env, crash)
     final = small + ".bin" if not small.endswith(".bin") else small
     os.replace(small, final)
     prefix = replay(args, env, final)
-    with open(prefix + ".txt") as f:
-        print(f.read())
+    print(f"fuzz: minimized and explained in {time.monotonic() - t_min:.1f} s", flush=True)
+    if os.path.exists(prefix + ".txt"):
+        with open(prefix + ".txt") as f:
+            print(f.read())
+    else:
+        print(f"(no timeline: the input did not finish within {REPLAY_SECONDS} s when replayed)")
     print(f"saved: {final} (input), {prefix}.txt (timeline), {prefix}.svg (picture), "
           f"{prefix}.nmi (as a scenario)")
     if args.make_vars is None:

@@ -19,7 +19,19 @@
 
 #include "machine.h"
 
-void (*sim_nmi_hook)(uintptr_t rip, const struct nmi_cpu *state, int in_guest);
+void (*sim_nmi_hook)(uintptr_t rip, const struct nmi_cpu *state, unsigned hw);
+
+/* The machine around the core where an NMI lands (sim.h's SIM_HW_* bits). */
+static unsigned hw_state(const struct sim_cpu *c)
+{
+	const struct sim_vmcs *v = &c->vmx.vmcs;
+	return (c->vmx.in_guest ? SIM_HW_IN_GUEST : 0) |
+	       ((v->guest_intr & GUEST_INTR_BLOCK_NMI) ? SIM_HW_GUEST_VBLK : 0) |
+	       ((v->entry_intr & INTR_INFO_VALID) ? SIM_HW_QUEUED : 0) |
+	       (c->vmx.vectoring || c->vmx.fault_armed ? SIM_HW_DELIVERY : 0) |
+	       (nmi_quiesce_state.active ? SIM_HW_QUIESCE : 0) |
+	       (c->nmi.exit_blocked ? SIM_HW_EXIT_BLOCK : 0);
+}
 
 int nmi_hw_blocked(const struct sim_cpu *c)
 {
@@ -130,7 +142,7 @@ static void on_nmi(int sig, siginfo_t *si, void *ucv)
 	M.mode->delivered(c);
 	coverage_nmi_lands(c, rip); /* make coverage (sim/coverage.c) */
 	if (sim_nmi_hook)
-		sim_nmi_hook(rip, &c->core, c->vmx.in_guest);
+		sim_nmi_hook(rip, &c->core, hw_state(c));
 	if (vmx_hw_nmi_exit(c)) {
 		/* A real NMI exit leaves the host NMI-blocked until an IRET: so does the
 		 * signal mask this handler returns with, until plat_nmi_iret(). */

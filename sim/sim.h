@@ -121,10 +121,17 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r);
  * thread with no CPU role only to ask: the answer is per process. */
 int sim_hwbp_available(void);
 
-/* Called at every NMI delivery with the interrupted address and the CPU's state
- * there; the fuzzer turns it into coverage of the uninstrumented core. */
+/* Called at every NMI delivery with the interrupted address, the core's state of
+ * that CPU and the machine's around it (SIM_HW_* bits); the fuzzer turns them into
+ * coverage of the uninstrumented core. */
+#define SIM_HW_IN_GUEST   1u /* guest mode: the NMI is a VM exit                    */
+#define SIM_HW_GUEST_VBLK 2u /* the guest is virtual-NMI blocked (in its handler)   */
+#define SIM_HW_QUEUED     4u /* an NMI injection is queued for the next VM entry    */
+#define SIM_HW_DELIVERY   8u /* an exit interrupted an NMI's delivery, or one will  */
+#define SIM_HW_QUIESCE    16u /* a stop-the-world round is open                      */
+#define SIM_HW_EXIT_BLOCK 32u /* host NMI-blocked since an NMI exit, before its IRET */
 struct nmi_cpu;
-extern void (*sim_nmi_hook)(uintptr_t rip, const struct nmi_cpu *state, int in_guest);
+extern void (*sim_nmi_hook)(uintptr_t rip, const struct nmi_cpu *state, unsigned hw);
 
 /* ---- Timeline of the last sim_run(SIM_TIMELINE) ------------------------------- */
 void sim_timeline_print(FILE *f);

@@ -112,9 +112,9 @@ void test_books(unsigned *passed, unsigned *failed);
 
 /* Where the first NMI that landed inside the core landed (sim_nmi_hook). */
 static volatile uintptr_t landed;
-static void record_landing(uintptr_t rip, const struct nmi_cpu *state, int in_guest)
+static void record_landing(uintptr_t rip, const struct nmi_cpu *state, unsigned hw)
 {
-	(void)state, (void)in_guest;
+	(void)state, (void)hw;
 	if (!landed && sim_in_core(rip))
 		landed = rip;
 }
