@@ -14,15 +14,21 @@
  *
  * Environment:
  *   NMI_FUZZ_MODE=fast     nmi@N counts platform calls instead of instructions
- *   NMI_TIMELINE=PREFIX    (replay) write PREFIX.txt, PREFIX.svg and PREFIX.nmi
+ *   NMI_TIMELINE=PREFIX    (replay) write PREFIX.txt, PREFIX.svg and PREFIX.nmi; a
+ *                          run that has not ended after 5 s is a finding, its timeline
+ *                          what ran until then
  *   NMI_FUZZ_RECHECK=1     run every input twice and abort if the two runs differ:
  *                          the simulator must carry nothing from one run to the next
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "decode.h"
 #include "nmi_core.h"
@@ -51,29 +57,92 @@ static void on_nmi(uintptr_t rip, const struct nmi_cpu *c, unsigned hw)
 		(*k)++;
 }
 
-static void report(const struct sim_schedule *s, const char *prefix)
+/* The timeline of a replay, PREFIX.txt: the schedule, then what ran. */
+static void write_timeline(const struct sim_schedule *s, const char *prefix, const char *tail)
 {
 	char path[4096];
-	struct sim_result r;
-	sim_run(s, SIM_TIMELINE, &r);
-	snprintf(path, sizeof path, "%s.nmi", prefix);
-	FILE *f = fopen(path, "w");
-	if (f) {
-		fprintf(f, "# decoded fuzz input [%s]: %s\n", nmi_variant_name,
-			r.failed ? r.what : "passes");
-		sched_print(f, s);
-		fclose(f);
-	}
 	snprintf(path, sizeof path, "%s.txt", prefix);
-	f = fopen(path, "w");
+	FILE *f = fopen(path, "w");
 	if (f) {
 		sched_print(f, s);
 		fprintf(f, "\n");
 		sim_timeline_print(f);
+		if (tail)
+			fprintf(f, "\n%s\n", tail);
 		fclose(f);
 	}
 	snprintf(path, sizeof path, "%s.svg", prefix);
 	sim_timeline_svg(path);
+}
+
+/* A replay that does not end (a hang the simulator's own runaway bounds did not
+ * catch, which would be a bug of the harness) still leaves its timeline: what ran up
+ * to now, written from this thread while the CPUs are stuck, then the process ends
+ * with the verdict, before libFuzzer's -timeout would end it without one. */
+#define REPLAY_LIMIT_SECONDS 5
+static const struct sim_schedule *replay_sched;
+static const char *replay_prefix;
+static pthread_mutex_t replay_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t replay_done_cv = PTHREAD_COND_INITIALIZER;
+static int replay_done;
+
+static void *replay_watchdog(void *arg)
+{
+	(void)arg;
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += REPLAY_LIMIT_SECONDS;
+	pthread_mutex_lock(&replay_lock);
+	int rc = 0;
+	while (!replay_done && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&replay_done_cv, &replay_lock, &dl);
+	pthread_mutex_unlock(&replay_lock);
+	if (replay_done)
+		return NULL;
+	char what[128];
+	snprintf(what, sizeof what, "VIOLATION: the run did not end within %d s (a hang)",
+		 REPLAY_LIMIT_SECONDS);
+	write_timeline(replay_sched, replay_prefix, what);
+	fprintf(stderr, "\nNMI VIOLATION [%s]: %s\n", nmi_variant_name, what + 11);
+	_exit(1);
+}
+
+/* Run s with the timeline on and write PREFIX.nmi (the input as a scenario, written
+ * first), PREFIX.txt and PREFIX.svg. */
+static void report(const struct sim_schedule *s, const char *prefix, struct sim_result *r)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s.nmi", prefix);
+	FILE *f = fopen(path, "w");
+	if (f) {
+		fprintf(f, "# decoded fuzz input [%s]\n", nmi_variant_name);
+		sched_print(f, s);
+		fclose(f);
+	}
+	pthread_t wd;
+	replay_sched = s;
+	replay_prefix = prefix;
+	replay_done = 0;
+	int watched = pthread_create(&wd, NULL, replay_watchdog, NULL) == 0;
+	int rc = sim_run(s, SIM_TIMELINE, r);
+	pthread_mutex_lock(&replay_lock);
+	replay_done = 1;
+	pthread_cond_signal(&replay_done_cv);
+	pthread_mutex_unlock(&replay_lock);
+	if (watched)
+		pthread_join(wd, NULL);
+	if (rc != 0) {
+		fprintf(stderr, "fuzz_nmi: the simulator could not start\n");
+		abort();
+	}
+	f = fopen(path, "w");
+	if (f) {
+		fprintf(f, "# decoded fuzz input [%s]: %s\n", nmi_variant_name,
+			r->failed ? r->what : "passes");
+		sched_print(f, s);
+		fclose(f);
+	}
+	write_timeline(s, prefix, NULL);
 }
 
 /* libFuzzer's own mutations (FuzzerInterface.h), called by the mutator below. */
@@ -144,7 +213,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sim_schedule s;
 	struct sim_result r;
 	fuzz_decode(data, size, fast, &s);
-	if (sim_run(&s, 0, &r) != 0) {
+	const char *tl = getenv("NMI_TIMELINE");
+	if (tl) {
+		report(&s, tl, &r);
+	} else if (sim_run(&s, 0, &r) != 0) {
 		fprintf(stderr, "fuzz_nmi: the simulator could not start\n");
 		abort();
 	}
@@ -158,9 +230,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		}
 	}
-	const char *tl = getenv("NMI_TIMELINE");
-	if (tl)
-		report(&s, tl);
 	if (r.failed) {
 		fprintf(stderr, "\nNMI VIOLATION [%s]: %s\n", nmi_variant_name, r.what);
 		if (!tl)

@@ -52,28 +52,32 @@ def failures(findings):
             if os.path.basename(p).startswith(FAILURE_PREFIXES)}
 
 
-def kept_dirs(args, grown):
-    """The inputs every make fuzz runs first: the grown corpus, the seeds, and the
-    reproducers the variant must handle (its own; on final, every variant's, since
-    final passes them all)."""
+def kept_inputs(args, grown):
+    """The inputs every make fuzz runs first: the grown corpus and the seeds (corpus
+    directories, where libFuzzer keeps what it finds), and the reproducers the
+    variant must handle (its own; on final, every variant's, since final passes them
+    all), which sit beside their scenarios and are named one by one.  Returns
+    (directories, reproducer files, how many inputs in all)."""
     regressions = os.path.join("corpus", "regressions")
     mine = [args.variant] if args.variant != "final" else sorted(os.listdir(regressions))
-    return [grown, os.path.join("corpus", "fuzz")] + [
-        d for d in (os.path.join(regressions, v) for v in mine) if os.path.isdir(d)]
+    repro = sorted(f for v in mine for f in glob.glob(os.path.join(regressions, v, "*.bin")))
+    dirs = [grown, os.path.join("corpus", "fuzz")]
+    n = len(repro) + sum(1 for d in dirs for f in os.listdir(d) if os.path.isfile(os.path.join(d, f)))
+    return dirs, repro, n
 
 
-def count_inputs(dirs):
-    return sum(1 for d in dirs for f in os.listdir(d)
-               if os.path.isfile(os.path.join(d, f)) and not f.endswith((".nmi", ".txt", ".svg")))
+def seed_flag(files):
+    return [f"-seed_inputs={','.join(files)}"] if files else []
 
 
-def kept_pass(args, env, dirs):
+def kept_pass(args, env, dirs, repro):
     """Run every kept input once, in one process, before any fuzzing: a change that
     breaks what the corpus already exercises is found here, in the time the corpus
     takes to run (libFuzzer -runs=0 executes each input and stops at the first
     failure, saving it like a campaign's).  Returns (failing inputs, lines, seconds)."""
     before = failures(args.findings)
-    cmd = [args.binary, "-runs=0", f"-artifact_prefix={args.findings}/"] + LIBFUZZER_FLAGS + dirs
+    cmd = ([args.binary, "-runs=0", f"-artifact_prefix={args.findings}/"] + LIBFUZZER_FLAGS
+           + seed_flag(repro) + dirs)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, errors="replace")
@@ -141,14 +145,13 @@ def run_fuzzer(args, env):
     grown = os.path.join("corpus", "grown", f"{args.tag}-{args.mode}")
     os.makedirs(grown, exist_ok=True)
     os.makedirs(args.findings, exist_ok=True)
-    dirs = kept_dirs(args, grown)
+    dirs, repro, n = kept_inputs(args, grown)
     t0 = time.monotonic()
     res = {"stats": {}, "progress": "", "grown": grown, "found_at": None, "pass": None,
            "rc": 0, "crashes": [], "where": "while fuzzing"}
 
     # 1. The kept inputs, before anything is mutated.
-    found, lines, secs = kept_pass(args, env, dirs)
-    n = count_inputs(dirs)
+    found, lines, secs = kept_pass(args, env, dirs, repro)
     res["pass"] = (n, secs)
     if found:
         print(f"fuzz: kept inputs: {n} run in {secs:.2f} s; one fails:", flush=True)
@@ -163,14 +166,14 @@ def run_fuzzer(args, env):
                 sys.stderr.write(line + "\n")
         res.update(crashes=found, found_at=time.monotonic() - t0, rc=1, where="in the kept inputs")
         return res
-    print(f"fuzz: kept inputs: {n} run in {secs:.2f} s ({', '.join(dirs)}): no failure",
+    print(f"fuzz: kept inputs: {n} run in {secs:.2f} s ({', '.join(dirs)}, {len(repro)} reproducers): no failure",
           flush=True)
 
     # 2. The campaign, in what is left of the budget.
     budget = max(1.0, args.seconds - (time.monotonic() - t0))
     before = failures(args.findings)
     cmd = [args.binary] + dirs + [f"-max_total_time={max(1, int(budget))}", "-print_final_stats=1",
-                                  f"-artifact_prefix={args.findings}/"] + LIBFUZZER_FLAGS
+                                  f"-artifact_prefix={args.findings}/"] + seed_flag(repro) + LIBFUZZER_FLAGS
     if args.jobs > 1:
         cmd += [f"-fork={args.jobs}"] + FORK_FLAGS
     if args.seed is not None:
