@@ -188,6 +188,7 @@ void runaway_turn_begins(struct sim_cpu *c);
 void runaway_count_call(struct sim_cpu *c, uintptr_t rip);
 void runaway_count_insn(struct sim_cpu *c, uintptr_t rip);
 void runaway_watch(struct sim_cpu *c, sem_t *back);
+double runaway_cpu_seconds(const struct sim_cpu *c);
 
 /* failure.c */
 void sim_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

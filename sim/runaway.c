@@ -54,7 +54,7 @@ void runaway_count_insn(struct sim_cpu *c, uintptr_t rip)
 	within(c, rip, ++c->budget.insns, SIM_MAX_TURN_INSNS, "core instructions");
 }
 
-static double thread_cpu_seconds(struct sim_cpu *c)
+double runaway_cpu_seconds(const struct sim_cpu *c)
 {
 	clockid_t clk;
 	struct timespec ts;
@@ -67,7 +67,7 @@ static double thread_cpu_seconds(struct sim_cpu *c)
  * every 10 ms at the CPU time c burns meanwhile. */
 void runaway_watch(struct sim_cpu *c, sem_t *back)
 {
-	double start = thread_cpu_seconds(c);
+	double start = runaway_cpu_seconds(c);
 	int kicked = 0;
 	for (;;) {
 		struct timespec dl;
@@ -81,14 +81,15 @@ void runaway_watch(struct sim_cpu *c, sem_t *back)
 			return;
 		/* A stepped turn is bounded by its instructions, exactly: give it time. */
 		double limit = SIM_RUNAWAY_SECONDS * (c->step.on ? 10 : 1);
-		if (errno == ETIMEDOUT && !kicked && thread_cpu_seconds(c) - start > limit) {
+		if (errno == ETIMEDOUT && !kicked && runaway_cpu_seconds(c) - start > limit) {
 			kicked = 1;
 			pthread_kill(c->th.thread, SIGRUNAWAY);
 		}
 	}
 }
 
-/* The controller saw this CPU burn its turn's CPU time: report where it loops. */
+/* The controller saw this CPU burn its turn's CPU time (or, free-running, stress.c
+ * saw it finish no operation in STRESS_RUNAWAY_SECONDS of it): report where it loops. */
 static void on_runaway(int sig, siginfo_t *si, void *ucv)
 {
 	(void)sig;
@@ -101,6 +102,15 @@ static void on_runaway(int sig, siginfo_t *si, void *ucv)
 	 * chance, the loop is not. */
 	snprintf(where, sizeof where, "%s", sym_describe(rip));
 	where[strcspn(where, "+")] = 0;
+	if (M.mode == &sim_free_running) {
+		char what[512];
+		snprintf(what, sizeof what,
+			 "cpu%u: runaway: no operation finished in %g s of CPU time, still "
+			 "running in %s (visited = %#x, drained %llu)",
+			 c->id, SIM_STRESS_RUNAWAY_SECONDS, where, c->core.visited,
+			 (unsigned long long)c->core.drained);
+		M.mode->halt(c, what);
+	}
 	failure_stop_cpu(c, rip,
 			 "cpu%u: runaway: still running in %s after %g s of CPU time in one turn "
 			 "(visited = %#x, drained %llu)",

@@ -32,14 +32,15 @@
 #define SIM_MAX_SOURCES  16 /* NMI-source threads of a stress run               */
 
 /* Limits of the machinery: what a deterministic run takes for a runaway. */
-#define SIM_SPIN_LIMIT      1000 /* plat_spin_limit(): iterations of one spin          */
-#define SIM_STRESS_SPIN     400000000ul /* ... in free-running stress                 */
-#define SIM_MAX_TURN_CALLS  10000 /* platform calls in one turn of a CPU              */
-#define SIM_MAX_TURN_INSNS  5000 /* core instructions in one stepped turn            */
-#define SIM_RUNAWAY_SECONDS 0.1 /* CPU time of one turn, when nothing else counts it */
-#define SIM_MAX_EXITS       64 /* VM exits in a row without guest progress          */
-#define SIM_MAX_SERVICE     64 /* rounds of delivering latched NMIs after a step    */
-#define SIM_MAX_FINISH      (4 * SIM_SPIN_LIMIT) /* rounds of letting spinning CPUs end */
+#define SIM_SPIN_LIMIT             1000 /* plat_spin_limit(): iterations of one spin          */
+#define SIM_STRESS_SPIN            400000000ul /* ... in free-running stress                 */
+#define SIM_MAX_TURN_CALLS         10000 /* platform calls in one turn of a CPU              */
+#define SIM_MAX_TURN_INSNS         5000 /* core instructions in one stepped turn            */
+#define SIM_RUNAWAY_SECONDS        0.1 /* CPU time of one turn, when nothing else counts it */
+#define SIM_STRESS_RUNAWAY_SECONDS 10.0 /* free-running: CPU time without finishing an op */
+#define SIM_MAX_EXITS              64 /* VM exits in a row without guest progress          */
+#define SIM_MAX_SERVICE            64 /* rounds of delivering latched NMIs after a step    */
+#define SIM_MAX_FINISH             (4 * SIM_SPIN_LIMIT) /* rounds of letting spinning CPUs end */
 
 /* Operations a step can ask of a CPU.  Every op is total: one that makes no sense
  * in the CPU's current mode is recorded as ignored, never an error at run time. */

@@ -26,6 +26,9 @@ static volatile int stop_sources, stop_cpus;
 static volatile unsigned exited;
 static pthread_barrier_t start; /* every CPU has a thread id before anyone sends */
 static unsigned rng[SIM_MAX_CPUS]; /* each CPU thread's own random sequence */
+/* Operations each CPU thread has finished: a thread that burns its CPU time without
+ * finishing one runs away inside the core (the watch in sim_stress). */
+static volatile uint64_t progress[SIM_MAX_CPUS];
 
 static unsigned rnd(unsigned *s)
 {
@@ -73,6 +76,7 @@ static void *cpu_main(void *arg)
 	unsigned *r = &rng[c->id];
 	self = c;
 	c->th.tid = gettid();
+	c->th.thread = pthread_self();
 	sigset_t s;
 	sigemptyset(&s);
 	sigaddset(&s, SIGNMI);
@@ -105,6 +109,7 @@ static void *cpu_main(void *arg)
 			if (t != c->id)
 				plat_send_nmi(t); /* a cross-CPU IPI: a guest NMI for t */
 		}
+		progress[c->id]++;
 	}
 	/* Keep taking NMIs (and parking) until every CPU is out of its loop. */
 	__atomic_fetch_add(&exited, 1, __ATOMIC_SEQ_CST);
@@ -154,7 +159,9 @@ int sim_stress(const struct stress_config *cfg, struct stress_totals *t)
 	}
 	sym_load();
 	nmi_hw_install();
+	runaway_install();
 	machine_reset(cfg->cpus, &sim_free_running);
+	memset((void *)progress, 0, sizeof progress);
 	for (unsigned i = 0; i < M.ncpus; i++)
 		rng[i] = cfg->seed * 2654435761u + i + 1;
 	/* The main thread only watches: it must never take an NMI. */
@@ -172,8 +179,27 @@ int sim_stress(const struct stress_config *cfg, struct stress_totals *t)
 	for (unsigned i = 0; i < cfg->sources; i++)
 		pthread_create(&src[i], NULL, source_main,
 			       (void *)(uintptr_t)(cfg->seed * 7919u + i + 1));
+	/* Each CPU's progress, and its thread's CPU time when it last made some.  A
+	 * thread that spins legitimately (parked, or waiting for the quiesce lock) is
+	 * bounded by the core's own spin limit (SIM_STRESS_SPIN), which comes first. */
+	uint64_t seen[SIM_MAX_CPUS];
+	double cpu_at[SIM_MAX_CPUS];
+	for (unsigned i = 0; i < M.ncpus; i++) {
+		seen[i] = progress[i];
+		cpu_at[i] = runaway_cpu_seconds(&M.cpu[i]);
+	}
 	for (;;) {
 		usleep(20000);
+		for (unsigned i = 0; i < M.ncpus; i++) {
+			double cpu = runaway_cpu_seconds(&M.cpu[i]);
+			if (progress[i] != seen[i]) {
+				seen[i] = progress[i];
+				cpu_at[i] = cpu;
+			} else if (cpu - cpu_at[i] > SIM_STRESS_RUNAWAY_SECONDS) {
+				pthread_kill(cpus[i], SIGRUNAWAY); /* reports and ends the run */
+				cpu_at[i] = cpu;
+			}
+		}
 		double el = now() - t0;
 		uint64_t d = total_delivered();
 		if (!cfg->quiet && now() - last >= 1.0) {
