@@ -76,7 +76,7 @@ static void step_on_cpu(struct sim_cpu *c, const struct sim_step *s)
 	stepper_begin(c, s);
 	if (c->vmx.in_guest)
 		vmx_hw_exits(c); /* an NMI taken when the token came */
-	ops_run(c, s);
+	c->th.ignored = ops_run(c, s);
 	if (c->vmx.in_guest)
 		vmx_hw_exits(c);
 	stepper_end(c);
@@ -266,15 +266,20 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 			if (own)
 				c->th.step = st;
 			c->th.resume_own = own;
+			r->step_flags[i] = SIM_STEP_RESUMED;
 			turn(c, CMD_RESUME);
 			if (own)
 				r->step_insns[i] = c->step.count;
 		} else if (st->op == OP_NMI) {
 			sim_send_nmi(c, st->arg ? st->arg : 1);
-		} else if (st->op != OP_RUN) {
+		} else if (st->op == OP_RUN) {
+			r->step_flags[i] = SIM_STEP_IGNORED; /* nothing spinning */
+		} else {
 			c->th.step = st;
+			c->th.ignored = 0;
 			turn(c, CMD_OP);
 			r->step_insns[i] = c->step.count;
+			r->step_flags[i] = c->th.ignored ? SIM_STEP_IGNORED : 0;
 		}
 		service_all();
 		oracle_step();

@@ -67,6 +67,7 @@ struct sim_thread {
 	uintptr_t stack_hi; /* cpu_main's frame: the top of what a step's stack holds */
 	ucontext_t parked; /* the registers where it last handed the token back at a spin */
 	volatile int resume_own; /* the resuming `run` step counts its own turn    */
+	volatile int ignored; /* its last step was ignored (ops_run)              */
 };
 
 /* nmi_hw.c: the NMI line. */
@@ -151,8 +152,8 @@ void controller_hand_back(void);
 void controller_wait_turn(struct sim_cpu *c);
 void controller_relax(struct sim_cpu *c);
 
-/* ops.c: run step s on the calling CPU's thread. */
-void ops_run(struct sim_cpu *c, const struct sim_step *s);
+/* ops.c: run step s on the calling CPU's thread; 1: ignored (not in this mode). */
+int ops_run(struct sim_cpu *c, const struct sim_step *s);
 
 /* nmi_hw.c */
 void nmi_hw_install(void);
