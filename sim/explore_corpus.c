@@ -175,7 +175,8 @@ static int walk(const char *path, struct corpus_counts *k)
 			continue;
 		size_t l = strlen(e->d_name);
 		/* A finding's timeline and picture sit beside its input. */
-		if (l > 4 && (!strcmp(e->d_name + l - 4, ".txt") || !strcmp(e->d_name + l - 4, ".svg")))
+		if (l > 4 &&
+		    (!strcmp(e->d_name + l - 4, ".txt") || !strcmp(e->d_name + l - 4, ".svg")))
 			continue;
 		if (n == cap)
 			names = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof *names);

@@ -320,7 +320,8 @@ void stepper_resume(struct sim_cpu *c, const struct sim_step *s)
  * last core instruction) is kept aside meanwhile. */
 void stepper_handler(struct sim_cpu *c, void (*entry)(void))
 {
-	if (M.fast || !coverage_traces_handler()) {
+	/* Only in runs stepped throughout (explore's nodes), not in every leaf. */
+	if (M.fast || !(M.flags & SIM_STEP_ALL) || !coverage_traces_handler()) {
 		entry();
 		return;
 	}
