@@ -756,6 +756,8 @@ def coverage_expected(records):
         if line == "R\n":
             runs += 1
             continue
+        if not line.startswith("N "):
+            continue  # explore's executed boundaries (E lines)
         off, c = line.split()[1:]
         if off == "-":
             continue
