@@ -124,7 +124,24 @@ $(B)/libnmisim.a: $(SIM_OBJS) $(B)/nmi_core.o
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/nmisim: $(B)/sim/nmisim.o $(B)/libnmisim.a
+# nmisim explores the kept corpus too (make explore): it decodes fuzz inputs with the
+# fuzzer's own decoder and boundary list (sim/explore_corpus.c).
+NMISIM_OBJS := $(B)/sim/nmisim.o $(B)/sim/explore_corpus.o $(B)/sim/decode.o $(B)/sim/core_bounds.o
+
+$(B)/sim/explore_corpus.o: sim/explore_corpus.c sim/explore_corpus.h fuzz/decode.h sim/sim.h Makefile
+	@mkdir -p $(@D)
+	$(SIM_CC) $(SIM_CFLAGS) -Ifuzz -c $< -o $@
+
+$(B)/sim/nmisim.o: sim/explore_corpus.h
+
+$(B)/sim/decode.o: fuzz/decode.c fuzz/decode.h sim/sim.h Makefile
+	@mkdir -p $(@D)
+	$(SIM_CC) $(SIM_CFLAGS) -Ifuzz -c $< -o $@
+
+$(B)/sim/core_bounds.o: $(B)/fuzz/core_bounds.c
+	$(SIM_CC) $(SIM_CFLAGS) -c $< -o $@
+
+$(B)/nmisim: $(NMISIM_OBJS) $(B)/libnmisim.a
 	$(SIM_CC) $(SIM_LDFLAGS) $^ -o $@
 
 sim: $(B)/nmisim
@@ -202,9 +219,16 @@ fuzz:
 		--seconds $(FUZZ_SECONDS) --tag $(notdir $(B)) --jobs $(JOBS) --make-vars "$(BUILD_VARS)" \
 		$(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
+# make explore: the canonical scenarios in full, then the kept corpus (the seeds, this
+# variant's regressions, the grown corpus of this build, INPUT) within what is left of
+# EXPLORE_SECONDS (docs/fuzzing.md, "make explore").
+EXPLORE_SECONDS ?= 60
+EXPLORE_CORPUS_NMIS ?= 1
+EXPLORE_CORPUS = corpus/fuzz corpus/regressions/$(VARIANT) corpus/grown/$(notdir $(B))-precise $(INPUT)
 explore: deps
 	@$(MAKE) -s $(B)/nmisim
-	@$(B)/nmisim run --quiet --nmis $(NMIS) corpus/scenarios/*.nmi
+	@$(B)/nmisim run --quiet --nmis $(NMIS) --seconds $(EXPLORE_SECONDS) --corpus-nmis $(EXPLORE_CORPUS_NMIS) \
+		$(foreach p,$(EXPLORE_CORPUS),--corpus $(p)) corpus/scenarios/*.nmi
 
 # ON=sim (the default) replays in the simulator; ON=qemu|bochs|auto on the hypervisor
 # (workload=replay), every case compared with the simulator's verdict
@@ -230,9 +254,10 @@ endif
 CORPUS ?=
 coverage:
 	@scripts/deps.sh sim fuzz
-	@$(MAKE) -s $(B)/fuzz_nmi
+	@$(MAKE) -s $(B)/fuzz_nmi $(B)/nmisim
 	@python3 -m scripts.coverage --binary $(B)/fuzz_nmi --object $(B)/nmi_core.o \
-		--variant $(VARIANT) --mode $(MODE) --tag $(notdir $(B)) \
+		--variant $(VARIANT) --mode $(MODE) --tag $(notdir $(B)) $(if $(filter precise,$(MODE)),--nmisim $(B)/nmisim \
+		--nmis $(NMIS) --corpus-nmis $(EXPLORE_CORPUS_NMIS) --explore-seconds $(EXPLORE_SECONDS)) \
 		--out $(BUILD)/coverage/$(notdir $(B)).html $(CORPUS)
 
 stress: deps

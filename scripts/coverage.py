@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+from scripts import coverage_explore as cx
+
 LIBFUZZER_FLAGS = ["-handle_usr1=0", "-handle_usr2=0", "-timeout=10", "-rss_limit_mb=2048"]
 
 # The class bits sim/coverage.c writes.
@@ -95,6 +97,8 @@ def read_records(records):
             if line == "R\n":
                 runs += 1
                 continue
+            if not line.startswith("N "):
+                continue  # E lines: explore's executed boundaries (coverage_explore.py)
             _, off, cls = line.split()
             if off == "-":
                 outside += 1
@@ -155,8 +159,14 @@ def summarize(insns, per):
     return len(hit), by
 
 
-def page(args, insns, source, runs, outside, per, execs, failed, ninputs):
+def page(args, insns, source, runs, outside, per, execs, failed, ninputs, ex=None):
+    ex = ex or {"per": {}, "execs": {}, "why": {}, "runs": 0, "label": ""}
     data = {
+        "explore": {"runs": ex["runs"], "label": ex["label"], "why": ex["why"],
+                    "whynames": dict(cx.WHY),
+                    "hits": {str(o): {"execs": ex["execs"].get(o, 0),
+                                      "classes": {str(c): v for c, v in sorted(cl.items())}}
+                             for o, cl in sorted(ex["per"].items())}},
         "variant": args.variant, "mode": args.mode, "tag": args.tag,
         "inputs": ninputs, "runs": runs, "outside": outside, "failed": len(failed),
         "corpus": args.corpus_label,
@@ -183,6 +193,11 @@ def main():
     ap.add_argument("--mode", choices=["precise", "fast"], default="precise")
     ap.add_argument("--out", required=True, help="the page to write")
     ap.add_argument("--records", help="keep the raw records here (default: next to --out)")
+    ap.add_argument("--nmisim", help="explore with it too (build/<b>/nmisim): make explore's "
+                    "landings beside the replay's")
+    ap.add_argument("--nmis", type=int, default=2, help="explore: NMIs per canonical scenario")
+    ap.add_argument("--corpus-nmis", type=int, default=1, help="explore: NMIs per corpus input")
+    ap.add_argument("--explore-seconds", type=float, default=60, help="explore's budget")
     ap.add_argument("corpus", nargs="*", help="corpus directories or files (default: "
                     "corpus/fuzz and corpus/grown/<tag>-<mode> if it exists)")
     args = ap.parse_args()
@@ -204,8 +219,9 @@ def main():
     insns = disassemble(args.object)
     with open(args.source) as f:
         source = f.read().splitlines()
+    ex = explore(args, insns, per, records) if args.nmisim else None
     with open(args.out, "w") as f:
-        f.write(page(args, insns, source, runs, outside, per, execs, failed, len(files)))
+        f.write(page(args, insns, source, runs, outside, per, execs, failed, len(files), ex))
     nhit, by = summarize(insns, per)
     total = len(insns)
     nmis = sum(v[0] for cl in per.values() for v in cl.values())
@@ -215,8 +231,38 @@ def main():
           f"boundaries hit {nhit} of {total}; "
           + ", ".join(f"{name} {n} of {total}" for name, n in by.items())
           + f"; {total - nhit} never reached")
+    if ex:
+        for line in ex["lines"]:
+            print(f"coverage: explore: {line}")
+        (xhit, xby), (ehit, eby) = ex["sum"], ex["either"]
+        print(f"coverage: boundaries hit: fuzz {nhit} / explore {xhit} / either {ehit} of "
+              f"{total}; per state class (fuzz / explore / either / executed where an NMI "
+              "can land): " + ", ".join(f"{n} {by[n]} / {xby[n]} / {eby[n]} / {ex['byexec'][n]}"
+                                        for n in by))
+        counts = {k: sum(1 for w in ex["why"].values() if w == k) for k, _ in cx.WHY}
+        print(f"coverage: no NMI on {total - ehit}: "
+              + ", ".join(f"{counts[k]} {text}" for k, text in cx.WHY))
     print(f"coverage: page {args.out}, records {records}")
     return 0
+
+
+def explore(args, insns, per, records):
+    """make explore over the same corpus, recorded: its landings, executed boundaries,
+    and why each boundary neither source hit stays so."""
+    xrec = os.path.splitext(records)[0] + ".explore.records"
+    corpus = list(args.corpus)
+    rc, lines = cx.run_explore(args.nmisim, corpus, xrec, args.nmis, args.explore_seconds,
+                               args.corpus_nmis)
+    xruns, _, xper, xexecs = read_records(xrec)
+    either = {o: {**per.get(o, {}), **xper.get(o, {})} for o in set(per) | set(xper)}
+    executed = cx.read_exec(xrec)
+    offs = {i["off"] for i in insns}
+    why = cx.classify(insns, {o for o in either if o in offs}, executed)
+    return {"per": xper, "execs": xexecs, "runs": xruns, "lines": lines, "why": why,
+            "label": f"make explore (NMIS={args.nmis}, corpus {args.corpus_nmis}, "
+                     f"{args.explore_seconds:g} s): " + "; ".join(lines),
+            "sum": summarize(insns, xper), "either": summarize(insns, either),
+            "byexec": cx.executed_by_class(insns, executed, CLASSES), "records": xrec}
 
 
 TEMPLATE = r"""<!DOCTYPE html>
@@ -241,6 +287,7 @@ tr.insn.hit.h3 td.cnt{background:#4cbf4c;color:#fff}
 tr.insn.miss td.cnt{background:#fde2e2;color:#a33}
 td.cnt{text-align:right;width:5em;font-weight:bold}
 td.cls{white-space:nowrap;min-width:6em}
+td.xcnt{text-align:right;color:#a33}td.xcnt.xhit{color:#262;background:#dff3ff}
 td.fn{color:#667}
 .chip{display:inline-block;border-radius:3px;padding:0 4px;margin:0 3px 1px 0;background:#e8e8f4;font-size:11px}
 .chip.M{background:#fde7c7}.chip.V{background:#dbe9ff}.chip.P{background:#e4d8fb}.chip.B{background:#ffd6e4}
@@ -257,7 +304,8 @@ body.codeonly tr.src:not(.code){display:none}
 <span class="legend">count = executions with an NMI landing before that instruction (NMIs in brackets);
 states: <span class="chip M">M</span>masked <span class="chip V">V</span>visited&gt;0
 <span class="chip P">P</span>guest pending&gt;0 <span class="chip B">B</span>guest vNMI-blocked,
-<span class="chip">–</span>none of them (unmasked, nothing owed); red: no NMI has landed there</span></div>
+<span class="chip">–</span>none of them (unmasked, nothing owed); red: no NMI has landed there;
+second column (with explore): make explore's executions, or why no NMI landed there</span></div>
 </header>
 <table id="map"><tbody></tbody></table>
 <script type="application/json" id="data">@DATA@</script>
@@ -316,6 +364,33 @@ for (const [name] of CLASSES) {
   sum.dataset["class_" + name.toLowerCase().replace(/[^a-z0-9]+/g, "_")] = byClass[name];
 }
 fig("never reached", "unreached", total - hit);
+// make explore's landings beside the replay's, and why the rest has none.
+const X = D.explore, xhits = X.hits;
+if (X.runs) {
+  let xhit = 0, either = 0;
+  const xby = Object.fromEntries(CLASSES.map(c => [c[0], 0]));
+  for (const i of D.insns) {
+    const a = D.hits[String(i.off)], b = xhits[String(i.off)];
+    if (b) xhit++;
+    if (a || b) either++;
+    const cs = [a, b].filter(Boolean).flatMap(h => Object.keys(h.classes).map(Number));
+    for (const [name, pred] of CLASSES) if (cs.some(pred)) xby[name]++;
+  }
+  sum.dataset.explore_hit = xhit;
+  sum.dataset.either_hit = either;
+  fig("explore: boundaries hit", "xhit", xhit + " of " + total);
+  fig("either", "either", either + " of " + total);
+  for (const [name] of CLASSES) {
+    fig("either " + name, "either-" + name, xby[name]);
+    sum.dataset["either_" + name.toLowerCase().replace(/[^a-z0-9]+/g, "_")] = xby[name];
+  }
+  for (const [k, text] of Object.entries(X.whynames)) {
+    const n = Object.values(X.why).filter(w => w === k).length;
+    fig("no NMI: " + text, "why-" + k, n);
+    sum.dataset["why_" + k] = n;
+  }
+  sum.append(el("div", "legend", "explore: " + X.label));
+}
 sum.append(el("div", "legend", "corpus: " + D.corpus + " · object: " + D.object +
   " · variant " + D.variant + ", " + D.mode + " mode"));
 
@@ -352,6 +427,19 @@ function insnRow(i) {
   tr.dataset.execs = h ? h.execs : 0;
   tr.dataset.nmis = n;
   tr.append(el("td", "cnt", h ? h.execs + (n !== h.execs ? " (" + n + ")" : "") : "0"));
+  if (X.runs) {
+    const x = xhits[String(i.off)], why = X.why[String(i.off)];
+    const td = el("td", "xcnt" + (x ? " xhit" : ""), x ? String(x.execs) : "0");
+    td.title = x ? "make explore: " + Object.keys(x.classes).map(c => clsName(Number(c))).join(" ")
+      : "make explore: none";
+    tr.dataset.xexecs = x ? x.execs : 0;
+    if (why) {
+      tr.dataset.why = why;
+      td.title = X.whynames[why];
+      td.textContent = why;
+    }
+    tr.append(td);
+  }
   tr.append(cls);
   tr.append(el("td", "off", i.off.toString(16)));
   tr.append(el("td", "fn", (i.func || "") + (i.func !== i.sym ? " in " + i.sym : "")));

@@ -55,6 +55,10 @@ void controller_relax(struct sim_cpu *c)
 	getcontext(&c->th.parked);
 	controller_hand_back();
 	controller_wait_turn(c);
+	if (c->th.resume_own) {
+		c->th.resume_own = 0;
+		stepper_resume(c, c->th.step);
+	}
 }
 
 /* Give CPU c the token and wait for it back (runaway.c bounds the wait). */
@@ -72,7 +76,7 @@ static void step_on_cpu(struct sim_cpu *c, const struct sim_step *s)
 	stepper_begin(c, s);
 	if (c->vmx.in_guest)
 		vmx_hw_exits(c); /* an NMI taken when the token came */
-	ops_run(c, s);
+	c->th.ignored = ops_run(c, s);
 	if (c->vmx.in_guest)
 		vmx_hw_exits(c);
 	stepper_end(c);
@@ -254,13 +258,28 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 			continue;
 		tl_schedule_step(i, st, c->busy);
 		if (c->busy) {
+			/* A `run` step with NMIs of its own (or stepped throughout: explore)
+			 * counts and places them in the turn it resumes (stepper_resume);
+			 * not a spin inside the NMI handler, where NMIs are blocked. */
+			int own = st->op == OP_RUN && (st->nat || (M.flags & SIM_STEP_ALL)) &&
+				  !c->nmi.in_handler;
+			if (own)
+				c->th.step = st;
+			c->th.resume_own = own;
+			r->step_flags[i] = SIM_STEP_RESUMED;
 			turn(c, CMD_RESUME);
+			if (own)
+				r->step_insns[i] = c->step.count;
 		} else if (st->op == OP_NMI) {
 			sim_send_nmi(c, st->arg ? st->arg : 1);
-		} else if (st->op != OP_RUN) {
+		} else if (st->op == OP_RUN) {
+			r->step_flags[i] = SIM_STEP_IGNORED; /* nothing spinning */
+		} else {
 			c->th.step = st;
+			c->th.ignored = 0;
 			turn(c, CMD_OP);
 			r->step_insns[i] = c->step.count;
+			r->step_flags[i] = c->th.ignored ? SIM_STEP_IGNORED : 0;
 		}
 		service_all();
 		oracle_step();

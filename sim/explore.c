@@ -34,9 +34,11 @@ struct explore {
 	struct sim_result *fail_res;
 };
 
+int (*sched_explore_stop)(void);
+
 static int done(const struct explore *e)
 {
-	return e->failures && !e->all;
+	return (e->failures && !e->all) || (sched_explore_stop && sched_explore_stop());
 }
 
 static void failed(struct explore *e, const struct sim_result *r)

@@ -66,6 +66,8 @@ struct sim_thread {
 	sigjmp_buf base; /* back to the idle loop when a run is over */
 	uintptr_t stack_hi; /* cpu_main's frame: the top of what a step's stack holds */
 	ucontext_t parked; /* the registers where it last handed the token back at a spin */
+	volatile int resume_own; /* the resuming `run` step counts its own turn    */
+	volatile int ignored; /* its last step was ignored (ops_run)              */
 };
 
 /* nmi_hw.c: the NMI line. */
@@ -106,6 +108,7 @@ struct sim_stepper {
 	int bp_unarmed; /* ... not armed yet: the step has not entered the core  */
 	struct sim_at at[SIM_MAX_AT];
 	uintptr_t last_rip; /* the core instruction of the previous trap    */
+	int in_handler_traced; /* the NMI handler is stepped for coverage.c  */
 };
 
 /* runaway.c: what the current turn has used. */
@@ -149,8 +152,8 @@ void controller_hand_back(void);
 void controller_wait_turn(struct sim_cpu *c);
 void controller_relax(struct sim_cpu *c);
 
-/* ops.c: run step s on the calling CPU's thread. */
-void ops_run(struct sim_cpu *c, const struct sim_step *s);
+/* ops.c: run step s on the calling CPU's thread; 1: ignored (not in this mode). */
+int ops_run(struct sim_cpu *c, const struct sim_step *s);
 
 /* nmi_hw.c */
 void nmi_hw_install(void);
@@ -181,6 +184,8 @@ void stepper_begin(struct sim_cpu *c, const struct sim_step *s);
 void stepper_end(struct sim_cpu *c);
 void stepper_core_call(struct sim_cpu *c);
 void stepper_platform_call(uintptr_t rip);
+void stepper_resume(struct sim_cpu *c, const struct sim_step *s);
+void stepper_handler(struct sim_cpu *c, void (*entry)(void));
 
 /* runaway.c */
 void runaway_install(void);
@@ -221,6 +226,8 @@ void tl_describe_delta(const struct nmi_cpu *before, const struct nmi_cpu *after
 /* coverage.c: off unless NMI_COVERAGE names a file. */
 void coverage_run_begins(void);
 void coverage_nmi_lands(const struct sim_cpu *c, uintptr_t rip);
+void coverage_boundary(const struct sim_cpu *c, uintptr_t rip);
+int coverage_traces_handler(void);
 
 /* Trap-flag stepping covers the core's own instructions only: the simulator sets
  * the flag right before each call into the core and clears it right after, and

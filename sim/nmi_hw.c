@@ -153,7 +153,7 @@ static void on_nmi(int sig, siginfo_t *si, void *ucv)
 	}
 	struct nmi_cpu before = c->core;
 	c->nmi.in_handler = 1;
-	nmi_host_entry();
+	stepper_handler(c, nmi_host_entry);
 	c->nmi.in_handler = 0;
 	if (tl_enabled()) {
 		char d[256];

@@ -3,7 +3,9 @@
  * nmisim - run nmi_core.c in userspace.
  *
  *   nmisim run FILE...        replay scenario files (exploring nmi@* wildcards until
- *                             a schedule fails, or every placement with --all)
+ *                             a schedule fails, or every placement with --all);
+ *                             --corpus PATH explores the inputs there too, within
+ *                             --seconds (sim/explore_corpus.c)
  *   nmisim stress [options]   free-running threads + NMI-source threads
  *   nmisim info               the variant and the core's code range
  *
@@ -16,13 +18,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "explore_corpus.h"
 #include "nmi_core.h"
 #include "sim.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: nmisim run [--timeline] [--svg FILE] [--quiet] [--nmis K] [--all] "
-		   "SCENARIO...\n"
+		   "[--seconds S] [--corpus PATH]... [--corpus-nmis K] [SCENARIO...]\n"
 		   "       nmisim stress [--cpus N] [--sources M] [--seconds T] [--nmis K] [--seed "
 		   "S] [--quiet]\n"
 		   "       nmisim info\n");
@@ -40,13 +43,26 @@ static int cmd_run(int argc, char **argv)
 	int timeline = 0, quiet = 0, all = 0;
 	unsigned nmis = 0; /* 0: each nmi@* is one arrival */
 	const char *svg = NULL;
-	static const struct option opts[] = {
-	    {"timeline", no_argument, 0, 't'}, {"svg", required_argument, 0, 's'},
-	    {"quiet", no_argument, 0, 'q'},    {"nmis", required_argument, 0, 'n'},
-	    {"all", no_argument, 0, 'a'},      {0, 0, 0, 0}};
+	double seconds = 0, t_start = now();
+	char **corpus = calloc((size_t)argc, sizeof *corpus);
+	unsigned ncorpus = 0, corpus_nmis = 0; /* 0: --nmis */
+	static const struct option opts[] = {{"timeline", no_argument, 0, 't'},
+					     {"svg", required_argument, 0, 's'},
+					     {"quiet", no_argument, 0, 'q'},
+					     {"nmis", required_argument, 0, 'n'},
+					     {"all", no_argument, 0, 'a'},
+					     {"seconds", required_argument, 0, 'S'},
+					     {"corpus", required_argument, 0, 'C'},
+					     {"corpus-nmis", required_argument, 0, 'K'},
+					     {0, 0, 0, 0}};
 	int o;
+	if (!corpus)
+		return 2;
 	while ((o = getopt_long(argc, argv, "ts:qn:a", opts, NULL)) != -1) {
 		switch (o) {
+		case 'S': seconds = atof(optarg); break;
+		case 'C': corpus[ncorpus++] = optarg; break;
+		case 'K': corpus_nmis = (unsigned)atoi(optarg); break;
 		case 'n':
 			nmis = (unsigned)atoi(optarg);
 			if (nmis < 1 || nmis > SIM_MAX_AT) {
@@ -61,13 +77,13 @@ static int cmd_run(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (optind >= argc) {
+	if (optind >= argc && !ncorpus) {
 		usage(stderr);
 		return 2;
 	}
 	/* Parse everything first: a malformed file means nothing runs. */
 	int nfiles = argc - optind;
-	struct sim_schedule *s = calloc((size_t)nfiles, sizeof *s);
+	struct sim_schedule *s = calloc((size_t)nfiles + 1, sizeof *s);
 	if (!s)
 		return 2;
 	sym_load();
@@ -143,9 +159,26 @@ static int cmd_run(int argc, char **argv)
 		    "%lu run, %lu pruned\n",
 		    total_runs, nfiles, nmi_variant_name, total_failures, failing_files,
 		    now() - t_all, total_runs - total_pruned, total_pruned);
+	if (ncorpus) {
+		unsigned k_max = corpus_nmis ? corpus_nmis : nmis ? nmis : 1;
+		struct corpus_counts k;
+		int rc = explore_corpus(corpus, ncorpus, k_max > SIM_MAX_AT ? SIM_MAX_AT : k_max,
+					seconds > 0 ? t_start + seconds : 0, quiet, &k);
+		if (rc > worst)
+			worst = rc;
+		printf("corpus [%s]: %lu inputs, %lu distinct minimized schedules; %lu explored "
+		       "in %.3f s: %lu schedules, %lu failing; %lu run, %lu pruned\n",
+		       nmi_variant_name, k.inputs, k.distinct, k.explored, k.seconds,
+		       k.runs + k.pruned, k.failing, k.runs, k.pruned);
+		if (k.explored < k.distinct)
+			printf("corpus: the budget of %g s ran out: %lu of %lu schedules left%s\n",
+			       seconds, k.distinct - k.explored, k.distinct,
+			       k.partial ? " (the first of them explored in part)" : "");
+	}
 	if (explore_check_report(stdout))
 		worst = 1;
 	free(s);
+	free(corpus);
 	return worst;
 }
 

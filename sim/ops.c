@@ -149,16 +149,17 @@ static unsigned unmet(const struct sim_cpu *c, unsigned need)
 	return need & bad;
 }
 
-void ops_run(struct sim_cpu *c, const struct sim_step *s)
+int ops_run(struct sim_cpu *c, const struct sim_step *s)
 {
 	if (s->op >= OP__COUNT || !ops[s->op].run)
-		return;
+		return 0;
 	unsigned bad = unmet(c, ops[s->op].need);
 	for (unsigned i = 0; bad && i < sizeof needs / sizeof needs[0]; i++)
 		if (bad & needs[i].need) {
 			if (tl_enabled())
 				tl_event(c->id, 0, "(ignored: %s)", needs[i].why);
-			return;
+			return 1;
 		}
 	ops[s->op].run(c, s);
+	return 0;
 }

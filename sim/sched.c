@@ -14,7 +14,8 @@
  *                                 address (nmi@nmi_unmask+0x1c:3: its 3rd time);
  *                                 nmi@* at every boundary, one run each
  *     cpu1 quiesce flush          stop-the-world with TLB flush
- *     cpu1 run                    let a spinning CPU run on
+ *     cpu1 run                    let a spinning CPU run on; run nmi@* places NMIs
+ *                                 in the turn it resumes (counted from 1)
  *     cpu0 fault                  the next NMI injection's delivery exits midway
  *     cpu0 detach                 the guest is gone for good
  *
@@ -208,7 +209,7 @@ int sched_parse(const char *text, struct sim_schedule *s, char *err, size_t errl
 				st->arg = (uint8_t)n;
 			} else if (op == OP_QUIESCE && strcmp(w, "flush") == 0 && i == 2) {
 				st->arg = 1;
-			} else if (strncmp(w, "nmi@", 4) == 0 && op != OP_NMI && op != OP_RUN) {
+			} else if (strncmp(w, "nmi@", 4) == 0 && op != OP_NMI) {
 				if (st->nat == SIM_MAX_AT)
 					return fail(err, errlen, lineno,
 						    "at most %d nmi@ arrivals per step",

@@ -100,7 +100,12 @@ struct sim_result {
 	char what[512]; /* first violation, one line                          */
 	unsigned flags; /* the run's SIM_* flags: a replay uses them too        */
 	uint32_t step_insns[SIM_MAX_STEPS]; /* core instructions of each step (SIM_STEP_ALL) */
+	uint8_t step_flags[SIM_MAX_STEPS]; /* SIM_STEP_RESUMED, SIM_STEP_IGNORED          */
 };
+#define SIM_STEP_RESUMED 1u /* the step resumed its CPU, spinning since a step before */
+#define SIM_STEP_IGNORED                                                                           \
+	2u /* the step did nothing: not in its CPU's mode, or a run                                \
+	    * with nothing spinning                                   */
 
 /* Flags for sim_run(). */
 #define SIM_TIMELINE 1u /* record a timeline (sim_timeline_*)                      */
@@ -165,6 +170,9 @@ unsigned long sched_explore_pruned(void);
  * many differed from their twin; with NMISIM_ADDR_CHECK=N: how many schedules placed
  * by address were run by index as well and how many differed.  Returns 1 if any did. */
 int explore_check_report(FILE *f);
+/* When set and it returns 1, sched_explore() stops where it is (the time budget of
+ * explore_corpus.c); what it counted so far stands. */
+extern int (*sched_explore_stop)(void);
 
 /* ---- Free-running stress ------------------------------------------------------ */
 struct stress_config {

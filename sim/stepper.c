@@ -257,7 +257,9 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		}
 		return;
 	}
-	if (!c || !c->step.on) {
+	/* The NMI handler, stepped only to record what it executes (coverage.c). */
+	int traced = c && c->nmi.in_handler && c->step.in_handler_traced;
+	if (!c || (!c->step.on && !traced)) {
 		g[REG_EFL] &= ~0x100;
 		return;
 	}
@@ -279,6 +281,9 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		return;
 	}
 	c->step.last_rip = rip;
+	coverage_boundary(c, rip);
+	if (traced)
+		return; /* counted nowhere: no step's boundary */
 	runaway_count_insn(c, rip);
 	arrivals(c, rip);
 	/* Step lazily: once the last arrival is placed, stop unless counting. */
@@ -286,6 +291,49 @@ static void on_trap(int sig, siginfo_t *si, void *ucv)
 		c->step.on = 0;
 		g[REG_EFL] &= ~0x100;
 	}
+}
+
+/* A resumed spin's turn on CPU c (its thread, back from controller_wait_turn): a
+ * `run` step with arrivals of its own, or stepped throughout, counts the turn's core
+ * instructions from 1 and places its own arrivals there (controller.c).  Stepped,
+ * never on a breakpoint: the trap flag goes on here, and the few instructions back
+ * into the core are not counted. */
+void stepper_resume(struct sim_cpu *c, const struct sim_step *s)
+{
+	struct sim_stepper *st = &c->step;
+	if (st->bp && !st->bp_unarmed)
+		bp_arm(0);
+	st->bp = st->bp_unarmed = 0;
+	st->nat = st->next = 0;
+	st->count = st->hits = 0;
+	for (unsigned i = 0; i < s->nat && i < SIM_MAX_AT; i++)
+		st->at[st->nat++] = s->at[i];
+	st->on = 1;
+	st->last_rip = 0;
+	if (!M.fast)
+		tf_on();
+}
+
+/* With coverage_traces_handler(): the NMI handler's core instructions are stepped
+ * and recorded as executed with NMIs blocked (coverage.c), counted in no step.  The
+ * interrupted flow's stepping state (its pending return through the trampoline, its
+ * last core instruction) is kept aside meanwhile. */
+void stepper_handler(struct sim_cpu *c, void (*entry)(void))
+{
+	/* Only in runs stepped throughout (explore's nodes), not in every leaf. */
+	if (M.fast || !(M.flags & SIM_STEP_ALL) || !coverage_traces_handler()) {
+		entry();
+		return;
+	}
+	uintptr_t ret = tf_return, last = c->step.last_rip;
+	c->step.last_rip = 0;
+	c->step.in_handler_traced = 1;
+	tf_on();
+	entry();
+	tf_off();
+	c->step.in_handler_traced = 0;
+	c->step.last_rip = last;
+	tf_return = ret;
 }
 
 void stepper_install(void)

@@ -733,7 +733,7 @@ class CoverageDom(html.parser.HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.rendered, self.summary, self.rows = False, None, {}
+        self.rendered, self.summary, self.rows, self.xrows = False, None, {}, {}
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -744,6 +744,8 @@ class CoverageDom(html.parser.HTMLParser):
         if tag == "tr" and "insn" in (a.get("class") or "").split() and "data-off" in a:
             self.rows[int(a["data-off"])] = (int(a["data-execs"]), int(a["data-nmis"]),
                                              a.get("data-classes", ""))
+            if "data-xexecs" in a:
+                self.xrows[int(a["data-off"])] = int(a["data-xexecs"])
 
 
 def coverage_expected(records):
@@ -754,6 +756,8 @@ def coverage_expected(records):
         if line == "R\n":
             runs += 1
             continue
+        if not line.startswith("N "):
+            continue  # explore's executed boundaries (E lines)
         off, c = line.split()[1:]
         if off == "-":
             continue
@@ -862,6 +866,42 @@ def suite_coverage():
             bad = coverage_compare(q, boundaries, runs, want)
             verdict("PASS" if bad else "FAIL", f"coverage: the check fails on a page with {why}",
                     bad[0] if bad else "the check found no difference")
+        coverage_explore_check(b, seeds, tmp, want)
+
+
+def coverage_explore_check(b, seeds, tmp, want):
+    """make coverage with explore (--nmisim): the page's explore and either columns are
+    the explore records' own counts, aggregated here, and every boundary neither source
+    hit has a reason."""
+    page = os.path.join(tmp, "final-x.html")
+    rc, out = run([sys.executable, "-m", "scripts.coverage", "--binary", b + "/fuzz_nmi",
+                   "--object", b + "/nmi_core.o", "--variant", "final", "--out", page,
+                   "--nmisim", b + "/nmisim", "--explore-seconds", "120"] + seeds, timeout=600)
+    xrec = os.path.join(tmp, "final-x.explore.records")
+    m = re.search(r"boundaries hit: fuzz (\d+) / explore (\d+) / either (\d+) of (\d+)", out)
+    if rc != 0 or not m or not os.path.exists(xrec):
+        verdict("FAIL", "coverage: make coverage with explore", f"exit {rc}: {out.strip()[-300:]}")
+        return
+    xruns, xwant = coverage_expected(xrec)
+    rc, dom = chromium_dom(page)
+    p = CoverageDom()
+    p.feed(dom)
+    s = p.summary or {}
+    either = set(want) | set(xwant)
+    bad = [f"{k}: page {s.get(k)}, records {v}" for k, v in
+           (("explore_hit", len(xwant)), ("either_hit", len(either))) if s.get(k) != str(v)]
+    bad += [f"{k}: summary line {v}, records {w}" for k, v, w in
+            (("explore", m[2], len(xwant)), ("either", m[3], len(either))) if int(v) != w]
+    rows = p.xrows
+    bad += [f"boundary {o:#x}: page {rows.get(o)} explore executions, records {xwant[o][0]}"
+            for o in xwant if rows.get(o) != xwant[o][0]]
+    whys = sum(int(s.get(k, 0)) for k in s if k.startswith("why_"))
+    if whys != int(m[4]) - len(either):
+        bad.append(f"reasons for {whys} boundaries, {int(m[4]) - len(either)} have no NMI")
+    verdict("PASS" if rc == 0 and not bad else "FAIL",
+            f"coverage: explore's column and the either figures agree with explore's records "
+            f"(fuzz {m[1]}, explore {m[2]}, either {m[3]} of {m[4]}; every other boundary "
+            "has a reason)", "; ".join(bad[:4]))
 
 
 def replay_hv(path, variant, *extra, timeout=600):
