@@ -78,6 +78,18 @@ static void step_on_cpu(struct sim_cpu *c, const struct sim_step *s)
 	stepper_end(c);
 }
 
+/* Zero the stack below the caller, where a turn's frames are about to go.  What
+ * lies there was left by whatever ran before (the wait for the token, a previous
+ * run's steps), and a slot a frame reserves but never writes (alignment padding)
+ * would show it to explore.c's hash of the machine's state: states that are equal
+ * would hash apart, by chance, and pruning would vary from run to run. */
+static __attribute__((noinline)) void scrub_stack(void)
+{
+	volatile uint64_t area[512];
+	for (unsigned i = 0; i < sizeof area / sizeof area[0]; i++)
+		area[i] = 0;
+}
+
 static void *cpu_main(void *arg)
 {
 	struct sim_cpu *c = arg;
@@ -99,6 +111,7 @@ static void *cpu_main(void *arg)
 		while (sem_wait(&c->th.go) != 0 && errno == EINTR)
 			;
 		runaway_turn_begins(c);
+		scrub_stack();
 		switch (c->th.cmd) {
 		case CMD_QUIT: return NULL;
 		case CMD_FLUSH: nmi_hw_discard(); break;
