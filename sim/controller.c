@@ -212,8 +212,10 @@ static void service_all(void)
 }
 
 /* The end of a schedule: every critical section ends and every spin finishes.  A
- * CPU left holding the mask by a `mask` step releases it (critical sections are
- * bounded), spinning CPUs run on, round-robin, until the machine is quiet. */
+ * CPU the schedule left holding the mask (a `mask` step with no `unmask` after it,
+ * by ops.c's model: never the core's own `masked`, which the laws check) releases
+ * it, since critical sections are bounded; spinning CPUs run on, round-robin, until
+ * the machine is quiet. */
 static void finish_all(void)
 {
 	static const struct sim_step unmask = {.op = OP_UNMASK};
@@ -225,7 +227,7 @@ static void finish_all(void)
 				continue;
 			if (c->busy) {
 				turn(c, CMD_RESUME);
-			} else if (c->core.masked) {
+			} else if (c->expect.masked) {
 				c->th.step = &unmask;
 				turn(c, CMD_OP);
 			} else {
