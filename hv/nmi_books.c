@@ -277,7 +277,8 @@ static void expect_laws(struct verdict *v, unsigned i, const struct nmi_cpu *c,
 		put_s(l, e->after ? e->after : "?");
 		put_kv(l, "guest_present", c->guest_present);
 		put_kv(l, "expected", e->attached);
-		put_s(l, ": the core's guest is not the one attached and not detached since");
+		put_s(l, e->attached ? ": the guest attached here is not the core's"
+				     : ": the core has a guest that is not attached here");
 		emit(v);
 	}
 }
@@ -287,10 +288,10 @@ static void expect_laws(struct verdict *v, unsigned i, const struct nmi_cpu *c,
 static void platform_laws(struct verdict *v, unsigned i, const struct nmi_cpu *c,
 			  const struct nmi_books_platform *p)
 {
-	equal(v, "flushed", i, "tlb_flushes", c->tlb_flushes, "platform_tlb_flushes",
-	      p->tlb_flushes,
-	      c->tlb_flushes > p->tlb_flushes ? "the core counts a TLB flush it never asked for"
-					      : "the core asked for a TLB flush it does not count");
+	equal(
+	    v, "flushed", i, "tlb_flushes", c->tlb_flushes, "platform_tlb_flushes", p->tlb_flushes,
+	    c->tlb_flushes > p->tlb_flushes ? "a TLB flush the core counts was never done"
+					    : "a TLB flush was done that the core does not count");
 	equal(v, "injections", i, "guest_injected+guest_reinjected",
 	      c->guest_injected + c->guest_reinjected, "platform_injections", p->injections,
 	      "every injection the core counts is one VMWRITE of an NMI to the VM-entry "
