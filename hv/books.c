@@ -18,12 +18,18 @@ void books_check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b)
 	kprintf("check FAILED: %s (cpu %u: %lu vs %lu)\n", what, cpu, a, b);
 }
 
-/* The hypervisor cannot see inside its guest: the core's books are all it has. */
-static void views(struct nmi_books *b, struct nmi_books_cpu *cpus, int at_rest)
+/* The hypervisor cannot see inside its guest, nor does it keep a model of the
+ * calls it made: the core's books and what the platform counted doing are all it
+ * has. */
+static void views(struct nmi_books *b, struct nmi_books_cpu *cpus,
+		  struct nmi_books_platform *platform, int at_rest)
 {
 	for (unsigned i = 0; i < ncpus; i++) {
+		plat_hv_asked(i, &platform[i]);
 		cpus[i].core = &percpu[i].nmi;
 		cpus[i].guest = NULL;
+		cpus[i].platform = &platform[i];
+		cpus[i].expect = NULL;
 		cpus[i].detached = NULL;
 		cpus[i].busy = 0;
 	}
@@ -47,15 +53,17 @@ static void panic_line(void *ctx, const char *line)
 void books_check_core(void)
 {
 	struct nmi_books_cpu cpus[MAX_CPUS];
+	struct nmi_books_platform platform[MAX_CPUS];
 	struct nmi_books b;
-	views(&b, cpus, 1);
+	views(&b, cpus, platform, 1);
 	books_failures += (int)nmi_books_report(&b, console_line, NULL);
 }
 
 void books_panic_table(void)
 {
 	struct nmi_books_cpu cpus[MAX_CPUS];
+	struct nmi_books_platform platform[MAX_CPUS];
 	struct nmi_books b;
-	views(&b, cpus, 0);
+	views(&b, cpus, platform, 0);
 	nmi_books_table(&b, panic_line, NULL);
 }

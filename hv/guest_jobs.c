@@ -95,7 +95,7 @@ static void send_paced_nmi(void)
 	const uint64_t *injected = &percpu[0].nmi.guest_injected;
 	uint64_t before = __atomic_load_n(injected, __ATOMIC_ACQUIRE);
 	uint64_t deadline = time_us() + JOB_NMI_TIMEOUT_US;
-	plat_send_nmi(0);
+	hv_send_nmi(0);
 	job.nmis_sent++;
 	while (__atomic_load_n(injected, __ATOMIC_ACQUIRE) == before) {
 		if (time_us() > deadline) {

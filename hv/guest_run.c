@@ -119,7 +119,7 @@ static void stop_other_guest_cpus(unsigned me)
 			continue;
 		uint64_t deadline = time_us() + LEAVE_TIMEOUT_US;
 		while (__atomic_load_n(&v->in_guest, __ATOMIC_ACQUIRE) && time_us() < deadline) {
-			plat_send_nmi(i);
+			hv_send_nmi(i);
 			udelay(1000);
 		}
 		if (v->in_guest) {

@@ -116,8 +116,15 @@ void books_check(int ok, const char *what, unsigned cpu, uint64_t a, uint64_t b)
 void books_check_core(void); /* every CPU's books and the laws' verdict, on the console */
 void books_panic_table(void); /* the books only, on the panic console (plat_halt) */
 
-/* platform_hv.c: plat_tlb_flush() calls run on CPU `cpu` (the workload's check). */
-uint64_t plat_hv_tlb_flushes_run(unsigned cpu);
+/* platform_hv.c: the hypervisor's own NMI IPI and IRET-to-self, beside the core's
+ * (plat_send_nmi, plat_nmi_iret: those are counted as the core's requests); what
+ * the core asked of the platform on CPU `cpu` (nmi_books.h), and forgetting it (a
+ * replay case starts from nothing). */
+void hv_send_nmi(unsigned id);
+void hv_nmi_iret(void);
+struct nmi_books_platform;
+void plat_hv_asked(unsigned cpu, struct nmi_books_platform *out);
+void plat_hv_asked_reset(unsigned cpu);
 
 /* cmdline.c: `key=value` words of the boot command line. */
 void cmdline_init(uint32_t magic, uint64_t info);

@@ -17,9 +17,15 @@
  *   window           NMI-window exiting on exactly when an NMI waits and the guest
  *                    is not software-blocked
  *   detached         after the guest is detached, nothing is booked to it
+ *   mask             the software mask is what the calls made on the CPU leave it
+ *   attached         the guest is attached exactly when those calls attached it
+ *   flushed          every TLB flush the core counts, the platform did
+ *   injections       every injection the core counts was written to the VMCS once
+ *   iret             every NMI VM exit was followed by one IRET
  * Machine-wide, when no CPU is mid-step and no stop-the-world round is open:
  *   parks            every round parks every other CPU exactly once
  *   flushes          every CPU flushes once per round that asked for a flush
+ *   ipis             every round sent one NMI to every other CPU
  * At the end of a run:
  *   idle             every CPU is unmasked with nothing owed
  */
@@ -247,8 +253,56 @@ static void detached_law(struct verdict *v, unsigned i, const struct nmi_cpu *c,
 	      then->guest_reinjected, "an NMI was injected into a detached guest");
 }
 
+/* The core's state against the platform's own model of it: the calls that ran on
+ * this CPU say whether the mask is held and whether a guest is attached.  A core
+ * that leaves a CPU masked defers every later NMI there for good; one that leaves
+ * it unmasked edits NMI state with NMIs live. */
+static void expect_laws(struct verdict *v, unsigned i, const struct nmi_cpu *c,
+			const struct nmi_books_expect *e)
+{
+	if ((c->masked != 0) != (e->masked != 0)) {
+		struct line *l = violation(v, "mask", i);
+		put_s(l, " op=");
+		put_s(l, e->after ? e->after : "?");
+		put_kv(l, "masked", c->masked);
+		put_kv(l, "expected", e->masked);
+		put_s(l, e->masked
+			     ? ": the CPU's critical section is not masked"
+			     : ": the core leaves the CPU masked: its NMIs are deferred for good");
+		emit(v);
+	}
+	if ((c->guest_present != 0) != (e->attached != 0)) {
+		struct line *l = violation(v, "attached", i);
+		put_s(l, " op=");
+		put_s(l, e->after ? e->after : "?");
+		put_kv(l, "guest_present", c->guest_present);
+		put_kv(l, "expected", e->attached);
+		put_s(l, e->attached ? ": the guest attached here is not the core's"
+				     : ": the core has a guest that is not attached here");
+		emit(v);
+	}
+}
+
+/* The core's counters of what it asked for, against what its platform counted
+ * doing: a counter is only the core's intent. */
+static void platform_laws(struct verdict *v, unsigned i, const struct nmi_cpu *c,
+			  const struct nmi_books_platform *p)
+{
+	equal(
+	    v, "flushed", i, "tlb_flushes", c->tlb_flushes, "platform_tlb_flushes", p->tlb_flushes,
+	    c->tlb_flushes > p->tlb_flushes ? "a TLB flush the core counts was never done"
+					    : "a TLB flush was done that the core does not count");
+	equal(v, "injections", i, "guest_injected+guest_reinjected",
+	      c->guest_injected + c->guest_reinjected, "platform_injections", p->injections,
+	      "every injection the core counts is one VMWRITE of an NMI to the VM-entry "
+	      "interruption field");
+	equal(v, "iret", i, "exit_nmis", c->exit_nmis, "platform_irets", p->irets,
+	      "every NMI VM exit is followed by one IRET, or the host stays NMI-blocked");
+}
+
 /* Each round requested by CPU j parks every CPU but j once, and with a flush every
- * CPU (the requester included) flushes once. */
+ * CPU (the requester included) flushes once.  Each round sends one NMI to every
+ * other CPU, and no CPU sends one to itself. */
 static void machine_laws(struct verdict *v, const struct nmi_books *b)
 {
 	uint64_t rounds = 0, flush_rounds = 0;
@@ -263,6 +317,18 @@ static void machine_laws(struct verdict *v, const struct nmi_books *b)
 		      "each stop-the-world round parks every other CPU once");
 		equal(v, "flushes", c->id, "tlb_flushes", c->tlb_flushes, "flush_rounds",
 		      flush_rounds, "each round with a flush flushes every CPU once");
+		const struct nmi_books_platform *p = b->cpu[i].platform;
+		for (unsigned t = 0; p && p->sent_to && t < b->ncpus; t++) {
+			uint64_t want = t == i ? 0 : c->quiesce_rounds;
+			if (p->sent_to[t] == want)
+				continue;
+			struct line *l = violation(v, "ipis", c->id);
+			put_kv(l, "target", b->cpu[t].core->id);
+			put_kv(l, "platform_nmis_sent", p->sent_to[t]);
+			put_kv(l, t == i ? "to_self" : "quiesce_rounds", want);
+			put_s(l, ": each stop-the-world round sends one NMI to every other CPU");
+			emit(v);
+		}
 	}
 }
 
@@ -281,10 +347,14 @@ unsigned nmi_books_check(const struct nmi_books *b, nmi_books_out *out, void *ct
 			continue;
 		}
 		unsigned id = p->core->id;
+		if (p->expect)
+			expect_laws(&v, id, p->core, p->expect);
 		conservation(&v, id, p->core);
 		guest_laws(&v, id, p->core, p->guest);
 		if (p->detached)
 			detached_law(&v, id, p->core, p->detached);
+		if (p->platform)
+			platform_laws(&v, id, p->core, p->platform);
 		if (b->at_rest && (p->core->masked || p->core->visited)) {
 			struct line *l = violation(&v, "idle", id);
 			put_kv(l, "masked", p->core->masked);

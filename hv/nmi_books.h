@@ -36,11 +36,37 @@ struct nmi_books_guest {
 	uint8_t in_service, latched; /* the model's NMI line                         */
 };
 
+/* What the core asked of its platform on one CPU, counted by the platform as it
+ * does it, never by the core: a counter the core keeps for something it asked for
+ * says only that it meant to ask.  Calls the platform's other users make (a
+ * workload's own IPIs, say) are not the core's and are not counted here. */
+struct nmi_books_platform {
+	uint64_t tlb_flushes; /* plat_tlb_flush()                                   */
+	uint64_t injections; /* VMWRITEs of an NMI to the VM-entry interruption field */
+	uint64_t irets; /* plat_nmi_iret()                                         */
+	const uint64_t *sent_to; /* [ncpus]: plat_send_nmi() to each CPU from this one */
+};
+
+/* What the calls the platform made on one CPU leave the core's state at, kept by
+ * the platform from the calls themselves (the simulator, from its schedule), never
+ * read from the core. */
+struct nmi_books_expect {
+	const char *after; /* the operation that last completed here: named in a report */
+	uint32_t masked; /* the software mask is held                               */
+	uint32_t attached; /* a guest is attached: nmi_guest_attach(), no detach since */
+};
+
 /* One CPU as the laws see it. */
 struct nmi_books_cpu {
 	const struct nmi_cpu *core;
 	/* NULL where the platform cannot see the guest: the guest laws are skipped. */
 	const struct nmi_books_guest *guest;
+	/* NULL where the platform does not count what it was asked: laws `flushed`,
+	 * `injections`, `iret` and `ipis` are skipped. */
+	const struct nmi_books_platform *platform;
+	/* NULL where the platform keeps no such model: laws `mask` and `attached` are
+	 * skipped. */
+	const struct nmi_books_expect *expect;
 	/* The core's books at the moment the platform detached the guest for good
 	 * (nmi_guest_detach() returned); NULL while a guest may still run here. */
 	const struct nmi_cpu *detached;

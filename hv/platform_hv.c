@@ -4,8 +4,14 @@
  *
  * Every function is callable from NMI context: none takes a lock that normal
  * context may hold (plat_halt uses the console's bounded failure path).
+ *
+ * The plat_* functions are the core's door alone, and each counts what the core
+ * asked for as it does it (struct nmi_books_platform: the laws hold the core's own
+ * counters to these).  The hypervisor's own NMI IPIs and IRETs (a workload's, the
+ * IRET after a SIPI exit) go through hv_send_nmi() and hv_nmi_iret(), uncounted.
  */
 #include "hv.h"
+#include "nmi_books.h"
 #include "nmi_platform.h"
 #include "replay.h"
 #include "vmx.h"
@@ -18,7 +24,33 @@
  * hang within seconds under QEMU. */
 #define SPIN_LIMIT 200000000ul
 
-static uint64_t tlb_flushes_run[MAX_CPUS];
+/* Per CPU, written by that CPU only, in normal and NMI context: one atomic add
+ * each, so an NMI cannot split a count. */
+static struct {
+	uint64_t tlb_flushes, injections, irets;
+	uint64_t sent_to[MAX_CPUS];
+} asked[MAX_CPUS];
+
+static void count(uint64_t *n)
+{
+	__atomic_fetch_add(n, 1, __ATOMIC_RELAXED);
+}
+
+void plat_hv_asked(unsigned cpu, struct nmi_books_platform *out)
+{
+	out->tlb_flushes = asked[cpu].tlb_flushes;
+	out->injections = asked[cpu].injections;
+	out->irets = asked[cpu].irets;
+	out->sent_to = asked[cpu].sent_to;
+}
+
+/* No CPU may be running the core. */
+void plat_hv_asked_reset(unsigned cpu)
+{
+	asked[cpu].tlb_flushes = asked[cpu].injections = asked[cpu].irets = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		asked[cpu].sent_to[i] = 0;
+}
 
 struct nmi_cpu *plat_this_cpu(void)
 {
@@ -44,10 +76,13 @@ void plat_vmcs_write(uint32_t field, uint64_t value)
 {
 	if (vmwrite(field, value))
 		plat_halt(__FILE__, __LINE__, "VMWRITE failed");
+	if (field == VMCS_ENTRY_INTR_INFO && (value & INTR_INFO_VALID) &&
+	    (value & INTR_INFO_TYPE_MASK) == INTR_INFO_TYPE_NMI)
+		count(&asked[this_percpu()->index].injections);
 	replay_vmcs_written(field, value);
 }
 
-void plat_send_nmi(unsigned id)
+void hv_send_nmi(unsigned id)
 {
 	if (id >= ncpus || id == this_percpu()->index)
 		plat_halt(__FILE__, __LINE__, "plat_send_nmi: bad destination");
@@ -55,8 +90,22 @@ void plat_send_nmi(unsigned id)
 	lapic_send_ipi(percpu[id].apic_id, ICR_NMI);
 }
 
-/* An IRET to the next instruction, on the current stack, ends NMI blocking. */
+void plat_send_nmi(unsigned id)
+{
+	if (id < MAX_CPUS)
+		count(&asked[this_percpu()->index].sent_to[id]);
+	hv_send_nmi(id);
+}
+
+/* Counted first: a latched NMI is taken inside the IRET. */
 void plat_nmi_iret(void)
+{
+	count(&asked[this_percpu()->index].irets);
+	hv_nmi_iret();
+}
+
+/* An IRET to the next instruction, on the current stack, ends NMI blocking. */
+void hv_nmi_iret(void)
 {
 	replay_nmi_iret();
 	__asm__ __volatile__("movq %%rsp, %%rax\n\t"
@@ -104,12 +153,7 @@ void plat_world_unlock(void)
 void plat_tlb_flush(void)
 {
 	ept_flush();
-	tlb_flushes_run[this_percpu()->index]++;
-}
-
-uint64_t plat_hv_tlb_flushes_run(unsigned cpu)
-{
-	return tlb_flushes_run[cpu];
+	count(&asked[this_percpu()->index].tlb_flushes);
 }
 
 /* workload=replay records the assertion as the case's verdict and goes on. */

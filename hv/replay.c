@@ -191,11 +191,14 @@ static void check_books(int at_rest)
 {
 	struct nmi_books_cpu cpu[REPLAY_MAX_CPUS];
 	struct nmi_books_guest guest[REPLAY_MAX_CPUS];
+	struct nmi_books_platform platform[REPLAY_MAX_CPUS];
 	for (unsigned i = 0; i < replay_ncpus; i++) {
 		replay_guest_books(i, &guest[i]);
+		plat_hv_asked(i, &platform[i]);
 		cpu[i] = (struct nmi_books_cpu){
 		    .core = &percpu[i].nmi,
 		    .guest = &guest[i],
+		    .platform = &platform[i],
 		    .detached = rcpu[i].detached ? &rcpu[i].at_detach : 0,
 		    .busy = rcpu[i].busy || rcpu[i].halted,
 		};
@@ -259,6 +262,7 @@ static void new_case(void)
 	for (unsigned i = 0; i < replay_ncpus; i++) {
 		struct replay_cpu *r = &rcpu[i];
 		nmi_cpu_init(&percpu[i].nmi, i);
+		plat_hv_asked_reset(i);
 		r->halted = r->busy = 0;
 		r->sent = r->arrived = lost[i] = 0;
 		replay_guest_reset(i);

@@ -219,7 +219,7 @@ void replay_cpu_loop(unsigned me)
 		__asm__ __volatile__("pushfq; andq $~0x100, (%%rsp); popfq" ::: "memory", "cc");
 		r->st.on = 0;
 		replay_trace_end();
-		plat_nmi_iret();
+		hv_nmi_iret();
 		r->in_nmi = 0;
 		r->exit_blocked = 0;
 		r->busy = 0;

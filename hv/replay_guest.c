@@ -198,7 +198,7 @@ static int wait_turn(unsigned me)
 	if (r->cmd == CMD_ABORT)
 		replay_longjmp(r->jmp);
 	if (r->cmd == CMD_FLUSH) {
-		plat_nmi_iret();
+		hv_nmi_iret();
 		replay_hand_back();
 		return 0;
 	}

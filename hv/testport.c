@@ -50,7 +50,7 @@ static int paced_nmi(unsigned cpu)
 	const uint64_t *injected = &percpu[cpu].nmi.guest_injected;
 	uint64_t before = __atomic_load_n(injected, __ATOMIC_ACQUIRE);
 	uint64_t deadline = time_us() + WAIT_US;
-	plat_send_nmi(cpu);
+	hv_send_nmi(cpu);
 	while (__atomic_load_n(injected, __ATOMIC_ACQUIRE) == before) {
 		if (time_us() > deadline)
 			return 0;
@@ -78,7 +78,7 @@ static uint32_t send_flood(unsigned me, unsigned target, unsigned count)
 	const struct nmi_cpu *c = &percpu[target].nmi;
 	uint64_t before = __atomic_load_n(&c->guest_accepted, __ATOMIC_ACQUIRE);
 	for (unsigned k = 0; k < count; k++)
-		plat_send_nmi(target);
+		hv_send_nmi(target);
 	/* Hardware drops what it cannot latch, so the sender cannot count what
 	 * arrived: wait until the target has taken no NMI for a while and has nothing
 	 * pending for its guest (or the guest stays NMI-blocked past the deadline). */

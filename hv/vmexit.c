@@ -97,7 +97,7 @@ static void exit_sipi(struct vmexit *x)
 	 * a SIPI exit does not unmask them; a host IRET ends the NMI mask.  On a
 	 * CPU that follows the SDM this IRET changes nothing: no NMI blocking is
 	 * left after a SIPI exit.  The SMI mask: vmx_exit_handler(). */
-	plat_nmi_iret();
+	hv_nmi_iret();
 	p->vmx.started_by_sipi = 1;
 	__atomic_store_n(&p->vmx.waiting_for_sipi, 0, __ATOMIC_RELEASE);
 	kprintf("vmx: cpu %u: SIPI vector 0x%lx: guest CPU starts in real mode at 0x%lx\n",

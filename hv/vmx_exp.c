@@ -192,7 +192,7 @@ uint64_t exp_host_self_nmi(unsigned n)
 uint64_t exp_host_iret(void)
 {
 	uint64_t before = exp_host_nmis();
-	plat_nmi_iret();
+	hv_nmi_iret();
 	udelay(DELIVERY_US);
 	return exp_host_nmis() - before;
 }

@@ -82,6 +82,18 @@ static void step_on_cpu(struct sim_cpu *c, const struct sim_step *s)
 	stepper_end(c);
 }
 
+/* Zero the stack below the caller, where a turn's frames are about to go.  What
+ * lies there was left by whatever ran before (the wait for the token, a previous
+ * run's steps), and a slot a frame reserves but never writes (alignment padding)
+ * would show it to explore.c's hash of the machine's state: states that are equal
+ * would hash apart, by chance, and pruning would vary from run to run. */
+static __attribute__((noinline)) void scrub_stack(void)
+{
+	volatile uint64_t area[512];
+	for (unsigned i = 0; i < sizeof area / sizeof area[0]; i++)
+		area[i] = 0;
+}
+
 static void *cpu_main(void *arg)
 {
 	struct sim_cpu *c = arg;
@@ -103,6 +115,7 @@ static void *cpu_main(void *arg)
 		while (sem_wait(&c->th.go) != 0 && errno == EINTR)
 			;
 		runaway_turn_begins(c);
+		scrub_stack();
 		switch (c->th.cmd) {
 		case CMD_QUIT: return NULL;
 		case CMD_FLUSH: nmi_hw_discard(); break;
@@ -203,8 +216,10 @@ static void service_all(void)
 }
 
 /* The end of a schedule: every critical section ends and every spin finishes.  A
- * CPU left holding the mask by a `mask` step releases it (critical sections are
- * bounded), spinning CPUs run on, round-robin, until the machine is quiet. */
+ * CPU the schedule left holding the mask (a `mask` step with no `unmask` after it,
+ * by ops.c's model: never the core's own `masked`, which the laws check) releases
+ * it, since critical sections are bounded; spinning CPUs run on, round-robin, until
+ * the machine is quiet. */
 static void finish_all(void)
 {
 	static const struct sim_step unmask = {.op = OP_UNMASK};
@@ -216,7 +231,7 @@ static void finish_all(void)
 				continue;
 			if (c->busy) {
 				turn(c, CMD_RESUME);
-			} else if (c->core.masked) {
+			} else if (c->expect.masked) {
 				c->th.step = &unmask;
 				turn(c, CMD_OP);
 			} else {

@@ -26,6 +26,8 @@ void machine_reset(unsigned ncpus, const struct sim_mode *mode)
 		c->nmi = (struct sim_nmi_hw){0};
 		c->step = (struct sim_stepper){0};
 		c->budget = (struct sim_budget){0};
+		c->asked = (struct sim_asked){0};
+		c->expect = (struct nmi_books_expect){.after = "power-on"};
 		vmx_hw_reset(c);
 		nmi_cpu_init(&c->core, i);
 	}

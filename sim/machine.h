@@ -44,6 +44,7 @@ struct sim_mode {
 	const char *name;
 	unsigned long spin_limit; /* plat_spin_limit()                                */
 	int exact_latch; /* the latch model counts every NMI one by one           */
+	int scheduled; /* a schedule's operations drive the CPUs (ops.c's model)    */
 	unsigned max_exits; /* VM exits in a row without guest progress (0: any)    */
 	unsigned max_turn_calls; /* platform calls in one turn of a CPU (0: any)      */
 	void (*send)(struct sim_cpu *t, unsigned burst); /* NMIs arrive at t         */
@@ -111,6 +112,19 @@ struct sim_stepper {
 	int in_handler_traced; /* the NMI handler is stepped for coverage.c  */
 };
 
+/* platform_sim.c: what the core asked of the platform on this CPU, counted by the
+ * platform as it does it (laws `flushed`, `injections`, `iret`, `ipis` compare it
+ * with the core's own books).  Written by the CPU's own thread only, in normal and
+ * NMI context alike: each count is one atomic add, so an NMI cannot split it. */
+#define SIM_VMCS_FIELDS (sizeof(struct sim_vmcs) / sizeof(uint64_t))
+struct sim_asked {
+	uint64_t tlb_flushes; /* plat_tlb_flush()                                */
+	uint64_t irets; /* plat_nmi_iret()                                         */
+	uint64_t injections; /* VMWRITEs of an NMI to the VM-entry interruption field */
+	uint64_t vmcs_writes[SIM_VMCS_FIELDS]; /* VMWRITEs per field, in sim_vmcs's order */
+	uint64_t sent_to[SIM_MAX_CPUS]; /* plat_send_nmi() per target                 */
+};
+
 /* runaway.c: what the current turn has used. */
 struct sim_budget {
 	uint32_t insns; /* core instructions stepped  */
@@ -128,6 +142,10 @@ struct sim_cpu {
 	struct sim_vmx vmx;
 	struct sim_stepper step;
 	struct sim_budget budget;
+	struct sim_asked asked;
+	/* ops.c: what the schedule's operations that completed on this CPU leave the
+	 * core's state at (laws `mask`, `attached`), derived from the calls alone. */
+	struct nmi_books_expect expect;
 };
 
 struct sim_machine {
@@ -207,6 +225,7 @@ void oracle_step(void);
 void oracle_end(void);
 void oracle_entry_failed(struct sim_cpu *c);
 void oracle_world_stopped(struct sim_cpu *requester);
+void oracle_cannot_run(struct sim_cpu *c, const struct sim_step *s, const char *law);
 void oracle_table(FILE *f);
 unsigned oracle_report(FILE *f);
 

@@ -4,9 +4,11 @@
  *
  * The laws every NMI obeys are nmi_books.c's, the same the hypervisor checks; the
  * simulator adds what only it can see: the guest (what it took, what hardware
- * would have given it) and the NMI line.  Its own checks are of its hardware
- * model: the latch balances, every delivered NMI reaches the core, a stop-the-world
- * round begins with every other CPU parked.
+ * would have given it), the NMI line, what the core asked of the platform (counted
+ * by platform_sim.c, not by the core), and what the schedule's operations leave
+ * each CPU's software mask and guest at (kept by ops.c, not read from the core).
+ * Its own checks are of its hardware model: the latch balances, every delivered
+ * NMI reaches the core, a stop-the-world round begins with every other CPU parked.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -28,19 +30,30 @@ struct views {
 	struct nmi_books books;
 	struct nmi_books_cpu cpu[SIM_MAX_CPUS];
 	struct nmi_books_guest guest[SIM_MAX_CPUS];
+	struct nmi_books_platform platform[SIM_MAX_CPUS];
 };
 
 /* Every CPU's books as the laws see them.  A CPU mid-step (spinning), stopped by a
- * violation, or other than `only` (when given) is not checked. */
+ * violation, or other than `only` (when given) is not checked.  `only` is a CPU
+ * in the middle of its operation: the model of what the operation leaves its mask
+ * at applies once it has completed, not yet. */
 static void views(struct views *v, const struct sim_cpu *only, int at_rest)
 {
 	for (unsigned i = 0; i < M.ncpus; i++) {
 		struct sim_cpu *c = &M.cpu[i];
 		nmi_books_guest_sync(&c->vmx.guest, &c->core);
 		v->guest[i] = guest_view(c);
+		v->platform[i] = (struct nmi_books_platform){
+		    .tlb_flushes = c->asked.tlb_flushes,
+		    .injections = c->asked.injections,
+		    .irets = c->asked.irets,
+		    .sent_to = c->asked.sent_to,
+		};
 		v->cpu[i] = (struct nmi_books_cpu){
 		    .core = &c->core,
 		    .guest = &v->guest[i],
+		    .platform = &v->platform[i],
+		    .expect = only || !M.mode->scheduled ? NULL : &c->expect,
 		    .detached = c->vmx.detached ? &c->vmx.at_detach : NULL,
 		    .busy = c->busy || c->halted || (only && c != only),
 		};
@@ -82,6 +95,20 @@ void oracle_entry_failed(struct sim_cpu *c)
 	check(c, 0);
 	sim_fail("cpu%u: VM entry failed: NMI injected while the guest is virtual-NMI blocked",
 		 c->id);
+}
+
+/* Step s is one the schedule may ask of CPU c (ops.c's model says so) but the core's
+ * state forbids it: the core left the CPU masked, unmasked, attached or detached
+ * when the calls made there say otherwise.  Never a skip: a skipped operation
+ * would hide the very state that forbids it. */
+void oracle_cannot_run(struct sim_cpu *c, const struct sim_step *s, const char *law)
+{
+	int mask = strcmp(law, "mask") == 0;
+	sim_fail("books: FAILED law=%s cpu=%u op=%s %s=%u expected=%u: the core's state forbids "
+		 "the schedule's next operation (after %s)",
+		 law, c->id, sched_op_name(s->op), mask ? "masked" : "guest_present",
+		 mask ? c->core.masked : c->core.guest_present,
+		 mask ? c->expect.masked : c->expect.attached, c->expect.after);
 }
 
 /* Every other CPU is parked in the round the requester just began. */

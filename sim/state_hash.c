@@ -78,6 +78,15 @@ static void cpu_hash(struct h128 *h, const struct sim_cpu *o)
 	}
 	hw(h, o->budget.insns);
 	hw(h, o->budget.calls);
+	/* What the laws read of the platform's counts and of the schedule's model (the
+	 * VMCS writes per field are counted for the record only: no law reads them). */
+	hw(h, o->asked.tlb_flushes);
+	hw(h, o->asked.irets);
+	hw(h, o->asked.injections);
+	hbytes(h, o->asked.sent_to, sizeof o->asked.sent_to);
+	hw(h, (uintptr_t)o->expect.after);
+	hw(h, o->expect.masked);
+	hw(h, o->expect.attached);
 	hw(h, (uint64_t)o->th.cmd);
 	hw(h, (uintptr_t)o->th.step);
 }

@@ -106,8 +106,8 @@ static void *cpu_main(void *arg)
 			nmi_quiesce_end(rnd(r) & 1);
 		} else if (M.ncpus > 1) {
 			unsigned t = rnd(r) % M.ncpus;
-			if (t != c->id)
-				plat_send_nmi(t); /* a cross-CPU IPI: a guest NMI for t */
+			if (t != c->id) /* a cross-CPU IPI, the workload's, not the core's */
+				sim_send_nmi(&M.cpu[t], 1);
 		}
 		progress[c->id]++;
 	}

@@ -15,10 +15,16 @@ struct machine {
 	struct nmi_books_guest guest[2];
 	struct nmi_cpu at_detach;
 	int detached, busy0, at_rest;
+	uint64_t sent_to[2][2];
+	struct nmi_books_platform platform[2];
+	struct nmi_books_expect expect[2];
 };
 
 /* CPU 0 runs a guest that took one NMI and has one more pending behind it; it
- * requested one stop-the-world round with a flush, which parked CPU 1. */
+ * requested one stop-the-world round with a flush, which parked CPU 1.  The
+ * platform did what the core counts: one flush on each CPU, one injection and one
+ * IRET on CPU 0, one NMI from CPU 0 to CPU 1; the calls made leave both CPUs
+ * unmasked and a guest attached on CPU 0. */
 static void consistent(struct machine *m)
 {
 	memset(m, 0, sizeof *m);
@@ -40,6 +46,12 @@ static void consistent(struct machine *m)
 	c = &m->core[1];
 	c->id = 1;
 	c->nmi_entries = 1, c->handled_direct = 1, c->quiesce_parks = 1, c->tlb_flushes = 1;
+	m->sent_to[0][1] = 1;
+	m->platform[0] = (struct nmi_books_platform){
+	    .tlb_flushes = 1, .injections = 1, .irets = 1, .sent_to = m->sent_to[0]};
+	m->platform[1] = (struct nmi_books_platform){.tlb_flushes = 1, .sent_to = m->sent_to[1]};
+	m->expect[0] = (struct nmi_books_expect){.after = "enter", .attached = 1};
+	m->expect[1] = (struct nmi_books_expect){.after = "quiesce"};
 }
 
 /* Each case: a way to break the consistent machine, and the law that must say so
@@ -103,6 +115,7 @@ static void booked_after_detach(struct machine *m)
 	m->detached = 1, m->at_detach = m->core[0];
 	m->at_detach.guest_accepted--, m->at_detach.guest_pending--;
 	m->core[0].guest_present = m->at_detach.guest_present = 0;
+	m->expect[0].attached = 0, m->expect[0].after = "detach";
 }
 static void parked_twice(struct machine *m)
 {
@@ -111,7 +124,49 @@ static void parked_twice(struct machine *m)
 }
 static void no_flush(struct machine *m)
 {
-	m->core[1].tlb_flushes = 0;
+	m->core[1].tlb_flushes = 0, m->platform[1].tlb_flushes = 0;
+}
+static void left_masked(struct machine *m)
+{
+	m->core[1].masked = 1; /* the requester's round did not unmask it */
+}
+static void unmasked_section(struct machine *m)
+{
+	m->expect[1].masked = 1, m->expect[1].after = "mask";
+}
+static void not_attached(struct machine *m)
+{
+	m->core[0].guest_present = 0;
+}
+static void flush_not_done(struct machine *m)
+{
+	m->platform[0].tlb_flushes = 0; /* counted by the core, never asked of the platform */
+}
+static void injection_not_written(struct machine *m)
+{
+	m->platform[0].injections = 0;
+}
+static void reinjection_not_written(struct machine *m)
+{
+	m->core[0].guest_reinjected = 1;
+}
+static void no_iret(struct machine *m)
+{
+	m->platform[0].irets = 0; /* the host stays NMI-blocked after the exit */
+}
+static void ipi_missing(struct machine *m)
+{
+	m->sent_to[0][1] = 0;
+}
+static void ipi_to_self(struct machine *m)
+{
+	m->sent_to[1][1] = 1;
+}
+static void no_platform_counts(struct machine *m)
+{
+	m->platform[0].tlb_flushes = 0, m->platform[0].irets = 0, m->sent_to[0][1] = 0;
+	m->core[1].masked = 1; /* nor a model: a platform that keeps none checks neither */
+	m->detached = -1;
 }
 static void still_masked(struct machine *m)
 {
@@ -119,7 +174,9 @@ static void still_masked(struct machine *m)
 }
 static void busy_broken(struct machine *m)
 {
-	m->busy0 = 1, m->core[0].nmi_entries++, m->core[1].tlb_flushes = 0;
+	m->busy0 = 1, m->core[0].nmi_entries++;
+	m->core[1].tlb_flushes = 0, m->platform[1].tlb_flushes = 0; /* not flushed yet */
+	m->sent_to[0][1] = 0; /* the IPI is not sent yet either */
 }
 
 static const struct law_case cases[] = {
@@ -141,6 +198,17 @@ static const struct law_case cases[] = {
     {"a CPU parked twice in one round", "parks", parked_twice},
     {"a CPU that missed a flush", "flushes", no_flush},
     {"a CPU still masked at the end", "idle", still_masked},
+    {"a CPU the core leaves masked after its operation", "mask", left_masked},
+    {"a critical section the core does not mask", "mask", unmasked_section},
+    {"a guest attached by the calls but not by the core", "attached", not_attached},
+    {"a TLB flush counted but never done", "flushed", flush_not_done},
+    {"an injection counted but never written to the VMCS", "injections", injection_not_written},
+    {"a re-injection counted but never written to the VMCS", "injections", reinjection_not_written},
+    {"an NMI VM exit with no IRET", "iret", no_iret},
+    {"a stop-the-world round that sent no NMI to a CPU", "ipis", ipi_missing},
+    {"an NMI sent to the sender itself", "ipis", ipi_to_self},
+    {"a platform that counts nothing and keeps no model: those laws are skipped", NULL,
+     no_platform_counts},
     {"a CPU mid-step is not checked, nor the machine-wide laws", NULL, busy_broken},
 };
 
@@ -157,14 +225,21 @@ static void capture(void *ctx, const char *line)
 	k->lines++;
 }
 
+/* detached < 0: the platform neither counts what it was asked nor keeps a model. */
 static unsigned run(struct machine *m, struct capture *k, int report)
 {
+	int counts = m->detached >= 0;
 	struct nmi_books_cpu cpu[2] = {
 	    {.core = &m->core[0],
 	     .guest = &m->guest[0],
-	     .detached = m->detached ? &m->at_detach : NULL,
+	     .platform = counts ? &m->platform[0] : NULL,
+	     .expect = counts ? &m->expect[0] : NULL,
+	     .detached = m->detached > 0 ? &m->at_detach : NULL,
 	     .busy = m->busy0},
-	    {.core = &m->core[1], .guest = &m->guest[1]},
+	    {.core = &m->core[1],
+	     .guest = &m->guest[1],
+	     .platform = counts ? &m->platform[1] : NULL,
+	     .expect = counts ? &m->expect[1] : NULL},
 	};
 	struct nmi_books b = {.ncpus = 2, .cpu = cpu, .at_rest = m->at_rest};
 	memset(k, 0, sizeof *k);

@@ -119,7 +119,8 @@ class Compact(unittest.TestCase):
                 guest.add(os.path.basename(path))
             self.assertEqual(choose_target("auto", scn, trace=True), "bochs")
             self.assertEqual(choose_target("qemu", scn), "qemu")
-        self.assertEqual(guest, {"guest-detach.nmi", "guest-nmi-cap.nmi", "window-while-masked.nmi"})
+        self.assertEqual(guest, {"guest-detach.nmi", "guest-nmi-cap.nmi", "quiesce-flush.nmi",
+                                 "window-while-masked.nmi"})
 
     def test_with_at(self):
         """replay: each case is the scenario's text with its nmi@* as nmi@K, comments kept"""
