@@ -175,7 +175,7 @@ static void mb1_map(struct mb1_mmap *out, const struct region *m, unsigned n)
 		out[i] = (struct mb1_mmap){sizeof out[i] - 4, m[i].base, m[i].len, m[i].type};
 }
 
-/* ---- What a loader gives a kernel written for QEMU (issue 11) -------------------- */
+/* ---- What a loader gives a kernel written for QEMU ------------------------------ */
 #define MOD_STRING_MAX 127u
 
 struct mb1_mod {

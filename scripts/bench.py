@@ -114,8 +114,8 @@ def execs_per_sec(mode, seconds, extra_env=None):
 
 
 def bench_execs():
-    """Issue 12 section 1's figure: precise mode's execs/s against fast mode's, the
-    same run, as a ratio (goal >= 1).  New inputs are format 1 (fuzz/decode.c), so
+    """Precise mode's execs/s against fast mode's, the same run, as a ratio (precise
+    mode should cost no more than fast).  New inputs are format 1 (fuzz/decode.c), so
     precise mode places their NMIs with hardware breakpoints, one trap each."""
     header("steady-state execs/s on final (20 s each, seed corpus)")
     rates = {mode: execs_per_sec(mode, 20) for mode in ("precise", "fast")}
@@ -126,7 +126,7 @@ def bench_execs():
     return rates
 
 
-# ---- issue 12 section 1: precise mode on hardware breakpoints ----------------------
+# ---- precise mode on hardware breakpoints ------------------------------------------
 def bench_hwbp():
     """Precise mode with hardware breakpoints against the same with them turned off
     (NMI_NO_HWBP=1: every breakpoint placement single-stepped, the fallback where
@@ -205,7 +205,7 @@ def bench_explore():
 def bench_explore_depth():
     """make explore on every canonical scenario (final) at NMIS=1, 2, 3: schedules
     covered, run, pruned as the twin of one run (sim/explore.c), failing, seconds,
-    against the goals (NMIS=2 within 1 s, NMIS=3 within 60 s); NMIS=2 once more with
+    against the targets (NMIS=2 within 1 s, NMIS=3 within 60 s); NMIS=2 once more with
     every NMI placed by index, single-stepped (NMI_NO_HWBP=1: where hardware
     breakpoints are unavailable), for comparison."""
     header("make explore NMIS=1,2,3: every canonical scenario, final, with pruning")
@@ -225,7 +225,7 @@ def bench_explore_depth():
             continue
         if not env and "hardware breakpoints unavailable" in p.stderr:
             how = " (hardware breakpoints unavailable here: placed by index)"
-        goal = f", goal {goals[k]:g} s: {el / goals[k]:.2f}x the goal" if k in goals else ""
+        goal = f", target {goals[k]:g} s: {el / goals[k]:.2f}x the target" if k in goals else ""
         print(f"  NMIS={k}{how}: {m[1]} schedules, {m[3]} run, {m[4]} pruned, {m[2]} failing, "
               f"{el:.3f} s{goal}", flush=True)
 
@@ -319,8 +319,8 @@ def main():
     if os.environ.get("BENCH_LONG"):
         bench_long()
     if fuzz_median is not None:
-        print(f"\nseed race: libFuzzer median {fuzz_median:.3f} s (goal 0.3 s: "
-              f"{fuzz_median / 0.3:.2f}x the goal)")
+        print(f"\nseed race: libFuzzer median {fuzz_median:.3f} s (target 0.3 s: "
+              f"{fuzz_median / 0.3:.2f}x the target)")
     return 0
 
 

@@ -2,7 +2,7 @@
 /*
  * guest2.c - a test kernel written the way test kernels for QEMU are
  * (kvm-unit-tests' x86 tests, for one), to prove that such kernels run unchanged
- * under the hypervisor (issue 11, docs/vmx.md "Guests from elsewhere").  It knows
+ * under the hypervisor (docs/vmx.md "Guests from elsewhere").  It knows
  * nothing of the hypervisor: no CPUID signature, no hypercall.  It expects what
  * QEMU gives such a kernel:
  *

@@ -37,7 +37,7 @@ HOST_NMIS_RE = re.compile(r"^HOST-NMIS: received=(\d+) expected=(\d+)", re.M)
 EXP_RE = re.compile(r"^EXP (\d+) (E[01]V[01]) (.*): (as expected|DEVIATES|not run \(.*\))$",
                     re.M)
 EXP_RAN_RE = re.compile(r"\b(\d+) experiments ran\b.*?(?:(\d+) not run)?$")
-CATALOGUE = 30  # nmi-facts.md section 5: experiments 1..30
+CATALOGUE = 30  # docs/vmx.md's catalogue of VMX NMI experiments: 1..30
 LAZY_RE = re.compile(r"^vmx: lazy EPT page \S+ mapped again \(guest rip \S+, idt-vectoring "
                      r"(0x[0-9a-f]+)\)$", re.M)
 # The IDT-vectoring information of an NMI (type 2, vector 2) and of INT 0x20 (type 4).
