@@ -44,7 +44,12 @@ static int fast = -1, recheck;
  * attached) and the machine's (sim.h's SIM_HW_*: guest mode, virtual-NMI blocking, a
  * queued injection, a delivery interrupted, a stop-the-world round, host blocking
  * after an NMI exit).  A bug of the core shows where an NMI lands in a state no
- * earlier input had it land in, so each such pair is worth keeping. */
+ * earlier input had it land in, so each such pair is worth keeping.  How many NMIs
+ * landed there in one run is not counted: libFuzzer makes each power of two of a
+ * counter a feature of its own, and would keep (and run again before every
+ * campaign) an input for each; the deferred and pending counts in the state tell
+ * one NMI from several where it matters.  Measured over 60 s campaigns: counts kept
+ * grew a corpus of 1,900 to 4,400 inputs, this one of about 350. */
 static void on_nmi(uintptr_t rip, const struct nmi_cpu *c, unsigned hw)
 {
 	uint32_t where = sim_in_core(rip) ? (uint32_t)sim_core_offset(rip) + 1 : 0;
@@ -52,9 +57,7 @@ static void on_nmi(uintptr_t rip, const struct nmi_cpu *c, unsigned hw)
 			 (c->guest_pending ? 8u : 0) | (c->guest_pending > 1 ? 16u : 0) |
 			 (c->guest_sw_blocked ? 32u : 0) | (c->guest_present ? 64u : 0) | hw << 7;
 	uint32_t h = (where * 2654435761u) ^ (state * 40503u);
-	uint8_t *k = &counters[h % NCOUNTERS];
-	if (*k != 255)
-		(*k)++;
+	counters[h % NCOUNTERS] = 1;
 }
 
 /* The timeline of a replay, PREFIX.txt: the schedule, then what ran. */
