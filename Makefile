@@ -224,7 +224,7 @@ fuzz:
 # EXPLORE_SECONDS (docs/fuzzing.md, "make explore").
 EXPLORE_SECONDS ?= 60
 EXPLORE_CORPUS_NMIS ?= 1
-EXPLORE_CORPUS = corpus/fuzz corpus/regressions/$(VARIANT) corpus/grown/$(notdir $(B))-precise $(INPUT)
+EXPLORE_CORPUS = corpus/fuzz corpus/distilled corpus/regressions/$(VARIANT) corpus/grown/$(notdir $(B))-precise $(INPUT)
 explore: deps
 	@$(MAKE) -s $(B)/nmisim
 	@$(B)/nmisim run --quiet --nmis $(NMIS) --seconds $(EXPLORE_SECONDS) --corpus-nmis $(EXPLORE_CORPUS_NMIS) \

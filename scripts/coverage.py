@@ -199,11 +199,11 @@ def main():
     ap.add_argument("--corpus-nmis", type=int, default=1, help="explore: NMIs per corpus input")
     ap.add_argument("--explore-seconds", type=float, default=60, help="explore's budget")
     ap.add_argument("corpus", nargs="*", help="corpus directories or files (default: "
-                    "corpus/fuzz and corpus/grown/<tag>-<mode> if it exists)")
+                    "corpus/fuzz, corpus/distilled and corpus/grown/<tag>-<mode> if they exist)")
     args = ap.parse_args()
     args.tag = args.tag or args.variant
     if not args.corpus:
-        args.corpus = ["corpus/fuzz"]
+        args.corpus = ["corpus/fuzz"] + [d for d in ["corpus/distilled"] if os.path.isdir(d)]
         grown = os.path.join("corpus", "grown", f"{args.tag}-{args.mode}")
         if os.path.isdir(grown):
             args.corpus.append(grown)

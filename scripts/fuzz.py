@@ -53,15 +53,17 @@ def failures(findings):
 
 
 def kept_inputs(args, grown):
-    """The inputs every make fuzz runs first: the grown corpus and the seeds (corpus
-    directories, where libFuzzer keeps what it finds), and the reproducers the
+    """The inputs every make fuzz runs first: the grown corpus, the seeds and the
+    distilled seeds (corpus directories; libFuzzer keeps what it finds in the first),
+    and the reproducers the
     variant must handle (its own; on final, every variant's, since final passes them
     all), which sit beside their scenarios and are named one by one.  Returns
     (directories, reproducer files, how many inputs in all)."""
     regressions = os.path.join("corpus", "regressions")
     mine = [args.variant] if args.variant != "final" else sorted(os.listdir(regressions))
     repro = sorted(f for v in mine for f in glob.glob(os.path.join(regressions, v, "*.bin")))
-    dirs = [grown, os.path.join("corpus", "fuzz")]
+    dirs = [grown, os.path.join("corpus", "fuzz")] + [
+        d for d in [os.path.join("corpus", "distilled")] if os.path.isdir(d)]
     n = len(repro) + sum(1 for d in dirs for f in os.listdir(d) if os.path.isfile(os.path.join(d, f)))
     return dirs, repro, n
 

@@ -256,6 +256,16 @@ def suite_corpus(flavour=None):
         verdict("FAIL", f"corpus{tag}: seed inputs",
                 f"{len(bad)} of {len(seeds)} fail on final{suffix}: {bad[:3]} "
                 + "; ".join(san for _, (_, _, san) in results if san)[:300])
+    # The distilled seeds (scripts/distill.py), in one process as make fuzz runs them.
+    distilled = glob.glob("corpus/distilled/*")
+    rc, out = run([f"build/final{suffix}/fuzz_nmi", "-runs=0", "-handle_usr1=0", "-handle_usr2=0",
+                   "corpus/distilled"], timeout=300)
+    m = re.search(r"(NMI VIOLATION .*|ERROR: \w+Sanitizer: .*|runtime error: .*)", out)
+    if distilled and rc == 0 and not m:
+        verdict("PASS", f"corpus{tag}: all {len(distilled)} distilled seed inputs pass on final{suffix}")
+    else:
+        verdict("FAIL", f"corpus{tag}: distilled seed inputs",
+                f"{len(distilled)} inputs, exit {rc}: {m.group(1) if m else out.strip()[-300:]}")
     for v in VARIANTS[1:]:
         regs = sorted(glob.glob(f"corpus/regressions/{v}/*.bin"))
         if not regs:
