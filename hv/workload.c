@@ -19,9 +19,14 @@
  * One table (`workloads`) says what CPU 0 and the other CPUs run for each name.
  * Every CPU of the NMI-loop workloads loops: nmi_mask(); touch per-CPU state; nmi_unmask(); then,
  * per the parameters, sends an NMI IPI (every `ipi` iterations) and requests a stop-the-world round
- * (every `quiesce` iterations, TLB flush on every other one). CPU 0 decides when to stop; then
- * every CPU idles with NMIs unmasked, in-flight NMIs settle, and CPU 0 checks the core's
- * conservation laws on every CPU.
+ * (every `quiesce` iterations, TLB flush on every other one). Every CPU watches for the end (the
+ * deadline, the host's byte; CPU 0 the rounds) and none requests a round once it has come: the
+ * quiesce lock is not fair, and on a busy host a CPU can lose it to the others for as long as they
+ * keep asking, so an end that only CPU 0 could see, between two of its own rounds, might never be
+ * seen.  Then every CPU idles with NMIs unmasked, in-flight NMIs settle, and CPU 0 checks the
+ * core's conservation laws on every CPU.  CPU 0 prints a `progress:` line every second meanwhile
+ * (the test runner judges a silent run as stuck), and with host=1 ack=1 a `HOST-NMIS: seen=N`
+ * line whenever its count of host NMIs changes (the host paces its injections by it).
  */
 #include "hv.h"
 #include "nmi_platform.h"
@@ -29,8 +34,10 @@
 #include "vmx.h"
 #include "x86.h"
 
-#define SETTLE_US  20000u
-#define WORK_WORDS 32
+#define SETTLE_US     20000u
+#define WORK_WORDS    32
+#define PROGRESS_US   1000000u
+#define LEAVE_LOOP_US 10000000u
 
 struct wl_cpu {
 	uint64_t rng; /* xorshift64 state: critical-section lengths */
@@ -57,11 +64,14 @@ static struct {
 	uint64_t seconds; /* run time, or timeout when `rounds` or `host` is set */
 	uint64_t nmis; /* host NMIs expected on CPU 0 (exact check), 0: none */
 	int host; /* stop when the host writes a byte to COM1 */
+	int ack; /* with host: print CPU 0's count of host NMIs whenever it changes */
 	int aps_halt; /* APs sit in HLT instead of looping (aps=halt) */
 	uint64_t seed; /* varies the critical-section lengths between runs */
+	uint64_t start_us; /* when CPU 0 released the others (set before `go`) */
 } cfg;
 
-static volatile uint32_t go, stop, trace_send;
+static volatile uint32_t go, trace_send;
+static volatile uint32_t stop; /* 0 running, else why it ended: 1 normally, 2 timeout */
 
 static int streq(const char *a, const char *b)
 {
@@ -105,19 +115,21 @@ static void stop_the_world(unsigned me)
 	nmi_quiesce_end(flush);
 }
 
-/* CPU 0 only: should the run end now?  Returns 1 to stop, 2 on timeout. */
-static int should_stop(uint64_t deadline_us)
+/* Should the run end now?  Returns 1 to stop, 2 on timeout.  Every CPU asks (the
+ * rounds: CPU 0 alone). */
+static int should_stop(unsigned me, uint64_t deadline_us)
 {
 	/* COM1 is polled once a millisecond: under emulation every port access is
-	 * an exit to the device model (and under QEMU, a global lock round trip). */
-	static uint64_t next_poll_us;
+	 * an exit to the device model (and under QEMU, a global lock round trip).
+	 * Two CPUs that both see the byte both end the run: the byte is all it says. */
+	static uint64_t next_poll_us[MAX_CPUS];
 	uint64_t now = time_us();
-	if (cfg.host && now >= next_poll_us) {
-		next_poll_us = now + 1000;
+	if (cfg.host && now >= next_poll_us[me]) {
+		next_poll_us[me] = now + 1000;
 		if (serial_poll_byte() >= 0)
 			return 1;
 	}
-	if (!cfg.host && cfg.rounds) {
+	if (me == 0 && !cfg.host && cfg.rounds) {
 		unsigned i = 0;
 		while (i < ncpus && (wl[i].iters >= cfg.rounds || (i && cfg.aps_halt)))
 			i++;
@@ -129,12 +141,43 @@ static int should_stop(uint64_t deadline_us)
 	return 0;
 }
 
-/* The loop every CPU runs.  Returns on CPU 0 with 1 (normal stop) or 2 (timeout). */
-static int worker(unsigned me, uint64_t deadline_us)
+/* CPU 0, in its loop: the progress line every second, and with ack=1 its count of
+ * host NMIs each time it changes (the test's paced injection waits for it).  CPU 0
+ * prints unmasked and holds no quiesce lock: a requester waits for the console lock,
+ * which is also its world lock, before it sends a round's NMIs. */
+static uint64_t host_nmis(void);
+
+static void cpu0_report_progress(uint64_t start_us)
+{
+	static uint64_t next_us, seen;
+	if (cfg.ack) {
+		uint64_t n = host_nmis();
+		if (n != seen) {
+			seen = n;
+			kprintf("HOST-NMIS: seen=%lu\n", n);
+		}
+	}
+	uint64_t now = time_us();
+	if (now < next_us)
+		return;
+	if (next_us) {
+		uint64_t iters = 0, rounds = 0, nmis = 0;
+		for (unsigned i = 0; i < ncpus; i++) {
+			iters += wl[i].iters;
+			rounds += wl[i].rounds_requested;
+			nmis += percpu[i].nmi.nmi_entries;
+		}
+		kprintf("progress: %lu ms iters=%lu quiesce_rounds=%lu nmi_entries=%lu\n",
+			(now - start_us) / 1000, iters, rounds, nmis);
+	}
+	next_us = now + PROGRESS_US;
+}
+
+/* The loop every CPU runs.  Returns why the run ended: 1 (normal stop) or 2 (timeout). */
+static int worker(unsigned me, uint64_t start_us, uint64_t deadline_us)
 {
 	struct wl_cpu *w = &wl[me];
 	unsigned target = me;
-	int why = 0;
 
 	w->rng = 0x9E3779B97F4A7C15ull * (me + 1 + cfg.seed * MAX_CPUS);
 	while (!stop) {
@@ -156,19 +199,25 @@ static int worker(unsigned me, uint64_t deadline_us)
 				w->ipis_sent++;
 			}
 		}
-		if (cfg.quiesce && ncpus > 1 && w->iters % cfg.quiesce == 0)
+		/* No round once the end has come, nor past this CPU's rounds: the
+		 * others' end must not wait for the quiesce lock. */
+		if (cfg.quiesce && ncpus > 1 && w->iters % cfg.quiesce == 0 && !stop &&
+		    !(cfg.rounds && w->iters > cfg.rounds))
 			stop_the_world(me);
 
-		if (me == 0) {
-			why = should_stop(deadline_us);
-			if (why)
-				stop = 1;
-		} else if (!cfg.host && cfg.rounds && w->iters >= cfg.rounds) {
-			break; /* idle (NMIs unmasked, parkable) until CPU 0 stops */
+		uint32_t why = (uint32_t)should_stop(me, deadline_us);
+		if (why) {
+			uint32_t running = 0;
+			__atomic_compare_exchange_n(&stop, &running, why, 0, __ATOMIC_SEQ_CST,
+						    __ATOMIC_SEQ_CST);
 		}
+		if (me == 0)
+			cpu0_report_progress(start_us);
+		else if (!cfg.host && cfg.rounds && w->iters >= cfg.rounds)
+			break; /* idle (NMIs unmasked, parkable) until the run ends */
 	}
 	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
-	return why;
+	return (int)stop;
 }
 
 /* Trace workloads: CPU 1 sends one NMI to CPU 0 when asked, then halts so that
@@ -231,7 +280,7 @@ static void loop_ap(void)
 		for (;;)
 			__asm__ __volatile__("hlt");
 	}
-	worker(me, 0);
+	worker(me, cfg.start_us, cfg.start_us + cfg.seconds * 1000000);
 }
 
 /* The core's books and laws (books.c prints them), then what this workload itself
@@ -257,6 +306,18 @@ static void report(void)
 			wl[i].ipis_sent);
 }
 
+/* Host NMIs: CPU 0's entries minus the NMIs other CPUs sent it (stop-the-world;
+ * the IPI storm leaves CPU 0 out when host=1).  Exact once the run has settled;
+ * meanwhile a round's NMI may be counted before its requester's round is. */
+static uint64_t host_nmis(void)
+{
+	uint64_t to_cpu0 = 0;
+	for (unsigned i = 1; i < ncpus; i++)
+		to_cpu0 += wl[i].rounds_requested;
+	uint64_t entries = percpu[0].nmi.nmi_entries;
+	return entries > to_cpu0 ? entries - to_cpu0 : 0;
+}
+
 /* The NMI-loop workloads on CPU 0: run, then report and judge. */
 static _Noreturn void loop_main(void)
 {
@@ -267,13 +328,15 @@ static _Noreturn void loop_main(void)
 	if (cfg.iret_first)
 		hv_nmi_iret(); /* the IRET-to-self the VM-exit path will use must not fault */
 	uint64_t start = time_us();
+	cfg.start_us = start;
 	__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
 	if (cfg.host)
 		kprintf("READY: inject NMIs now, then write one byte to COM1\n");
-	int why = worker(0, start + cfg.seconds * 1000000);
+	int why = worker(0, start, start + cfg.seconds * 1000000);
 
-	/* Everybody out of the loop, then let in-flight NMIs land. */
-	uint64_t deadline = time_us() + 1000000;
+	/* Everybody out of the loop (a CPU may still finish the round it was waiting
+	 * for), then let in-flight NMIs land. */
+	uint64_t deadline = time_us() + LEAVE_LOOP_US;
 	for (unsigned i = 1; i < ncpus; i++)
 		while (!wl[i].done && time_us() < deadline)
 			cpu_pause();
@@ -285,17 +348,13 @@ static _Noreturn void loop_main(void)
 	for (unsigned i = 1; i < ncpus; i++)
 		books_check(wl[i].done, "CPU left its loop", i, 0, 1);
 
-	/* Host NMIs: CPU 0's entries minus the NMIs other CPUs sent it (stop-the-world;
-	 * the IPI storm leaves CPU 0 out when host=1). */
-	uint64_t to_cpu0 = 0, ipis = 0, entries = 0;
-	for (unsigned i = 1; i < ncpus; i++)
-		to_cpu0 += wl[i].rounds_requested;
+	uint64_t ipis = 0, entries = 0;
 	for (unsigned i = 0; i < ncpus; i++) {
 		ipis += wl[i].ipis_sent;
 		entries += percpu[i].nmi.nmi_entries;
 	}
 	if (cfg.host) {
-		uint64_t got = percpu[0].nmi.nmi_entries - to_cpu0;
+		uint64_t got = host_nmis();
 		kprintf("HOST-NMIS: received=%lu expected=%lu\n", got, cfg.nmis);
 		if (cfg.nmis)
 			books_check(got == cfg.nmis, "host NMIs received == expected", 0, got,
@@ -407,6 +466,7 @@ _Noreturn void workload_main(void)
 	cfg.quiesce = (unsigned)cmdline_u64("quiesce", w->quiesce);
 	cfg.rounds = cmdline_u64("rounds", w->rounds);
 	cfg.host = (int)cmdline_u64("host", 0);
+	cfg.ack = cfg.host && cmdline_u64("ack", 0);
 	cfg.seconds = cmdline_u64("seconds", (cfg.host || cfg.rounds) ? 60 : 2);
 	cfg.nmis = cmdline_u64("nmis", 0);
 	cfg.aps_halt = streq(cmdline_str("aps", "work"), "halt");

@@ -10,7 +10,9 @@ Bochs is awkward to drive unattended; this module handles all of it:
     breakpoint (`xchg %bx,%bx`) stops it; stdin is /dev/null;
   - the `term` display writes the VGA screen to its own pseudo-terminal and
     blocks when nobody reads it: a thread drains it;
-  - it ignores SIGTERM: a hard timeout sends SIGHUP, then SIGKILL.
+  - it ignores SIGTERM: a hard timeout sends SIGHUP, then SIGKILL; so does a
+    limit on silence (`quiet`: seconds in which neither COM1, nor the debugger's
+    log, nor Bochs' own output grew).
 run_bochs() is the library entry (system tests, traces, the seed experiment).
 """
 import os
@@ -69,13 +71,48 @@ def _stop(proc):
             proc.wait()
 
 
+def _output_size(files):
+    size = 0
+    for name in ("serial.txt", "debugger.log", "stdout.txt"):
+        try:
+            size += os.path.getsize(files[name])
+        except OSError:
+            pass
+    return size
+
+
+def _wait(proc, files, timeout, quiet):
+    """Wait for Bochs to exit within `timeout` seconds, and while its output grows:
+    (timed out, stalled: (seconds of silence, since which second) or None, the
+    longest silence in seconds, to half a second)."""
+    start = last = time.monotonic()
+    size, longest = -1, 0.0
+    while True:
+        try:
+            proc.wait(timeout=0.5)
+            return False, None, max(longest, time.monotonic() - last)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        grown = _output_size(files)
+        if grown != size:
+            size, last = grown, now
+        longest = max(longest, now - last)
+        if now - start >= timeout:
+            return True, None, longest
+        if quiet and now - last >= quiet:
+            return False, (now - last, last - start), longest
+
+
 def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c", "quit"),
-              iso=None, symbols=None, module=None, module_args="", more_modules=()):
+              iso=None, symbols=None, module=None, module_args="", more_modules=(), quiet=None):
     """Boot `kernel` with `cmdline` (or a ready `iso`), `module` (a guest kernel,
     command line `module_args`) as its boot module; `symbols`: an existing
-    debug_symbols file (default: written from the kernel).  Returns a dict: result
-    (RESULT line or None), serial (COM1 text), wall (seconds), timed_out,
-    returncode, files."""
+    debug_symbols file (default: written from the kernel); `quiet`: seconds without
+    output after which the run is stopped as stuck.  Returns a dict: result (RESULT
+    line or None), serial (COM1 text), wall (seconds), timed_out, stalled ((seconds
+    of silence, since when) or None), silence (the longest, seconds), returncode,
+    files."""
     workdir = os.path.abspath(workdir)  # Bochs runs inside it
     os.makedirs(workdir, exist_ok=True)
     files = {name: os.path.join(workdir, name) for name in
@@ -116,11 +153,9 @@ def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c",
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        timed_out = False
+        timed_out, stalled, silence = False, None, None
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            timed_out, stalled, silence = _wait(proc, files, timeout, quiet)
         finally:
             _stop(proc)
             stop.set()
@@ -130,7 +165,8 @@ def run_bochs(kernel, cmdline, workdir, cpus=2, timeout=120.0, rc_commands=("c",
         with open(files["serial.txt"], errors="replace") as f:
             serial = f.read().replace("\r", "")
     return {"result": result_line(serial), "serial": serial,
-            "wall": time.monotonic() - start, "timed_out": timed_out,
+            "wall": time.monotonic() - start, "timed_out": timed_out, "stalled": stalled,
+            "silence": silence,
             "returncode": proc.returncode, "files": files}
 
 

@@ -71,7 +71,8 @@ def summarize(lines, syms):
     return per_fn, in_core, path
 
 
-def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None, cpus=2, exp=None):
+def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None, cpus=2, exp=None,
+          quiet=None):
     """Run `region` in Bochs (the workloads need 2 CPUs): (run_bochs' dict, traced
     lines, symbols).
     Regions with a guest name both kernels in one symbol file; `symfile` is an
@@ -88,7 +89,7 @@ def trace(kernel, region, workdir, guest=None, timeout=180, symfile=None, cpus=2
         cpus = 1
     r = bochs.run_bochs(kernel, cmdline, workdir, cpus=cpus, timeout=timeout,
                         rc_commands=RC, symbols=symfile, module=module,
-                        module_args=GUEST_ARGS.get(region, ""))
+                        module_args=GUEST_ARGS.get(region, ""), quiet=quiet)
     lines = traced_lines(r["files"]["debugger.log"]) \
         if os.path.exists(r["files"]["debugger.log"]) else []
     return r, lines, syms

@@ -3,8 +3,10 @@
 
 `Qemu` runs one VM with COM1 on a pipe (output collected line by line, input for
 the end-of-injection byte), port 0xE9 to a file, a QMP unix socket,
-isa-debug-exit, a hard timeout and cleanup.  accel() decides between KVM with
-nested VMX and TCG (which has no VMX).  The command line (qemu/run.py, make qemu):
+isa-debug-exit, a hard timeout, a limit on silence (no output line for `quiet`
+seconds ends the run as stuck) and cleanup.  accel() decides between KVM (with
+nested VMX where the host offers it) and TCG (which has no VMX); the environment
+variable HV_QEMU_ACCEL=kvm|tcg overrides it.  The command line (qemu/run.py, make qemu):
 
     python3 -m qemu.run --kernel build/final/hv.elf --smp 4 --cmdline "workload=stress"
 
@@ -24,36 +26,63 @@ from .qmp import QMP
 from .report import boot_arguments, exit_by_result, result_line
 
 KVM = ["-enable-kvm", "-cpu", "host,vmx=on"]
+# KVM without VMX for the guest: the hypervisor says `VMX unavailable` and runs its
+# host-side workloads.  IA32_ARCH_CAPABILITIES is left out: a KVM that does not
+# emulate it (kvm_pvm) refuses the whole vCPU otherwise.
+KVM_NO_VMX = ["-accel", "kvm", "-cpu", "host,-arch-capabilities"]
 TCG = ["-accel", "tcg", "-cpu", "max"]
 # Nested VMX is kvm_intel's parameter (kvm_amd's `nested` is nested SVM: no VMX).
 NESTED_PARAM = "/sys/module/kvm_intel/parameters/nested"
+# The KVMs that run a guest on the CPU's own virtualization extensions.  Another
+# /dev/kvm (kvm_pvm: KVM in a VM without them) was measured here to take 12-40 s
+# to get through the BIOS and about 10 ms per NMI IPI: slower than TCG for every
+# system test, so it is not chosen unless asked for.
+HARDWARE_KVM = ("kvm_intel", "kvm_amd")
+ACCEL_ENV = "HV_QEMU_ACCEL"
 
 
-def choose_accel(kvm_usable, nested):
-    """The decision alone: (QEMU arguments, None) for KVM with nested VMX, else
-    (TCG arguments, why not KVM)."""
+def choose_accel(kvm_usable, nested, kvm_modules=(), want="auto"):
+    """The decision alone, from whether /dev/kvm is usable, kvm_intel's `nested`,
+    the loaded kvm modules and HV_QEMU_ACCEL (auto, kvm or tcg): (QEMU arguments,
+    what was chosen and why, for the run's header line)."""
+    if want == "tcg":
+        return TCG, f"TCG, no VMX: {ACCEL_ENV}=tcg"
     if not kvm_usable:
-        return TCG, "no usable /dev/kvm"
-    if nested not in ("Y", "1"):
-        return TCG, f"/dev/kvm without nested VMX ({NESTED_PARAM}: {nested or 'absent'})"
-    return KVM, None
+        return TCG, "TCG, no VMX: no usable /dev/kvm"
+    if nested in ("Y", "1"):
+        return KVM, "KVM with nested VMX"
+    no_vmx = f"no nested VMX ({NESTED_PARAM}: {nested or 'absent'})"
+    hardware = [m for m in kvm_modules if m in HARDWARE_KVM]
+    if want == "kvm" or hardware:
+        how = f"{ACCEL_ENV}=kvm" if want == "kvm" and not hardware else ", ".join(hardware)
+        return KVM_NO_VMX, f"KVM ({how}), {no_vmx}: the host-side workloads"
+    return TCG, (f"TCG, no VMX: /dev/kvm is {', '.join(kvm_modules) or 'unknown'}, not "
+                 f"{' or '.join(HARDWARE_KVM)}: slower than TCG here ({ACCEL_ENV}=kvm "
+                 "uses it anyway)")
 
 
 def accel():
-    """Probe this host: (QEMU arguments, why not KVM or None)."""
+    """Probe this host: (QEMU arguments, what was chosen and why)."""
     try:
         with open(NESTED_PARAM) as f:
             nested = f.read().strip()
     except OSError:
         nested = ""
     usable = os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
-    return choose_accel(usable, nested)
+    try:
+        modules = sorted(m for m in os.listdir("/sys/module") if m.startswith("kvm_"))
+    except OSError:
+        modules = []
+    want = os.environ.get(ACCEL_ENV, "auto")
+    if want not in ("auto", "kvm", "tcg"):
+        sys.exit(f"qemu: {ACCEL_ENV}={want}: auto, kvm or tcg")
+    return choose_accel(usable, nested, modules, want)
 
 
 def accel_args(announce=True):
-    args, why = accel()
-    if why and announce:
-        print(f"qemu: {why}: TCG, no VMX", file=sys.stderr)
+    args, how = accel()
+    if announce:
+        print(f"QEMU: {' '.join(args)} ({how})", file=sys.stderr)
     return args
 
 
@@ -79,13 +108,15 @@ def qemu_args(kernel=None, cmdline="", smp=1, memory=128, cdrom=None, accelerato
 
 class Qemu:
     def __init__(self, kernel=None, cmdline="", smp=1, timeout=60.0, cdrom=None, workdir=None,
-                 memory=128, extra_args=()):
+                 memory=128, extra_args=(), quiet=None):
         # The QMP socket lives apart: a workdir's path may be too long for a socket's.
         self._tmp = tempfile.mkdtemp(prefix="hv-qemu-")
         self.workdir = workdir or self._tmp
         os.makedirs(self.workdir, exist_ok=True)
         self.qmp_path = os.path.join(self._tmp, "qmp.sock")
         self.timeout = timeout
+        self.quiet = quiet  # seconds without an output line that end the run as stuck
+        self.stalled = None  # (seconds of silence, since which second of the run)
         self.args = qemu_args(kernel, cmdline, smp, memory, cdrom,
                               debugcon=os.path.join(self.workdir, "e9.txt"),
                               qmp=self.qmp_path, extra=extra_args)
@@ -125,21 +156,26 @@ class Qemu:
     def remaining(self):
         return self.timeout - (time.monotonic() - self.started)
 
-    def wait_for(self, pattern, timeout=None):
-        """The first output line matching `pattern` (regex), or None on timeout/exit."""
+    def wait_for(self, pattern, timeout=None, after=0):
+        """The first output line matching `pattern` (regex), or None on timeout/exit;
+        `after`: look only at the lines from that index on (see line_count())."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + min(timeout or self.remaining(), self.remaining())
-        seen = 0
+        seen = after
         with self._cv:
             while True:
                 for _, line in self.lines[seen:]:
                     if rx.search(line):
                         return line
-                seen = len(self.lines)
+                seen = max(seen, len(self.lines))
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
                     return None
                 self._cv.wait(min(left, 0.5))
+
+    def line_count(self):
+        with self._cv:
+            return len(self.lines)
 
     def connect_qmp(self):
         self.qmp = QMP(self.qmp_path, timeout=max(1.0, min(10.0, self.remaining())))
@@ -149,13 +185,34 @@ class Qemu:
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
+    def last_output(self):
+        """When the last output line came (the start when none has)."""
+        with self._cv:
+            return self.lines[-1][0] if self.lines else self.started
+
+    def silent_for(self):
+        return time.monotonic() - self.last_output()
+
     def wait_exit(self):
-        """Wait for QEMU to exit within the hard timeout; kill it otherwise.
-        Returns (exit status or None when killed, RESULT line or None)."""
-        try:
-            rc = self.proc.wait(timeout=max(0.1, self.remaining()))
-        except subprocess.TimeoutExpired:
-            rc = None
+        """Wait for QEMU to exit within the hard timeout, and while it prints: after
+        `quiet` seconds without an output line it is killed as stuck (self.stalled
+        says since when).  Returns (exit status or None when killed, RESULT line or
+        None)."""
+        rc = None
+        while True:
+            wait = self.remaining()
+            if self.quiet:
+                wait = min(wait, self.quiet - self.silent_for())
+            try:
+                rc = self.proc.wait(timeout=max(0.1, wait))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if self.remaining() <= 0:
+                break
+            if self.quiet and self.silent_for() >= self.quiet:
+                self.stalled = (self.silent_for(), self.last_output() - self.started)
+                break
         self.stop()
         return rc, self.result()
 

@@ -244,15 +244,19 @@ class Judges(unittest.TestCase):
         self.assertFalse(run.path_matches(words, ["nmi_entry", "handle_one", "nmi_entry"]))
         self.assertFalse(run.path_matches(words, ["kmain"] + good))
 
-    def test_short_count(self):
-        """judge: a paced exact run is retried only when a short count is its one failure"""
-        text = FLOOD.replace("qmp-flood 100", "qmp-paced 100 exact")
-        t, _ = entry(text)
-        short = ("HOST-NMIS: received=97 expected=100\ncheck FAILED: host NMIs received == "
-                 "expected (cpu 0: 97 vs 100)\n" + BOOKS_TABLE)
-        self.assertEqual(run.short_count(t, boot(short, injected=100)), "97 of 100")
-        worse = short + "check FAILED: deferred == drained + visited (cpu 1: 8 vs 7)\n"
-        self.assertIsNone(run.short_count(t, boot(worse, injected=100)))
+    def test_paced_exact(self):
+        """judge: a paced run must count every NMI; a run without progress says so"""
+        text = FLOOD.replace("qmp-flood 100", "qmp-paced 100")
+        t, ctx = entry(text)
+        paths = types.SimpleNamespace(kernel="hv.elf", guests={})
+        self.assertIn("ack=1 nmis=100", run.run_args(t, paths)[1])
+        short = "HOST-NMIS: received=97 expected=100\n" + BOOKS_TABLE + \
+            "RESULT: PASS mask-loop\n"
+        self.assertEqual(run.judge(t, boot(short, injected=100), ctx)[-1][0], "FAIL")
+        stuck = boot("workload mask-loop: cpus=2\n")
+        stuck.stalled, stuck.timed_out = (30.0, 2.5), False
+        note = run.judge(t, stuck, ctx)[-1][2]
+        self.assertIn("no progress: no output for 30 s (since 2.5 s)", note)
 
 
 class Manifest(unittest.TestCase):
@@ -269,7 +273,7 @@ class Manifest(unittest.TestCase):
         base = "[t]\nemulator = qemu\ncpus = 1\nfails_when = x\n"
         for bad in ("timeuot = 5\n", "checks = host-nmi\n", "inject = qmp-paced 10\n"
                     "emulator = bochs\n", "books = balanced quiesce_rounds\n",
-                    "trace = nmi\n", "inject = qmp-flood 10 exact\n", "kernel = guest\n"
+                    "trace = nmi\n", "inject = qmp-paced 10 exact\n", "kernel = guest\n"
                     "emulator = bochs\n"):
             text = (base.replace("emulator = qemu\n", "") if "emulator" in bad else base) + bad
             with self.assertRaises(manifest.ManifestError, msg=bad):
@@ -280,13 +284,20 @@ class Manifest(unittest.TestCase):
 
 class Tooling(unittest.TestCase):
     def test_accel(self):
-        """qemu: KVM only with a usable /dev/kvm and nested VMX; else TCG, saying why"""
-        self.assertEqual(qemu.choose_accel(True, "Y"), (qemu.KVM, None))
-        self.assertEqual(qemu.choose_accel(True, "1"), (qemu.KVM, None))
-        for usable, nested in ((False, "Y"), (True, "N"), (True, ""), (False, "")):
-            args, why = qemu.choose_accel(usable, nested)
-            self.assertEqual(args, qemu.TCG)
-            self.assertTrue(why)
+        """qemu: KVM with VMX given nested VMX; KVM without VMX on a hardware KVM or when
+        asked for; else TCG; every choice says why"""
+        for nested in ("Y", "1"):
+            self.assertEqual(qemu.choose_accel(True, nested)[0], qemu.KVM)
+        for modules in (("kvm_intel",), ("kvm_amd",)):
+            self.assertEqual(qemu.choose_accel(True, "N", modules)[0], qemu.KVM_NO_VMX)
+        self.assertEqual(qemu.choose_accel(True, "", ("kvm_pvm",), "kvm")[0], qemu.KVM_NO_VMX)
+        for usable, nested, modules, want in (
+                (False, "Y", ("kvm_intel",), "auto"), (True, "N", (), "auto"),
+                (True, "", ("kvm_pvm",), "auto"), (False, "", (), "kvm"),
+                (True, "Y", ("kvm_intel",), "tcg")):
+            args, why = qemu.choose_accel(usable, nested, modules, want)
+            self.assertEqual(args, qemu.TCG, (usable, nested, modules, want))
+            self.assertTrue(why.startswith("TCG, no VMX: "))
 
     def test_markers(self):
         """elfsym: MARKERS names every symbol the linker scripts define"""
