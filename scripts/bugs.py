@@ -25,6 +25,7 @@ median and maximum over the bugs found, and the goals.
 
     python3 -m scripts.bugs [--bugs a,b] [--configs fuzz-empty-j1,explore] [--seeds 3]
                             [--budget 10] [--json FILE] [--regrow] [--full-test-sim]
+    python3 -m scripts.bugs --table A.json,B.json   the table of saved runs, merged
 """
 import argparse
 import json
@@ -181,6 +182,28 @@ def measure(bug, scratch, configs, args, grown):
     return res
 
 
+def saved_table(args):
+    """The table of one or more --json files: each bug's results per configuration,
+    the later file's where two measured the same."""
+    results, configs = {}, []
+    for path in args.table.split(","):
+        with open(path) as f:
+            saved = json.load(f)
+        for c in saved["configs"]:
+            if c not in configs:
+                configs.append(c)
+        for name, res in saved["results"].items():
+            results.setdefault(name, {}).update(res)
+        if any(c in FUZZ_CONFIGS for c in saved["configs"]):
+            args.seeds, args.budget = saved["seeds"], saved["budget"]
+        if "test-sim" in saved["configs"]:
+            args.suites = saved["test_sim_suites"]
+    args.suites = getattr(args, "suites", TEST_SIM_SUITES)
+    configs = [c for c in CONFIGS if c in configs]
+    bugs = [b for b in catalogue.load(ROOT) if b.name in results]
+    return 0 if table(bugs, configs, results, args) else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bugs", help="comma-separated names (default: the whole catalogue)")
@@ -191,13 +214,17 @@ def main():
     ap.add_argument("--regrow", action="store_true", help="grow the corpus again even if cached")
     ap.add_argument("--full-test-sim", action="store_true",
                     help="test-sim runs every suite of make test-sim, not only the core's")
+    ap.add_argument("--table", metavar="JSON,...", help="measure nothing: print the table of "
+                    "runs saved with --json (several: their configurations side by side)")
     args = ap.parse_args()
+    os.chdir(ROOT)
+    if args.table:
+        return saved_table(args)
     configs = [c for c in args.configs.split(",") if c]
     bad = [c for c in configs if c not in CONFIGS]
     if bad:
         ap.error(f"unknown configuration {', '.join(bad)} (of {', '.join(CONFIGS)})")
     args.suites = FULL_TEST_SIM if args.full_test_sim else TEST_SIM_SUITES
-    os.chdir(ROOT)
     try:
         bugs = catalogue.load(ROOT, [n for n in (args.bugs or "").split(",") if n])
     except ValueError as e:
