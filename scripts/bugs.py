@@ -35,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from . import bugs_catalogue as catalogue
@@ -50,6 +51,7 @@ FULL_TEST_SIM = ["unit", "identity", "scenarios", "corpus", "input", "clang", "s
 GROWN = os.path.join("corpus", "grown", "final-precise")
 GROW_SECONDS = 60
 FOUND_RE = re.compile(r"finding after ([0-9.]+) s")
+FUZZ_STALL = 120
 
 
 def log(text):
@@ -65,7 +67,9 @@ def make_fuzz(tree, seconds, seed, jobs, stop_at_finding=True):
     proc = subprocess.Popen(["make", "fuzz", "VARIANT=final"], cwd=tree, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", start_new_session=True)
-    deadline = time.monotonic() + seconds + 120
+    # A run that goes silent is stopped all the same, FUZZ_STALL seconds after its budget.
+    watchdog = threading.Timer(seconds + FUZZ_STALL, kill_group, (proc,))
+    watchdog.start()
     found, tail = None, []
     try:
         for line in proc.stdout:
@@ -75,22 +79,27 @@ def make_fuzz(tree, seconds, seed, jobs, stop_at_finding=True):
                 found = float(m[1])
                 if stop_at_finding:
                     break
-            if time.monotonic() > deadline:
-                tail.append(f"(no end after {seconds + 120} s)")
-                break
     finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        watchdog.cancel()
+        kill_group(proc)
         proc.stdout.close()
         rc = proc.wait()
     if found is not None:
         return "found", found
     if rc == 0:
         return "none", None
+    if rc == -signal.SIGKILL:
+        return "error", f"no end {FUZZ_STALL} s after its budget: " + " | ".join(tail)[-200:]
     return "error", f"exit {rc}: " + " | ".join(tail)[-200:]
+
+
+def kill_group(proc):
+    """make fuzz and everything it started (its own session): the fuzzer's workers too."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def set_grown(tree, source):

@@ -110,8 +110,7 @@ class Scratch:
             if os.path.isfile(dst) and same(src, dst):
                 continue  # unchanged: keep its mtime, so make rebuilds nothing
             os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.copy2(src, dst)
-            os.utime(dst)  # newer than anything built from the old copy
+            shutil.copy(src, dst)  # a new mtime: newer than anything built from the old copy
 
     def reset(self):
         """The repository's hv/nmi_core.c, written afresh (a new mtime, so make
