@@ -11,6 +11,8 @@ def cell(runs, fuzz):
     """One bug's entry in one column, and its time (None: not found or an error).
     A fuzz column is the median over the seeds that found it, with the maximum,
     and 'k/n' when only some seeds found it."""
+    if not runs:
+        return ".", None
     found = [v for k, v in runs if k == "found"]
     errors = [v for k, v in runs if k == "error"]
     if not found:
@@ -55,13 +57,13 @@ def table(bugs, configs, results, args):
             (f"{f(times[c]):.2f}" if times[c] else "-").rjust(cols[c]) for c in configs))
     print(f"(fuzz: median/max over {args.seeds} seeds of the seconds to the finding, "
           f"'k/n' when only k of n seeds found it in {args.budget} s; explore, test-sim: "
-          f"wall seconds when found; '-' not found; 'ERR' the tool failed; '=' equivalent, "
+          f"wall seconds when found; '-' not found; 'ERR' the tool failed; '.' not measured; '=' equivalent, "
           f"not required; test-sim = suites {' '.join(args.suites)})")
 
     measured = [b for b in bugs if b.name in results]
     real = [b for b in measured if not b.equivalent]
     ok = True
-    print("\ngoals (equivalent bugs left out):")
+    print("\ngoals (equivalent bugs left out; each over the bugs its column measured):")
 
     def goal(met, text):
         nonlocal ok
@@ -69,7 +71,7 @@ def table(bugs, configs, results, args):
         print(f"  {'met   ' if met else 'MISSED'} {text}")
 
     for c in configs:
-        runs = {b.name: results[b.name].get(c, []) for b in real}
+        runs = {b.name: results[b.name][c] for b in real if results[b.name].get(c)}
         if c in FUZZ_CONFIGS:
             missed = [n for n, r in runs.items() if worst(r) is None]
             meds = [statistics.median([v for _, v in r]) for r in runs.values() if worst(r) is not None]
