@@ -68,7 +68,7 @@ SIM_SRCS := sim/machine.c sim/mode.c sim/controller.c sim/ops.c sim/nmi_hw.c sim
 	sim/sched.c sim/explore.c sim/state_hash.c sim/symbols.c sim/stress.c sim/coverage.c hv/nmi_books.c
 SIM_OBJS := $(addprefix $(B)/sim/,$(notdir $(SIM_SRCS:.c=.o)))
 
-.PHONY: all deps builddir sim test test-sim fuzz explore replay bench clean help format \
+.PHONY: all deps builddir sim test test-sim fuzz explore replay bench bench-bugs clean help format \
 	check-format coverage
 all: sim $(B)/fuzz_nmi
 
@@ -87,6 +87,8 @@ help:
 	@echo "make coverage  the NMI coverage map of CORPUS (corpus/fuzz + grown): build/coverage/<variant>.html"
 	@echo "make stress    free-running stress: CPUS (2) threads, SOURCES (2), NMIS (1000000)"
 	@echo "make bench     figures: stress throughput, time to find the seed race, execs/s"
+	@echo "make bench-bugs [BUGS=a,b]   how fast make fuzz, make explore and make test-sim find"
+	@echo "               each bug of tests/bugs/ (BUGS_ARGS: --seeds N --budget S --configs ...)"
 	@echo "make qemu | bochs | trace | test-qemu | test-bochs | iso   the hypervisor (docs/booting.md)"
 	@echo "make format    clang-format every C file"
 
@@ -276,6 +278,16 @@ test-sim:
 bench:
 	@scripts/deps.sh all
 	@python3 -m scripts.bench
+
+# The bug catalogue, tests/bugs/*.patch: per bug, the time make fuzz (empty and grown
+# corpus, JOBS=1 and 2), make explore and make test-sim take to find it, as one table
+# (scripts/bugs.py, docs/fuzzing.md).  BUGS=a,b measures those only; BUGS_ARGS passes
+# more options (--seeds 3, --budget 10, --configs ..., --json FILE, --regrow).
+BUGS ?=
+BUGS_ARGS ?=
+bench-bugs:
+	@scripts/deps.sh sim fuzz
+	@python3 -m scripts.bugs $(if $(BUGS),--bugs $(BUGS)) $(BUGS_ARGS)
 
 C_FILES = $(shell git ls-files '*.c' '*.h')
 format:

@@ -18,7 +18,10 @@
   7. Linux's boot to /init in Bochs (2 CPUs): natively, and as the hypervisor's
      guest, with the ratio and the VM exits by reason during that run
      (make bench-linux, tests/linux/bench.py)
-  8. with BENCH_LONG=1: a 10-minute campaign on final
+  8. the bug catalogue (tests/bugs/, make bench-bugs): per bug, the seconds make fuzz
+     (empty and grown corpus, JOBS=1 and 2), make explore and make test-sim take to
+     find it, with BENCH_BUGS_SEEDS (3) seeds and BENCH_BUGS_BUDGET (10 s) per run
+  9. with BENCH_LONG=1: a 10-minute campaign on final
 
 Environment: BENCH_SEEDS (20), BENCH_SEED_TIMEOUT (30 s), BENCH_STRESS_NMIS (1000000).
 """
@@ -289,6 +292,14 @@ def bench_linux():
     subprocess.run(["make", "-s", "bench-linux", "SMP=2"])
 
 
+def bench_bugs():
+    seeds = os.environ.get("BENCH_BUGS_SEEDS", "3")
+    budget = os.environ.get("BENCH_BUGS_BUDGET", "10")
+    header(f"the bug catalogue (tests/bugs/): time to find each bug, {seeds} seeds, "
+           f"{budget} s per fuzz run (make bench-bugs)")
+    subprocess.run([sys.executable, "-m", "scripts.bugs", "--seeds", seeds, "--budget", budget])
+
+
 def bench_long():
     header("10-minute campaign on final")
     d = tempfile.mkdtemp(prefix="nmi-bench-")
@@ -316,6 +327,7 @@ def main():
         bench_hv()
         bench_trace()
     bench_linux()
+    bench_bugs()
     if os.environ.get("BENCH_LONG"):
         bench_long()
     if fuzz_median is not None:

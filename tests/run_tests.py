@@ -48,6 +48,8 @@ import sys
 import tempfile
 import zipfile
 
+from suite_bugs import suite_bugs  # noqa: F401 - suite `bugs`: tests/suite_bugs.py
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 VARIANTS = ["final", "coalescing", "racy-counter", "reentrant-loop"]
 RESULTS = {"PASS": 0, "FAIL": 0, "SKIP": 0}
@@ -1036,7 +1038,7 @@ def suite_style():
 
 
 SUITES = ["unit", "identity", "scenarios", "corpus", "input", "clang", "sanitizers", "service",
-          "stress", "system", "linux", "coverage", "replay", "scripts", "style"]
+          "stress", "system", "linux", "coverage", "replay", "scripts", "style", "bugs"]
 
 
 def main():
