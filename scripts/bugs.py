@@ -5,7 +5,7 @@ Per bug, in one scratch copy of the repository (build/bugs/tree/), hv/nmi_core.c
 reset, the bug applied and final built; then
 
   fuzz-empty-j1, fuzz-empty-j2   make fuzz VARIANT=final JOBS=1|2 from an empty grown
-                                 corpus (corpus/fuzz/ seeds only)
+                                 corpus (the seeds of corpus/fuzz/ and corpus/distilled/)
   fuzz-grown-j1, fuzz-grown-j2   the same from the grown corpus of a 60 s JOBS=2 campaign
                                  on unmodified final (made once, cached in
                                  build/bugs/grown-<hash of nmi_core.c>/; --regrow)
