@@ -273,10 +273,14 @@ int sim_run(const struct sim_schedule *s, unsigned flags, struct sim_result *r)
 			continue;
 		tl_schedule_step(i, st, c->busy);
 		if (c->busy) {
-			/* A `run` step with NMIs of its own (or stepped throughout: explore)
-			 * counts and places them in the turn it resumes (stepper_resume);
-			 * not a spin inside the NMI handler, where NMIs are blocked. */
-			int own = st->op == OP_RUN && (st->nat || (M.flags & SIM_STEP_ALL)) &&
+			/* A `run` step with NMIs of its own counts and places them in the turn
+			 * it resumes (stepper_resume); not a spin inside the NMI handler,
+			 * where NMIs are blocked, and not in a run stepped throughout
+			 * (explore's nodes): there a resumed turn under the trap flag has
+			 * corrupted the resumed CPU's registers (a schedule of two
+			 * requesters' rounds and their `run` steps, with an NMI in each),
+			 * so explore counts no boundaries in resumed turns. */
+			int own = st->op == OP_RUN && st->nat && !(M.flags & SIM_STEP_ALL) &&
 				  !c->nmi.in_handler;
 			if (own)
 				c->th.step = st;
