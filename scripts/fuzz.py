@@ -186,11 +186,14 @@ def run_fuzzer(args, env):
     for line in run.proc.stderr:
         if not args.quiet or "VIOLATION" in line:
             sys.stderr.write(line)
-        # One process: "#N  NEW cov: ...".  Fork mode's parent: "#N: cov: ... corp: K ...".
-        if re.match(r"#\d+(\s+(NEW|REDUCE|pulse|INITED|DONE)|: cov:)", line):
+        # One process: "#N  NEW cov: ...".  Fork mode's parent: "#N: cov: ... corp: K ...";
+        # there a worker's own lines and statistics (an interrupted one prints them
+        # here) are one job's, not the campaign's.
+        progress = r"#\d+: cov:" if run.fork else r"#\d+\s+(NEW|REDUCE|pulse|INITED|DONE)"
+        if re.match(progress, line):
             res["progress"] = line.strip()
         m = re.match(r"stat::(\w+):\s+(\d+)", line)
-        if m:
+        if m and not run.fork:
             res["stats"][m.group(1)] = int(m.group(2))
         m = re.search(r"starting to fuzz in (\S+)", line)
         if m:
