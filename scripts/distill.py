@@ -17,8 +17,9 @@ import subprocess
 import sys
 import tempfile
 
+from .fuzz import FORK_FLAGS, LIBFUZZER_FLAGS as FLAGS
+
 OUT = os.path.join("corpus", "distilled")
-FLAGS = ["-handle_usr1=0", "-handle_usr2=0", "-timeout=10", "-rss_limit_mb=2048"]
 
 
 def main():
@@ -35,8 +36,7 @@ def main():
         # The seeds go first, so that only what they do not give is merged in.
         shutil.copytree(os.path.join("corpus", "fuzz"), merged)
         print(f"distill: {args.seconds} s of fuzzing final, {args.jobs} jobs, seed {args.seed}", flush=True)
-        p = subprocess.run([binary, grown, os.path.join("corpus", "fuzz"), f"-fork={args.jobs}",
-                            "-ignore_crashes=0", "-ignore_timeouts=0", "-ignore_ooms=0",
+        p = subprocess.run([binary, grown, os.path.join("corpus", "fuzz"), f"-fork={args.jobs}"] + FORK_FLAGS + [
                             f"-max_total_time={args.seconds}", f"-seed={args.seed}"] + FLAGS,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if p.returncode != 0:
